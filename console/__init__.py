@@ -1,0 +1,1 @@
+"""dbp-lab console (Textual TUI): see issue 7."""

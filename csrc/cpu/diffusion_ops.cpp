@@ -1,0 +1,99 @@
+// CPU kernels of dbp::normal, dbp::q_sample and dbp::ddpm_step.
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include "../include/checks.h"
+#include "../include/diffusion_math.h"
+#include "noise_fill.h"
+
+namespace dbp {
+namespace {
+
+constexpr auto kAlways = [](int64_t) { return true; };
+
+at::Tensor normal_cpu(at::IntArrayRef shape, int64_t seed, int64_t stream, const at::Tensor& uids,
+                      int64_t step, std::optional<at::ScalarType> dtype) {
+  TORCH_CHECK_VALUE(!shape.empty() && shape[0] == uids.numel(), "dbp.normal: argument 'shape' must start with ",
+                    "the number of uids (", uids.numel(), "), got ", shape);
+  auto out = at::empty(shape, uids.options().dtype(dtype.value_or(at::kFloat)));
+  check_images(out, "normal", "shape/dtype");
+  check_uids(uids, shape[0], uids.device(), "normal");
+  check_address(stream, step, "normal");
+  const auto ids = uids.contiguous();
+  const int64_t B = shape[0], N = out.numel() / B;
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "dbp_normal", [&] {
+    scalar_t* o = out.data_ptr<scalar_t>();
+    for_each_noise_chunk(B, N, ids.data_ptr<int64_t>(), seed, stream, step, kAlways,
+                         [&](int64_t b, int64_t e0, int64_t n, const float* z) {
+                           scalar_t* ob = o + b * N + e0;
+                           for (int64_t i = 0; i < n; ++i) ob[i] = static_cast<scalar_t>(z[i]);
+                         });
+  });
+  return out;
+}
+
+at::Tensor q_sample_cpu(const at::Tensor& x0, const at::Tensor& sqrt_ab, const at::Tensor& sqrt_1mab,
+                        int64_t seed, int64_t stream, const at::Tensor& uids, int64_t step) {
+  check_images(x0, "q_sample", "x0");
+  check_uids(uids, x0.size(0), x0.device(), "q_sample");
+  check_address(stream, step, "q_sample");
+  const auto x = x0.contiguous(), ids = uids.contiguous();
+  const auto a = coefficient(sqrt_ab, x, "q_sample", "sqrt_ab");
+  const auto s = coefficient(sqrt_1mab, x, "q_sample", "sqrt_1mab");
+  auto out = at::empty_like(x);
+  const int64_t B = x.size(0), N = x.numel() / B;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dbp_q_sample", [&] {
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *ap = a.data_ptr<scalar_t>(), *sp = s.data_ptr<scalar_t>();
+    const bool ab = a.numel() > 1, sb = s.numel() > 1;
+    scalar_t* o = out.data_ptr<scalar_t>();
+    for_each_noise_chunk(B, N, ids.data_ptr<int64_t>(), seed, stream, step, kAlways,
+                         [&](int64_t b, int64_t e0, int64_t n, const float* z) {
+                           const scalar_t A = ap[ab ? b : 0], S = sp[sb ? b : 0];
+                           const scalar_t* xb = xp + b * N + e0;
+                           scalar_t* ob = o + b * N + e0;
+                           for (int64_t i = 0; i < n; ++i) ob[i] = q_sample_elem(xb[i], A, S, z[i]);
+                         });
+  });
+  return out;
+}
+
+at::Tensor ddpm_step_cpu(const at::Tensor& x_t, const at::Tensor& eps, const at::Tensor& c_x,
+                         const at::Tensor& c_eps, const at::Tensor& sigma, int64_t seed, int64_t stream,
+                         const at::Tensor& uids, int64_t step) {
+  check_images(x_t, "ddpm_step", "x_t");
+  check_like(eps, x_t, "ddpm_step", "eps", "x_t");
+  check_uids(uids, x_t.size(0), x_t.device(), "ddpm_step");
+  check_address(stream, step, "ddpm_step");
+  const auto x = x_t.contiguous(), e = eps.contiguous(), ids = uids.contiguous();
+  const auto cx = coefficient(c_x, x, "ddpm_step", "c_x");
+  const auto ce = coefficient(c_eps, x, "ddpm_step", "c_eps");
+  const auto sg = coefficient(sigma, x, "ddpm_step", "sigma");
+  auto out = at::empty_like(x);
+  const int64_t B = x.size(0), N = x.numel() / B;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dbp_ddpm_step", [&] {
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *ep = e.data_ptr<scalar_t>();
+    const scalar_t *cxp = cx.data_ptr<scalar_t>(), *cep = ce.data_ptr<scalar_t>(), *sgp = sg.data_ptr<scalar_t>();
+    const bool cxb = cx.numel() > 1, ceb = ce.numel() > 1, sgb = sg.numel() > 1;
+    scalar_t* o = out.data_ptr<scalar_t>();
+    for_each_noise_chunk(
+        B, N, ids.data_ptr<int64_t>(), seed, stream, step,
+        [&](int64_t b) { return sgp[sgb ? b : 0] != scalar_t(0); },
+        [&](int64_t b, int64_t e0, int64_t n, const float* z) {
+          const scalar_t CX = cxp[cxb ? b : 0], CE = cep[ceb ? b : 0], SG = sgp[sgb ? b : 0];
+          const scalar_t *xb = xp + b * N + e0, *eb = ep + b * N + e0;
+          scalar_t* ob = o + b * N + e0;
+          for (int64_t i = 0; i < n; ++i) ob[i] = ddpm_step_elem(xb[i], eb[i], CX, CE, SG, z[i]);
+        });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dbp, CPU, m) {
+  m.impl("normal", &normal_cpu);
+  m.impl("q_sample", &q_sample_cpu);
+  m.impl("ddpm_step", &ddpm_step_cpu);
+}
+
+}  // namespace dbp

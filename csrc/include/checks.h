@@ -1,0 +1,56 @@
+// Argument checks shared by the CPU and CUDA entry points. Each failure is a
+// Python ValueError that names the op, the argument and what was expected.
+#pragma once
+#include <ATen/ATen.h>
+#include <string>
+
+namespace dbp {
+
+inline void check_images(const at::Tensor& x, const char* op, const char* name) {
+  TORCH_CHECK_VALUE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "dbp.", op,
+                    ": argument '", name, "' must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(0) > 0 && x.numel() > 0, "dbp.", op, ": argument '", name,
+                    "' must be a non-empty batch (first dimension = samples), got shape ", x.sizes());
+}
+
+inline void check_uids(const at::Tensor& uids, int64_t batch, const at::Device& device, const char* op) {
+  TORCH_CHECK_VALUE(uids.scalar_type() == at::kLong, "dbp.", op,
+                    ": argument 'uids' must be int64 sample ids, got ", uids.scalar_type());
+  TORCH_CHECK_VALUE(uids.dim() == 1 && uids.numel() == batch, "dbp.", op,
+                    ": argument 'uids' must be 1-D with one id per sample (", batch, "), got shape ",
+                    uids.sizes());
+  TORCH_CHECK_VALUE(uids.device() == device, "dbp.", op, ": argument 'uids' must be on ", device,
+                    " like the data, got ", uids.device());
+}
+
+// step and stream are 32-bit address fields (philox.h).
+inline void check_address(int64_t stream, int64_t step, const char* op) {
+  TORCH_CHECK_VALUE(stream >= 0 && stream < (int64_t(1) << 32), "dbp.", op,
+                    ": argument 'stream' must be in [0, 2^32), got ", stream);
+  TORCH_CHECK_VALUE(step >= 0 && step < (int64_t(1) << 32), "dbp.", op,
+                    ": argument 'step' must be in [0, 2^32), got ", step);
+}
+
+inline void check_like(const at::Tensor& a, const at::Tensor& ref, const char* op, const char* name,
+                       const char* ref_name) {
+  TORCH_CHECK_VALUE(a.sizes() == ref.sizes() && a.scalar_type() == ref.scalar_type() &&
+                        a.device() == ref.device(),
+                    "dbp.", op, ": argument '", name, "' must match '", ref_name, "' (shape ", ref.sizes(),
+                    ", ", ref.scalar_type(), ", ", ref.device(), "), got shape ", a.sizes(), ", ",
+                    a.scalar_type(), ", ", a.device());
+}
+
+// A per-sample coefficient: one value or one per sample, finite. Returned
+// contiguous, in the data's dtype and on its device.
+inline at::Tensor coefficient(const at::Tensor& c, const at::Tensor& x, const char* op, const char* name) {
+  TORCH_CHECK_VALUE(c.is_floating_point(), "dbp.", op, ": argument '", name,
+                    "' must be a floating tensor, got ", c.scalar_type());
+  TORCH_CHECK_VALUE(c.numel() == 1 || (c.dim() == 1 && c.numel() == x.size(0)), "dbp.", op,
+                    ": argument '", name, "' must hold one value or one per sample (", x.size(0),
+                    "), got shape ", c.sizes());
+  TORCH_CHECK_VALUE(at::isfinite(c).all().item<bool>(), "dbp.", op, ": argument '", name,
+                    "' must be finite, got ", c.to(at::kCPU));
+  return c.reshape({c.numel()}).to(x.device(), x.scalar_type()).contiguous();
+}
+
+}  // namespace dbp

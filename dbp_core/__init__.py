@@ -1,0 +1,1 @@
+"""dbp-lab core: addressed noise, diffusion, purification, attacks, ADDT."""

@@ -1,0 +1,245 @@
+"""The Python face of the ``dbp`` custom ops (DESIGN.md §3).
+
+``torch.ops.dbp.{normal, q_sample, ddpm_step, rbgm}`` come from the compiled
+extension ``dbp_core._C`` (CPU kernels, plus CUDA kernels when built with
+CUDA). Without it, the same schemas are defined here with the pure-PyTorch
+reference (``dbp_core._reference``) as their kernel, after one warning. Either
+way this module registers the autograd formulas and fake kernels, so callers
+never see the difference except in speed; ``backend()`` says which is live.
+
+Addresses: every noise value is a function of (seed, stream, uid, step,
+element) only — see ``csrc/include/philox.h``. ``uids`` names each sample of
+the batch (its dataset index), never its position in the batch.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+
+from . import _reference as ref
+
+SCHEMAS = {
+    "normal": "(int[] shape, int seed, int stream, Tensor uids, int step, ScalarType? dtype=None) -> Tensor",
+    "q_sample": "(Tensor x0, Tensor sqrt_ab, Tensor sqrt_1mab, int seed, int stream, Tensor uids, int step) -> Tensor",
+    "ddpm_step": "(Tensor x_t, Tensor eps, Tensor c_x, Tensor c_eps, Tensor sigma, int seed, int stream, "
+    "Tensor uids, int step) -> Tensor",
+    "rbgm": "(Tensor g, int seed, int stream, Tensor uids, int step) -> Tensor",
+}
+
+_EXTENSION_ERROR: str | None = None
+try:
+    from . import _C  # noqa: F401  (loading the library registers the ops)
+except ImportError as exc:  # not built: fall back to the reference
+    _EXTENSION_ERROR = str(exc)
+
+
+def backend() -> str:
+    """Which implementation is live: 'extension (cpu)', 'extension (cpu, cuda)' or 'reference'."""
+    if _EXTENSION_ERROR is not None:
+        return "reference"
+    has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("dbp::q_sample", "CUDA")
+    return "extension (cpu, cuda)" if has_cuda else "extension (cpu)"
+
+
+# --- argument checks of the fallback (the extension checks in csrc/include/checks.h) ---
+
+def _fail(op: str, msg: str):
+    raise ValueError(f"dbp.{op}: {msg}")
+
+
+def _check_images(x: torch.Tensor, op: str, name: str):
+    if x.dtype not in (torch.float32, torch.float64):
+        _fail(op, f"argument '{name}' must be float32 or float64, got {x.dtype}")
+    if x.dim() < 1 or x.shape[0] == 0 or x.numel() == 0:
+        _fail(op, f"argument '{name}' must be a non-empty batch (first dimension = samples), got shape {list(x.shape)}")
+
+
+def _check_uids(uids: torch.Tensor, batch: int, device: torch.device, op: str):
+    if uids.dtype != torch.int64:
+        _fail(op, f"argument 'uids' must be int64 sample ids, got {uids.dtype}")
+    if uids.dim() != 1 or uids.numel() != batch:
+        _fail(op, f"argument 'uids' must be 1-D with one id per sample ({batch}), got shape {list(uids.shape)}")
+    if uids.device != device:
+        _fail(op, f"argument 'uids' must be on {device} like the data, got {uids.device}")
+
+
+def _check_address(stream: int, step: int, op: str):
+    for name, v in (("stream", stream), ("step", step)):
+        if not 0 <= v < 2**32:
+            _fail(op, f"argument '{name}' must be in [0, 2^32), got {v}")
+
+
+def _check_coefficient(c: torch.Tensor, x: torch.Tensor, op: str, name: str):
+    if not c.is_floating_point():
+        _fail(op, f"argument '{name}' must be a floating tensor, got {c.dtype}")
+    if not (c.numel() == 1 or (c.dim() == 1 and c.numel() == x.shape[0])):
+        _fail(op, f"argument '{name}' must hold one value or one per sample ({x.shape[0]}), got shape {list(c.shape)}")
+    if not bool(torch.isfinite(c).all()):
+        _fail(op, f"argument '{name}' must be finite, got {c.cpu()}")
+
+
+def _define_reference_ops():
+    """Define the dbp ops with the reference as kernel (extension not built)."""
+    lib = torch.library.Library("dbp", "DEF")
+    for name, schema in SCHEMAS.items():
+        lib.define(name + schema)
+
+    def normal_impl(shape, seed, stream, uids, step, dtype=None):
+        if len(shape) == 0 or shape[0] != uids.numel():
+            _fail("normal", f"argument 'shape' must start with the number of uids ({uids.numel()}), got {list(shape)}")
+        _check_uids(uids, shape[0], uids.device, "normal")
+        _check_address(stream, step, "normal")
+        if (dtype or torch.float32) not in (torch.float32, torch.float64) or 0 in shape:
+            _fail("normal", f"argument 'shape/dtype' must be a non-empty float32/float64 batch, got {list(shape)}, {dtype}")
+        return ref.normal(shape, seed, stream, uids, step, dtype)
+
+    def q_sample_impl(x0, sqrt_ab, sqrt_1mab, seed, stream, uids, step):
+        _check_images(x0, "q_sample", "x0")
+        _check_uids(uids, x0.shape[0], x0.device, "q_sample")
+        _check_address(stream, step, "q_sample")
+        _check_coefficient(sqrt_ab, x0, "q_sample", "sqrt_ab")
+        _check_coefficient(sqrt_1mab, x0, "q_sample", "sqrt_1mab")
+        return ref.q_sample(x0, sqrt_ab, sqrt_1mab, seed, stream, uids, step)
+
+    def ddpm_step_impl(x_t, eps, c_x, c_eps, sigma, seed, stream, uids, step):
+        _check_images(x_t, "ddpm_step", "x_t")
+        if eps.shape != x_t.shape or eps.dtype != x_t.dtype or eps.device != x_t.device:
+            _fail("ddpm_step", f"argument 'eps' must match 'x_t' (shape {list(x_t.shape)}, {x_t.dtype}, "
+                  f"{x_t.device}), got shape {list(eps.shape)}, {eps.dtype}, {eps.device}")
+        _check_uids(uids, x_t.shape[0], x_t.device, "ddpm_step")
+        _check_address(stream, step, "ddpm_step")
+        for c, n in ((c_x, "c_x"), (c_eps, "c_eps"), (sigma, "sigma")):
+            _check_coefficient(c, x_t, "ddpm_step", n)
+        return ref.ddpm_step(x_t, eps, c_x, c_eps, sigma, seed, stream, uids, step)
+
+    def rbgm_impl(g, seed, stream, uids, step):
+        _check_images(g, "rbgm", "g")
+        _check_uids(uids, g.shape[0], g.device, "rbgm")
+        _check_address(stream, step, "rbgm")
+        if not bool(torch.isfinite(g).all()):
+            _fail("rbgm", "argument 'g' must be finite (it is ranked)")
+        return ref.rbgm(g, seed, stream, uids, step)
+
+    for name, fn in (("normal", normal_impl), ("q_sample", q_sample_impl),
+                     ("ddpm_step", ddpm_step_impl), ("rbgm", rbgm_impl)):
+        lib.impl(name, fn, "CompositeExplicitAutograd")
+    return lib
+
+
+if _EXTENSION_ERROR is not None:
+    warnings.warn(
+        f"dbp_core._C is not built ({_EXTENSION_ERROR}); using the pure-PyTorch reference ops, which are "
+        "exact but slow. Build it with: pip install -e . --no-build-isolation",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    _REFERENCE_LIB = _define_reference_ops()
+
+
+# --- fake kernels (shape propagation for torch.compile / meta tensors) ---
+
+@torch.library.register_fake("dbp::normal")
+def _normal_fake(shape, seed, stream, uids, step, dtype=None):
+    return uids.new_empty(shape, dtype=dtype or torch.float32)
+
+
+@torch.library.register_fake("dbp::q_sample")
+def _q_sample_fake(x0, sqrt_ab, sqrt_1mab, seed, stream, uids, step):
+    return torch.empty_like(x0, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("dbp::ddpm_step")
+def _ddpm_step_fake(x_t, eps, c_x, c_eps, sigma, seed, stream, uids, step):
+    return torch.empty_like(x_t, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("dbp::rbgm")
+def _rbgm_fake(g, seed, stream, uids, step):
+    return torch.empty_like(g, memory_format=torch.contiguous_format)
+
+
+# --- autograd: backward passes are scalings; the noise is never saved ---
+
+def _per_sample(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return c.reshape(-1).to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+def _q_sample_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])  # sqrt_ab: one scalar per sample
+
+
+def _q_sample_backward(ctx, grad):
+    (sqrt_ab,) = ctx.saved_tensors
+    return grad * _per_sample(sqrt_ab, grad), None, None, None, None, None, None
+
+
+def _ddpm_step_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[2], inputs[3])  # c_x, c_eps
+
+
+def _ddpm_step_backward(ctx, grad):
+    c_x, c_eps = ctx.saved_tensors
+    g_x = grad * _per_sample(c_x, grad)
+    return g_x, -(g_x * _per_sample(c_eps, grad)), None, None, None, None, None, None, None
+
+
+def _rbgm_backward(ctx, grad):
+    # CGPO treats RBGM as a projection: no gradient flows through the ranking.
+    return None, None, None, None, None
+
+
+torch.library.register_autograd("dbp::q_sample", _q_sample_backward, setup_context=_q_sample_setup)
+torch.library.register_autograd("dbp::ddpm_step", _ddpm_step_backward, setup_context=_ddpm_step_setup)
+torch.library.register_autograd("dbp::rbgm", _rbgm_backward, setup_context=lambda ctx, inputs, output: None)
+
+
+# --- the functions callers use ---
+
+def _signed64(seed: int) -> int:
+    """Seeds are 64-bit words; the schema's int is signed, so wrap [2^63, 2^64)."""
+    seed = int(seed)
+    if not -(2**63) <= seed < 2**64:
+        raise ValueError(f"dbp: seed must fit in 64 bits, got {seed}")
+    return seed - 2**64 if seed >= 2**63 else seed
+
+
+def _coef(c, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(c, torch.Tensor):
+        return c
+    return torch.tensor(float(c), dtype=like.dtype, device=like.device)
+
+
+def normal(shape: Sequence[int], seed: int, stream: int, uids: torch.Tensor, step: int,
+           dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Standard-normal noise of ``shape`` (shape[0] = len(uids)) on the uids' device."""
+    return torch.ops.dbp.normal(list(shape), _signed64(seed), int(stream), uids, int(step), dtype)
+
+
+def q_sample(x0: torch.Tensor, sqrt_ab, sqrt_1mab, seed: int, stream: int, uids: torch.Tensor,
+             step: int) -> torch.Tensor:
+    """Forward diffusion ``sqrt_ab * x0 + sqrt_1mab * z`` with addressed z (DDPM eq. 4).
+
+    Coefficients: a float, or a tensor with one value or one per sample.
+    Differentiable in x0.
+    """
+    return torch.ops.dbp.q_sample(x0, _coef(sqrt_ab, x0), _coef(sqrt_1mab, x0), _signed64(seed),
+                                  int(stream), uids, int(step))
+
+
+def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, c_x, c_eps, sigma, seed: int, stream: int,
+              uids: torch.Tensor, step: int) -> torch.Tensor:
+    """Fused reverse step ``c_x * (x_t - c_eps * eps) + sigma * z`` with addressed z.
+
+    ``sigma = 0`` draws no noise (DDIM, eta = 0). Differentiable in x_t and eps.
+    """
+    return torch.ops.dbp.ddpm_step(x_t, eps, _coef(c_x, x_t), _coef(c_eps, x_t), _coef(sigma, x_t),
+                                   _signed64(seed), int(stream), uids, int(step))
+
+
+def rbgm(g: torch.Tensor, seed: int, stream: int, uids: torch.Tensor, step: int) -> torch.Tensor:
+    """Rank-based Gaussian mapping (NOTES.md, ADDT step 3): per image channel of g
+    ([B, C, ...]; [B, N] is one row per sample) an addressed Gaussian sample,
+    sorted, placed in the rank order of g. No gradient."""
+    return torch.ops.dbp.rbgm(g, _signed64(seed), int(stream), uids, int(step))
