@@ -1,0 +1,6 @@
+"""``python -m console`` = ``dbp console``."""
+import sys
+
+from .app import main
+
+sys.exit(main(argv=sys.argv[1:]))

@@ -1,0 +1,123 @@
+"""The dbp console: ``dbp console`` / ``python -m console``.
+
+Three screens (Textual modes): Experiments, Monitor, Runs; a help screen; the command
+palette (Ctrl+P). The console never owns a run: runs are ``dbp run`` processes in their own
+session (see :mod:`console.launcher`); the console reads their folders back.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from .launcher import Job, Launcher
+from .screens import ExperimentsScreen, HelpScreen, MonitorScreen, RunsScreen
+
+
+class ConsoleApp(App):
+    CSS_PATH = "console.tcss"
+    TITLE = "dbp console"
+    MODES = {"experiments": ExperimentsScreen, "monitor": MonitorScreen, "runs": RunsScreen}
+    DEFAULT_MODE = "experiments"
+    BINDINGS = [
+        Binding("f1,question_mark", "help", "Help"),
+        Binding("f2", "switch_mode('experiments')", "Experiments"),
+        Binding("f3", "switch_mode('monitor')", "Monitor"),
+        Binding("f4", "switch_mode('runs')", "Runs"),
+        Binding("1", "switch_mode('experiments')", "Experiments", show=False),
+        Binding("2", "switch_mode('monitor')", "Monitor", show=False),
+        Binding("3", "switch_mode('runs')", "Runs", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, experiments_dir: str | os.PathLike = "experiments", runs_dir: str | os.PathLike | None = None,
+                 *, cwd: str | os.PathLike | None = None, max_parallel: int = 1, env: dict | None = None,
+                 poll_interval: float | None = None):
+        super().__init__()
+        from dbp_core.runs import default_runs_dir
+        self.experiments_dir = Path(experiments_dir)
+        self.runs_dir = default_runs_dir(runs_dir)
+        self.launcher = Launcher(self.runs_dir, cwd=cwd or os.getcwd(), max_parallel=max_parallel, env=env)
+        self._watch_requests: list[str] = []
+        self._watch_jobs: list[Job] = []
+        if poll_interval:
+            MonitorScreen.POLL_S = poll_interval
+
+    def on_mount(self) -> None:
+        self.sub_title = f"experiments: {self.experiments_dir} · runs: {self.runs_dir}"
+        self.set_interval(1.0, self.launcher_tick)
+
+    # ---- shared state used by the screens
+    def launcher_tick(self) -> None:
+        self.launcher.tick()
+
+    def watch_job(self, job: Job) -> None:
+        """Overlay this job's run in the monitor as soon as its run id is known."""
+        self._watch_jobs.append(job)
+
+    def request_watch(self, run_id: str) -> None:
+        self._watch_requests.append(run_id)
+
+    def take_watch_requests(self, known_ids: Iterable[str]) -> list[str]:
+        known = set(known_ids)
+        for job in list(self._watch_jobs):
+            if job.run_id:
+                self._watch_requests.append(job.run_id)
+                self._watch_jobs.remove(job)
+            elif job.state in ("exited", "cancelled"):
+                self._watch_jobs.remove(job)
+                if job.returncode:
+                    self.notify(f"{job.label} exited with code {job.returncode}: "
+                                f"{self.launcher.output(job)[-300:]}", severity="error", timeout=10)
+        ready = [r for r in self._watch_requests if r in known]
+        self._watch_requests = [r for r in self._watch_requests if r not in known]
+        return ready
+
+    def resume_run(self, run_id: str) -> Job:
+        job = self.launcher.resume(run_id)
+        self.request_watch(run_id)
+        self.notify(f"resuming {run_id}")
+        return job
+
+    # ---- help and command palette
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Experiments", "Edit, save and launch experiment TOMLs",
+                            lambda: self.switch_mode("experiments"))
+        yield SystemCommand("Monitor", "Live curves, progress and logs of runs", lambda: self.switch_mode("monitor"))
+        yield SystemCommand("Runs", "Run history, compare, export", lambda: self.switch_mode("runs"))
+        yield SystemCommand("Help", "Key bindings and what each screen does", self.action_help)
+        yield SystemCommand("More parallel runs", "Raise the queue's max-parallel by one",
+                            lambda: self._parallel(1))
+        yield SystemCommand("Fewer parallel runs", "Lower the queue's max-parallel by one",
+                            lambda: self._parallel(-1))
+
+    def _parallel(self, delta: int) -> None:
+        self.launcher.max_parallel = max(1, self.launcher.max_parallel + delta)
+        self.notify(f"max parallel runs: {self.launcher.max_parallel}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dbp console", description="Textual console: configure, launch, watch runs")
+    p.add_argument("--experiments", metavar="DIR", default="experiments", help="experiment TOMLs (default: ./experiments)")
+    p.add_argument("--runs-dir", metavar="DIR", default=None, help="run store (default: $DBP_RUNS_DIR or ./runs)")
+    p.add_argument("--max-parallel", type=int, default=1, help="runs executing at once (default 1)")
+    return p
+
+
+def main(experiments: str | None = None, runs_dir: str | None = None, max_parallel: int = 1,
+         argv: list[str] | None = None) -> int:
+    if experiments is None and argv is not None:
+        args = build_parser().parse_args(argv)
+        experiments, runs_dir, max_parallel = args.experiments, args.runs_dir, args.max_parallel
+    ConsoleApp(experiments or "experiments", runs_dir, max_parallel=max_parallel).run()
+    return 0

@@ -1,0 +1,417 @@
+"""The ``dbp`` command (also ``python -m dbp_core``).
+
+Exit codes: 0 ok, 1 the run failed, 2 bad input (invalid config, missing file, unknown run),
+130 interrupted (SIGINT/SIGTERM; the run is resumable). User errors print one clear message,
+never a traceback; a failed run's traceback is in its ``log.txt``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UserError(Exception):
+    """Bad input: printed as 'dbp: error: ...' with exit code 2."""
+
+
+# --------------------------------------------------------------------------- progress display
+
+class ProgressDisplay:
+    """tqdm bar on a terminal; plain 'stage: done/total' lines (at most every 2 s) otherwise."""
+
+    def __init__(self, stream=None, enabled: bool | None = None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if enabled is None else enabled
+        self.bar = None
+        self.stage = None
+        self.last_line = 0.0
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if self.tty:
+            from tqdm import tqdm
+            if self.bar is None or self.stage != stage:
+                self.close()
+                self.bar = tqdm(total=total, desc=stage, file=self.stream, dynamic_ncols=True)
+                self.stage = stage
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+        else:
+            now = time.monotonic()
+            if stage != self.stage or done == total or now - self.last_line >= 2.0:
+                self.stage, self.last_line = stage, now
+                print(f"{stage}: {done}/{total if total is not None else '?'}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _store(args):
+    from .runs import RunStore, default_runs_dir
+    return RunStore(default_runs_dir(getattr(args, "runs_dir", None), getattr(args, "_config_runs_dir", None)))
+
+
+def _open_run(args):
+    from .runs import RunNotFound
+    try:
+        return _store(args).open(args.run)
+    except RunNotFound as exc:
+        raise UserError(str(exc)) from None
+
+
+def _load(args):
+    from .config import load_config
+    return load_config(args.file, overrides=args.set or [])
+
+
+def _fmt_pct(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _fmt_progress(status: dict) -> str:
+    p = status.get("progress") or {}
+    if p.get("total"):
+        return f"{p.get('stage', '')} {p.get('done', 0)}/{p['total']}".strip()
+    return "-"
+
+
+def _headline(results: dict | None) -> str:
+    h = (results or {}).get("headline")
+    if not h:
+        return "-"
+    what = h["protocol"] + (f"/{h['attack']}" if h.get("attack") else "")
+    return f"{what} {_fmt_pct(h['accuracy'])} [{_fmt_pct(h['ci_low'])}, {_fmt_pct(h['ci_high'])}]"
+
+
+def _execute(run, cfg, args) -> int:
+    from .study import run_study
+    display = ProgressDisplay(enabled=False if args.no_progress else None)
+    try:
+        state = run_study(run, cfg, on_progress=display)
+    finally:
+        display.close()
+    status = run.read_status(check_alive=False) or {}
+    if state == "done":
+        print(f"\n{_headline(run.read_results())}" if run.read_results() else "")
+        print(run.path)
+        return EXIT_OK
+    if state == "interrupted":
+        print(f"dbp: interrupted; resume with: dbp resume {run.id}\n{run.path}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"dbp: run failed: {status.get('message', '')}\n(traceback in {run.log_path})\n{run.path}",
+          file=sys.stderr)
+    return EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_check(args) -> int:
+    cfg = _load(args)
+    attacks = ", ".join(a.name for a in cfg.attacks) or "none"
+    print(f"ok: {args.file} — experiment '{cfg.name}', data {cfg.data.dataset}/{cfg.data.split}, "
+          f"stages {', '.join(cfg.stages)}, attacks: {attacks}")
+    return EXIT_OK
+
+
+def _prepare_run(args):
+    cfg = _load(args)
+    args._config_runs_dir = cfg.output.runs_dir
+    run = _store(args).create(cfg)
+    print(f"run {run.id} in {run.path}", file=sys.stderr)
+    return run, cfg
+
+
+def cmd_run(args) -> int:
+    from . import dist
+    if dist.env_world_size() > 1:
+        return _distributed(args, _prepare_run)
+    run, cfg = _prepare_run(args)
+    return _execute(run, cfg, args)
+
+
+def _prepare_resume(args):
+    run = _open_run(args)
+    status = run.read_status(persist=True) or {}
+    state = status.get("state")
+    if state == "done":
+        print(f"run {run.id} is already done\n{run.path}")
+        return EXIT_OK
+    if state == "running":
+        raise UserError(f"run {run.id} is still running (pid {status.get('pid')} on {status.get('host')})")
+    cfg = run.read_config()
+    print(f"resuming run {run.id} ({state})", file=sys.stderr)
+    return run, cfg
+
+
+def cmd_resume(args) -> int:
+    from . import dist
+    if dist.env_world_size() > 1:
+        return _distributed(args, _prepare_resume)
+    prepared = _prepare_resume(args)
+    if isinstance(prepared, int):
+        return prepared
+    return _execute(*prepared, args)
+
+
+def _distributed(args, prepare) -> int:
+    """``dbp run`` / ``dbp resume`` under torchrun (docs/scale-out.md): rank 0 alone creates or
+    opens the run and writes its store; it hands the run id and the resolved config to the other
+    ranks in one exchange, then every rank runs the study (dbp_core.study / dbp_core.dist)."""
+    from . import dist
+    dist.init_from_env()
+    rank, world = dist.world()
+    try:
+        prepared, error = None, None
+        if rank == 0:
+            try:
+                prepared = prepare(args)
+            except Exception as exc:  # noqa: BLE001 — re-raised below for the usual message
+                error = exc
+
+        def share():
+            if error is not None:
+                raise error
+            if isinstance(prepared, int):
+                return ("exit", prepared)
+            if prepared is not None:
+                run, cfg = prepared
+                return ("run", str(run.path), run.id, cfg)
+            return None
+        try:
+            shared = dist.run_guarded(share)[0]
+        except dist.PeerFailed:
+            if error is not None:
+                raise error from None  # rank 0: 'dbp: invalid config: ...' etc.
+            return EXIT_BAD_INPUT
+        if shared[0] == "exit":
+            return shared[1]
+        if rank == 0:
+            print(f"distributed run over {world} ranks", file=sys.stderr)
+            return _execute(prepared[0], prepared[1], args)
+        from .study import run_study
+        run = dist.FollowerRun(shared[2], shared[1])
+        state = run_study(run, shared[3])
+        if state == "done":
+            return EXIT_OK
+        print(f"dbp [rank {rank}]: run {state}; see {shared[1]}/log.txt", file=sys.stderr)
+        return EXIT_INTERRUPTED if state == "interrupted" else EXIT_FAILED
+    finally:
+        dist.settle()
+        dist.shutdown()
+
+
+def cmd_runs(args) -> int:
+    runs = _store(args).list()
+    rows = []
+    for run in runs:
+        status = run.read_status() or {}
+        rows.append((run.id, status.get("experiment", "?"), status.get("state", "?"), _fmt_progress(status),
+                     _headline(run.read_results())))
+    if args.json:
+        print(json.dumps([dict(zip(("id", "experiment", "state", "progress", "headline"), r)) for r in rows], indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"no runs in {_store(args).root}")
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"runs in {_store(args).root}")
+    for col in ("id", "experiment", "state", "progress", "headline result"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(*r)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    run = _open_run(args)
+    status = run.read_status() or {}
+    results = run.read_results()
+    print(f"run:        {run.id}\nfolder:     {run.path}")
+    print(f"experiment: {status.get('experiment', '?')}\nstate:      {status.get('state', '?')}"
+          + (f" — {status['message']}" if status.get("message") else ""))
+    print(f"progress:   {_fmt_progress(status)}" + (f", eta {status['eta']:.0f} s" if status.get("eta") else ""))
+    if results:
+        print("\naccuracies:")
+        for row in results.get("accuracies", []):
+            what = row["protocol"] + (f" / {row['attack']}" if row.get("attack") else "")
+            print(f"  {row['stage']:<10} {what:<28} {_fmt_pct(row['accuracy']):>7}  "
+                  f"[{_fmt_pct(row['ci_low'])}, {_fmt_pct(row['ci_high'])}]  n={row['n']}")
+    tail = run.read_log_tail(5)
+    if tail:
+        print("\nlog:\n  " + "\n  ".join(tail))
+    return EXIT_OK
+
+
+EXPORT_COLUMNS = ("run_id", "experiment", "stage", "protocol", "attack", "n", "correct", "accuracy",
+                  "ci_low", "ci_high", "confidence")
+
+
+def cmd_export(args) -> int:
+    run = _open_run(args)
+    results = run.read_results()
+    if results is None:
+        raise UserError(f"run {run.id} has no results.json yet (state: {(run.read_status() or {}).get('state')})")
+    out = sys.stdout if args.csv in (None, "-") else open(args.csv, "w", newline="", encoding="utf-8")
+    try:
+        writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in results.get("accuracies", []):
+            writer.writerow({"run_id": results.get("run_id"), "experiment": results.get("experiment"), **row})
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    """PNG figures + report.md per run (dbp_core/report.py, docs/reports.md)."""
+    from .runs import RunNotFound
+    store = _store(args)
+    paths = []
+    for ref in args.runs:
+        try:
+            paths.append(store.open(ref).path)
+        except RunNotFound as exc:
+            if Path(ref).is_dir() and ((Path(ref) / "metrics.jsonl").exists() or (Path(ref) / "results.json").exists()):
+                paths.append(Path(ref))  # a copied run folder without status.json
+            else:
+                raise UserError(str(exc)) from None
+    from .report import write_reports
+    written = write_reports(paths, out=args.out)
+    for rep in written["runs"]:
+        print(f"{rep['report']}  ({len(rep['figures'])} figures)")
+    if written["comparison"]:
+        print(f"{written['comparison']['report']}  (comparison of {len(paths)} runs)")
+    return EXIT_OK
+
+
+def cmd_backend(args) -> int:
+    from . import ops
+    print(ops.backend())
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    try:
+        from . import train
+    except ImportError as exc:
+        print(f"dbp: training is not available in this build ({exc})", file=sys.stderr)
+        return EXIT_FAILED
+    if not hasattr(train, "train_default"):
+        print("dbp: dbp_core.train has no train_default()", file=sys.stderr)
+        return EXIT_FAILED
+    if args.dataset != "digits":
+        raise UserError(f"only the embedded 'digits' default can be trained here, got '{args.dataset}'")
+    import inspect
+    kwargs = {"out_dir": args.out or str(Path(__file__).parent / "weights"), "seed": args.seed,
+              "ddpm_steps": args.ddpm_steps, "classifier_epochs": args.classifier_epochs}
+    accepted = inspect.signature(train.train_default).parameters
+    kwargs = {k: v for k, v in kwargs.items() if v is not None and k in accepted}
+    train.train_default(**kwargs)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+def cmd_console(args) -> int:
+    from console.app import main as console_main  # lazy: Textual is only needed here
+    return console_main(experiments=args.experiments, runs_dir=getattr(args, "runs_dir", None),
+                        max_parallel=args.max_parallel)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    runs_dir = argparse.ArgumentParser(add_help=False)
+    runs_dir.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS,
+                          help="run store root (default: $DBP_RUNS_DIR, the config's output.runs_dir, ./runs)")
+    parser = argparse.ArgumentParser(prog="dbp", description="dbp-lab: attack, measure and harden "
+                                     "diffusion-based purification.", parents=[runs_dir],
+                                     epilog="exit codes: 0 ok, 1 run failed, 2 bad input, 130 interrupted")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, fn, help_):
+        p = sub.add_parser(name, help=help_, description=help_, parents=[runs_dir])
+        p.set_defaults(fn=fn)
+        return p
+
+    def add_set(p):
+        p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                       help="override a config field, e.g. --set attacks.0.eps=0.1 (repeatable; value parsed as TOML)")
+
+    p = add("run", cmd_run, "Run an experiment; prints the run folder when it ends")
+    p.add_argument("file", help="experiment TOML")
+    add_set(p)
+    p.add_argument("--no-progress", action="store_true", help="plain progress lines even on a terminal")
+    p = add("resume", cmd_resume, "Continue an interrupted or failed run from its last checkpoint")
+    p.add_argument("run", help="run id, unique prefix or folder")
+    p.add_argument("--no-progress", action="store_true", help="plain progress lines even on a terminal")
+    p = add("check", cmd_check, "Validate an experiment TOML without running it")
+    p.add_argument("file", help="experiment TOML")
+    add_set(p)
+    p = add("runs", cmd_runs, "List runs: id, experiment, state, progress, headline result")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = add("show", cmd_show, "Show a run's status and results")
+    p.add_argument("run", help="run id, unique prefix or folder")
+    p = add("export", cmd_export, "Export a run's accuracy table")
+    p.add_argument("run", help="run id, unique prefix or folder")
+    p.add_argument("--csv", nargs="?", const="-", default="-", metavar="FILE",
+                   help="write CSV to FILE (default: standard output)")
+    p = add("report", cmd_report, "Write PNG figures and report.md into each run's report/ folder")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run id, unique prefix or folder (several: also a comparison)")
+    p.add_argument("--out", metavar="DIR", help="where the comparison of several runs goes (default: the first "
+                   "run's report/); with one run, where its report goes")
+    add("backend", cmd_backend, "Print which implementation of the dbp ops is live")
+    p = add("train", cmd_train, "Train the embedded default models (classifier and DDPM)")
+    p.add_argument("--dataset", default="digits", help="dataset (default: digits)")
+    p.add_argument("--out", metavar="DIR", help="where to write the weights (default: the package's weights/)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    p.add_argument("--ddpm-steps", type=int, default=None, help="DDPM training steps (default: train.py's)")
+    p.add_argument("--classifier-epochs", type=int, default=None, help="classifier epochs (default: train.py's)")
+    p = add("console", cmd_console, "Open the Textual console: edit, launch and watch experiments")
+    p.add_argument("--experiments", metavar="DIR", default="experiments", help="experiment TOMLs (default: ./experiments)")
+    p.add_argument("--max-parallel", type=int, default=1, help="runs executing at once (default: 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse exits 2 on bad usage itself
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"dbp: invalid config: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except UserError as exc:
+        print(f"dbp: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FileNotFoundError as exc:
+        print(f"dbp: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("dbp: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `dbp runs | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

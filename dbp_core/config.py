@@ -1,0 +1,659 @@
+"""Experiment configuration: a TOML file → a typed, validated ``ExperimentConfig``.
+
+Validation is pydantic v2 (``extra="forbid"`` everywhere); this module only adds
+what pydantic does not do: paths resolved against the TOML's folder, import
+paths (``package.module:callable``) resolved and checked at validation time,
+cross-field rules (eps ≤ 1 for Linf, DW-box has EOT 1, …), ``--set``
+overrides, and one error type, :class:`ConfigError`, whose message names the
+file, the dotted field path (``attacks[0].eps``), the value given and what was
+expected — with a "did you mean" suggestion for unknown keys.
+
+Defaults follow DiffPure / the paper (``paper/NOTES.md``) for CIFAR-10:
+t* = 0.1, Linf eps 8/255 with step 2/255, L2 eps 0.5 with step 0.1,
+20 iterations, EOT 10; ADDT lr 2e-4, 500 warm-up steps, AdamW (0.95, 0.999),
+weight decay 1e-6, EMA 0.9999 / power 0.75, lambda 0.03 clamped at 0.3,
+5 CGPO iterations. Field descriptions and bounds are kept in the models
+(``json_schema()`` / ``ExperimentConfig.model_fields``) for the console's form.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal, Optional, Union, get_args, get_origin
+
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      PrivateAttr, field_validator, model_validator)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "ConfigError", "ExperimentConfig", "DataConfig", "ModelsConfig", "PurifierConfig",
+    "AttackConfig", "EvaluationConfig", "ADDTConfig", "AnalysisConfig", "OutputConfig",
+    "load_config", "loads_config", "validate_config", "save_config", "dumps_config",
+    "apply_overrides", "json_schema", "is_import_path", "resolve_import_path",
+    "ATTACK_KINDS", "PROTOCOLS",
+]
+
+IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+ATTACK_KINDS = ("pgd", "pgd-eot", "dwbox", "dwbox-forward", "bpda", "apgd-eot")
+PROTOCOLS = ("clean", "purified", "undefended", "single", "repurify", "majority", "fresh-noise")
+DATASETS = ("digits", "cifar10")
+DATASET_CHANNELS = {"digits": 1, "cifar10": 3}
+
+
+# --------------------------------------------------------------------------- errors
+
+class ConfigError(ValueError):
+    """A configuration is invalid. ``errors`` holds one dict per problem:
+    ``{"path": "attacks[0].eps", "message": ..., "value": ...}``; ``file`` the source."""
+
+    def __init__(self, file: str | os.PathLike | None, errors: list[dict[str, Any]]):
+        self.file = str(file) if file is not None else None
+        self.errors = errors
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = self.file or "<config>"
+        if len(self.errors) == 1:
+            e = self.errors[0]
+            return f"{where}: {e['path'] or '<top level>'}: {e['message']}"
+        lines = [f"{where}: {len(self.errors)} errors"]
+        lines += [f"  {e['path'] or '<top level>'}: {e['message']}" for e in self.errors]
+        return "\n".join(lines)
+
+
+def _fmt_value(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def format_loc(loc: tuple) -> str:
+    """('attacks', 0, 'eps') → 'attacks[0].eps'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+def is_import_path(value: str) -> bool:
+    return bool(IMPORT_PATH.match(value))
+
+
+def resolve_import_path(value: str) -> Any:
+    """``package.module:attr.attr`` → the object; raises ValueError saying what failed.
+
+    The current working directory is importable (as with ``python -m``), so a
+    plugin next to where ``dbp`` is run needs no installation."""
+    module_name, _, attr_path = value.partition(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 — any import failure is a config error
+        raise ValueError(f"cannot import module '{module_name}' ({type(exc).__name__}: {exc})") from None
+    for attr in attr_path.split("."):
+        if not hasattr(obj, attr):
+            raise ValueError(f"module '{module_name}' has no attribute '{attr_path}'")
+        obj = getattr(obj, attr)
+    if not callable(obj):
+        raise ValueError(f"'{value}' is not callable (got {type(obj).__name__})")
+    return obj
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    ctx = info.context or {}
+    return Path(ctx.get("base_dir") or os.getcwd())
+
+
+def _check_model_ref(value: str, info: ValidationInfo, *, keywords: tuple[str, ...],
+                     what: str, allow_dir: bool) -> str:
+    """A model reference: a keyword, an import path, or a path (relative to the TOML folder)."""
+    if value in keywords:
+        return value
+    if is_import_path(value):
+        resolve_import_path(value)
+        return value
+    if not value.strip():
+        raise ValueError(f"expected {' / '.join(repr(k) for k in keywords)}, a {what} path "
+                         "or an import path 'package.module:callable'")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = _base_dir(info) / path
+    if not (path.exists() or path.with_suffix(".json").is_file()):  # dbp checkpoints may be named by stem
+        raise ValueError(f"{what} '{path}' does not exist (relative paths are resolved against "
+                         f"the config file's folder; expected {' / '.join(repr(k) for k in keywords)}, "
+                         "an existing path or 'package.module:callable')")
+    if path.is_dir() and not allow_dir:
+        raise ValueError(f"{what} '{path}' is a folder, expected a checkpoint file")
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+class DataConfig(_Section):
+    dataset: str = Field("digits", description="'digits' (embedded scikit-learn digits, 8x8), 'cifar10' "
+                         "(local cifar-10-batches-py folder in `root`) or an import path returning an ImageSet")
+    root: Optional[str] = Field(None, description="Dataset folder (cifar10); relative to the config file")
+    split: Literal["train", "test"] = Field("test", description="Which split to evaluate on")
+    n_examples: Optional[int] = Field(None, ge=1, description="How many examples (default: all; the paper: 1024)")
+    first: int = Field(0, ge=0, description="Index of the first example (order = 'first') ")
+    order: Literal["first", "random"] = Field(
+        "first", description="'first': examples first..first+n-1; 'random': a seeded random subset")
+    batch_size: int = Field(64, ge=1, description="Examples per batch (results do not depend on it)")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        if v in DATASETS:
+            return v
+        if is_import_path(v):
+            resolve_import_path(v)
+            return v
+        hint = difflib.get_close_matches(v, DATASETS, n=1)
+        raise ValueError(f"unknown dataset; expected one of {', '.join(DATASETS)} or an import path "
+                         "'package.module:callable'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if v is None:
+            return v
+        path = Path(v).expanduser()
+        path = path if path.is_absolute() else _base_dir(info) / path
+        if not path.is_dir():
+            raise ValueError(f"dataset folder '{path}' does not exist (relative to the config file's folder)")
+        return v
+
+    @model_validator(mode="after")
+    def _needs_root(self) -> "DataConfig":
+        if self.dataset == "cifar10" and self.root is None:
+            raise _FieldError("root", None, "dataset 'cifar10' needs `root`, the folder holding cifar-10-batches-py "
+                             "(nothing is downloaded at run time)")
+        return self
+
+
+class ModelsConfig(_Section):
+    classifier: str = Field("default", description="'default' (the shipped model for the dataset), a "
+                            "checkpoint path, or an import path 'package.module:callable' returning an nn.Module")
+    classifier_format: Literal["auto", "dbp", "robustbench"] = Field(
+        "auto", description="Checkpoint format of `classifier` when it is a path")
+    mean: Optional[list[float]] = Field(None, description="Classifier input normalisation mean, per channel "
+                                        "(default: none, or the default model's own)")
+    std: Optional[list[float]] = Field(None, description="Classifier input normalisation std, per channel")
+    diffusion: str = Field("default", description="'default', 'none' (no purification), a checkpoint file, a "
+                           "diffusers folder (UNet2DModel layout) or an import path returning eps_model(x_t, t)")
+    diffusion_format: Literal["auto", "dbp", "diffusers"] = Field(
+        "auto", description="Format of `diffusion` when it is a path")
+    trust_pickle: bool = Field(False, description="Allow loading pickled (non weights-only) checkpoints; "
+                               "only for files you trust")
+
+    @field_validator("classifier")
+    @classmethod
+    def _classifier(cls, v: str, info: ValidationInfo) -> str:
+        return _check_model_ref(v, info, keywords=("default",), what="classifier checkpoint", allow_dir=False)
+
+    @field_validator("diffusion")
+    @classmethod
+    def _diffusion(cls, v: str, info: ValidationInfo) -> str:
+        return _check_model_ref(v, info, keywords=("default", "none"), what="diffusion checkpoint",
+                                allow_dir=True)
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, v: Optional[list[float]]) -> Optional[list[float]]:
+        if v is not None and any(s <= 0 for s in v):
+            raise ValueError("every std must be > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _norm_pair(self) -> "ModelsConfig":
+        if (self.mean is None) != (self.std is None):
+            missing = "std" if self.std is None else "mean"
+            raise _FieldError(missing, None, "give both `mean` and `std`, or neither")
+        if self.mean is not None and len(self.mean) != len(self.std):
+            raise _FieldError("std", self.std, f"as many values as `mean` ({len(self.mean)})")
+        return self
+
+
+class PurifierConfig(_Section):
+    t_star: float = Field(0.1, gt=0, le=1, description="Diffusion time purified to, as a fraction of the "
+                          "training steps (DiffPure: 0.1 = 100 of 1000)")
+    steps: int = Field(100, ge=1, description="Reverse steps from t* to 0 (respaced; 100 = the full chain at t*=0.1)")
+    sampler: Literal["ddpm", "ddim"] = Field("ddpm", description="'ddpm' (stochastic reverse) or 'ddim' (eta = 0)")
+    grad_mode: Literal["none", "full", "checkpoint", "segments"] = Field(
+        "checkpoint", description="How attacks differentiate through the chain: 'checkpoint' per step "
+        "(default), 'full' autograd, 'segments', or 'none'")
+    segments: int = Field(4, ge=1, description="Number of segments when grad_mode = 'segments'")
+    variance: Literal["fixed_large", "fixed_small"] = Field(
+        "fixed_large", description="Reverse variance: 'fixed_large' (beta_t, as DiffPure) or 'fixed_small' (posterior)")
+
+
+class AttackConfig(_Section):
+    name: Optional[str] = Field(None, description="Label in results (default: '<kind>-<norm>'); unique")
+    kind: str = Field(..., description="pgd | pgd-eot | dwbox | dwbox-forward | bpda | apgd-eot, or an import "
+                      "path to attack(model, x, y, uids, cfg) -> x_adv")
+    norm: Literal["linf", "l2"] = Field("linf", description="Threat model")
+    eps: Optional[float] = Field(None, gt=0, description="Budget in [0,1] pixel units (default 8/255 Linf, 0.5 L2)")
+    step: Optional[float] = Field(None, gt=0, description="Step size (default eps/4 Linf = 2/255, 0.1 L2)")
+    iterations: int = Field(20, ge=1, description="Attack iterations")
+    eot: Optional[int] = Field(None, ge=1, description="Purifications averaged per gradient (default 10 for "
+                               "pgd-eot/apgd-eot, 1 otherwise)")
+    eot_chunk: Optional[int] = Field(None, ge=1, description="Replicas per forward pass (default: all at once)")
+    random_start: bool = Field(False, description="Start from a random point in the eps-ball")
+    noise: Optional[Literal["stochastic", "replay", "replay-forward"]] = Field(
+        None, description="What the attacker knows of the defence's noise: nothing ('stochastic'), every draw "
+        "('replay', DW-box) or the forward draw only ('replay-forward'); default from kind")
+    surrogate_steps: Optional[int] = Field(None, ge=1, description="Reverse steps of the attacker's chain "
+                                           "(default: the defence's)")
+    surrogate_sampler: Optional[Literal["ddpm", "ddim"]] = Field(None, description="Sampler of the attacker's chain")
+    loss: Literal["ce", "dlr"] = Field("ce", description="Attack loss")
+    options: dict[str, Any] = Field(default_factory=dict, description="Extra arguments for a plugin attack")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v in ATTACK_KINDS:
+            return v
+        if is_import_path(v):
+            resolve_import_path(v)
+            return v
+        hint = difflib.get_close_matches(v, ATTACK_KINDS, n=1)
+        raise ValueError(f"unknown attack kind; expected one of {', '.join(ATTACK_KINDS)} or an import path "
+                         "'package.module:callable'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}", v):
+            raise ValueError("expected 1-64 characters: letters, digits, '_', '.', '+', '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _defaults_and_rules(self) -> "AttackConfig":
+        builtin = self.kind in ATTACK_KINDS
+        if self.eps is None:
+            self.eps = 8 / 255 if self.norm == "linf" else 0.5
+        if self.norm == "linf" and self.eps > 1:
+            raise _FieldError("eps", self.eps, "Linf eps is in [0, 1] pixel units; expected a number <= 1 "
+                              "(8/255 = 0.0314 is the CIFAR-10 default)")
+        if self.step is None:
+            self.step = self.eps / 4 if self.norm == "linf" else self.eps / 5
+        if self.noise is None:
+            self.noise = {"dwbox": "replay", "dwbox-forward": "replay-forward"}.get(self.kind, "stochastic")
+        if self.eot is None:
+            self.eot = 10 if self.kind in ("pgd-eot", "apgd-eot") else 1
+        if self.name is None:
+            self.name = f"{self.kind if builtin else self.kind.rpartition(':')[2]}-{self.norm}"
+        if self.kind in ("dwbox", "dwbox-forward"):
+            if self.eot != 1:
+                raise _FieldError("eot", self.eot, "DW-box knows the defence's noise, so EOT must be 1")
+            want = "replay" if self.kind == "dwbox" else "replay-forward"
+            if self.noise != want:
+                raise _FieldError("noise", self.noise, f"kind '{self.kind}' implies noise = '{want}'")
+        elif builtin and self.noise != "stochastic":
+            raise _FieldError("noise", self.noise, f"kind '{self.kind}' attacks fresh noise; use kind 'dwbox' "
+                              "or 'dwbox-forward' for noise replay")
+        if builtin and self.options:
+            raise _FieldError("options", self.options, "`options` are only for plugin attacks (kind = "
+                              "'package.module:callable')")
+        return self
+
+
+class EvaluationConfig(_Section):
+    protocols: list[Literal["clean", "purified", "undefended", "single", "repurify", "majority",
+                            "fresh-noise"]] = Field(
+        default_factory=lambda: ["clean", "purified", "undefended", "single", "repurify", "fresh-noise"],
+        description="clean / purified: accuracy without attack; undefended: the bare classifier under the same "
+        "attack; single: one fresh purification per adversarial example (the paper); repurify: average and "
+        "worst case over n_repurify purifications; majority: majority vote over them; fresh-noise: DW-box "
+        "examples evaluated under fresh noise")
+    n_repurify: int = Field(10, ge=1, description="Purifications per example for repurify / majority")
+    seeds: int = Field(1, ge=1, description="Attack repeats with different seeds, pooled")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the reported intervals")
+
+    @field_validator("protocols")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = sorted({p for p in v if v.count(p) > 1})
+        if dup:
+            raise ValueError(f"protocol listed twice: {', '.join(dup)}")
+        return v
+
+
+class ADDTConfig(_Section):
+    enabled: bool = Field(False, description="Run adversarial denoising diffusion training")
+    steps: int = Field(800, ge=1, description="Fine-tuning steps")
+    batch_size: int = Field(32, ge=1, description="Training batch size (paper: 32 per GPU x 8)")
+    lr: float = Field(2e-4, gt=0, le=1, description="Learning rate (constant after warm-up)")
+    warmup: int = Field(500, ge=0, description="Linear warm-up steps")
+    betas: tuple[float, float] = Field((0.95, 0.999), description="AdamW betas")
+    weight_decay: float = Field(1e-6, ge=0, description="AdamW weight decay")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip")
+    ema: bool = Field(True, description="Keep an EMA of the weights (used for evaluation)")
+    ema_max_decay: float = Field(0.9999, gt=0, lt=1, description="EMA maximum decay")
+    ema_power: float = Field(0.75, gt=0, description="EMA warm-up power")
+    lambda_multiplier: float = Field(0.03, ge=0, description="lambda_t = clamp(m * sqrt(ab)/sqrt(1-ab), 0, clamp); "
+                                     "0 = plain Gaussian fine-tuning (the control)")
+    lambda_clamp: float = Field(0.3, ge=0, lt=1, description="Upper clamp of lambda_t (must be < 1)")
+    t_range: Literal["full", "purification"] = Field(
+        "full", description="Sample t in 0..T-1 ('full', the paper) or only t <= t* ('purification')")
+    cgpo_iterations: int = Field(5, ge=1, description="CGPO iterations per batch")
+    guidance: Literal["classifier", "mse"] = Field("classifier", description="CGPO objective (ablation: 'mse')")
+    mapping: Literal["rbgm", "linf-pgd"] = Field("rbgm", description="Perturbation mapping (ablation: 'linf-pgd')")
+    pgd_step: float = Field(4 / 255, gt=0, le=1, description="Step of the linf-pgd mapping, [0,1] units")
+    pgd_eps: float = Field(8 / 255, gt=0, le=1, description="Clip of the linf-pgd mapping, [0,1] units")
+    hflip: Optional[bool] = Field(None, description="Random horizontal flip (default: on for cifar10, off for digits)")
+    control: bool = Field(False, description="Also train the lambda = 0 control on the same data and seeds")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("each beta must be in [0, 1)")
+        return v
+
+
+class AnalysisConfig(_Section):
+    trajectory: bool = Field(False, description="Record gradient cosine similarities / variance along attacks")
+    landscape: bool = Field(False, description="Loss landscape around x (fixed vs fresh noise)")
+    attack: Optional[str] = Field(None, description="Name of the attack analysed (default: the first)")
+    examples: int = Field(4, ge=1, description="Examples analysed")
+    landscape_dims: Literal[1, 2] = Field(2, description="1-D or 2-D grid")
+    landscape_grid: int = Field(21, ge=3, le=201, description="Grid points per axis")
+    landscape_radius: Optional[float] = Field(None, gt=0, description="Grid half-width in [0,1] pixel units "
+                                              "(default: 2 x the attack's eps)")
+
+
+class OutputConfig(_Section):
+    runs_dir: Optional[str] = Field(None, description="Run store root (default: --runs-dir, $DBP_RUNS_DIR, ./runs)")
+    checkpoint_every: int = Field(1, ge=1, description="Checkpoint every N batches / training steps")
+
+
+class ExperimentConfig(_Section):
+    name: str = Field(..., description="Experiment name (used in run ids)")
+    description: str = Field("", description="What the experiment reproduces")
+    seed: int = Field(0, ge=0, lt=2**63, description="Master seed; every noise seed is derived from it")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="'auto' = cuda when available")
+    stages: list[str] = Field(default_factory=lambda: ["evaluate"],
+                              description="Stages run in order (see dbp_core.study)")
+    data: DataConfig = Field(default_factory=DataConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    purifier: PurifierConfig = Field(default_factory=PurifierConfig)
+    attacks: list[AttackConfig] = Field(default_factory=list)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    addt: ADDTConfig = Field(default_factory=ADDTConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    _base_dir: Optional[str] = PrivateAttr(None)  # folder relative paths resolve against
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from this config, resolved against the config file's folder."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else Path(self._base_dir or os.getcwd()) / path
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v):
+            raise ValueError("expected 1-64 characters: letters, digits, '_', '.', '-' (it becomes part of run ids)")
+        return v
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: list[str]) -> list[str]:
+        from .study import stage_names  # light: study imports torch only inside stages
+        known = stage_names()
+        for s in v:
+            if s not in known and not is_import_path(s):
+                hint = difflib.get_close_matches(s, known, n=1)
+                raise ValueError(f"unknown stage '{s}'; expected one of {', '.join(known)} or an import path"
+                                 + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+            if is_import_path(s):
+                resolve_import_path(s)
+        if len(set(v)) != len(v):
+            raise ValueError("a stage is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "ExperimentConfig":
+        names = [a.name for a in self.attacks]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise _FieldError(("attacks", i, "name"), n, "attack names must be unique")
+        channels = DATASET_CHANNELS.get(self.data.dataset)
+        if channels and self.models.mean is not None and len(self.models.mean) not in (1, channels):
+            raise _FieldError(("models", "mean"), self.models.mean,
+                              f"1 or {channels} values (dataset '{self.data.dataset}' has {channels} channels)")
+        if self.analysis.attack is not None and self.analysis.attack not in names:
+            hint = difflib.get_close_matches(self.analysis.attack, names, n=1)
+            raise _FieldError(("analysis", "attack"), self.analysis.attack,
+                              "the name of one of the [[attacks]]" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        if (self.analysis.trajectory or self.analysis.landscape) and not self.attacks:
+            field = "trajectory" if self.analysis.trajectory else "landscape"
+            raise _FieldError(("analysis", field), True, "analyses follow an attack: add an [[attacks]] entry")
+        if self.models.diffusion == "none":
+            needs = [p for p in self.evaluation.protocols if p in ("purified", "repurify", "majority", "fresh-noise")]
+            if needs and "protocols" in self.evaluation.model_fields_set:
+                raise _FieldError(("evaluation", "protocols"), needs,
+                                  "protocols without purification, since models.diffusion = 'none'")
+            if self.addt.enabled:
+                raise _FieldError(("addt", "enabled"), True, "a diffusion model (models.diffusion is 'none')")
+        return self
+
+
+class _FieldError(ValueError):
+    """Raised inside model validators to point at a sub-field (relative loc) instead of the model."""
+
+    def __init__(self, loc: str | tuple, value: Any, expected: str):
+        self.loc = (loc,) if isinstance(loc, str) else tuple(loc)
+        self.value = value
+        self.expected = expected
+        super().__init__(expected)
+
+
+# --------------------------------------------------------------------------- error translation
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model class that owns the key at the end of ``loc`` (for "did you mean")."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = _unwrap(model.model_fields[part].annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    origin = get_origin(tp)
+    if origin in (list, Union) or (origin is not None and str(origin) == "types.UnionType"):
+        for arg in get_args(tp):
+            inner = _unwrap(arg)
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+    return tp
+
+
+def _translate(exc: ValidationError, overridden: dict[str, str]) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        value = err.get("input")
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _FieldError):
+            loc = loc + ctx_err.loc
+            value = ctx_err.value
+            expected = ctx_err.expected
+        elif err["type"] == "extra_forbidden":
+            key = loc[-1]
+            owner = _model_at(loc[:-1])
+            fields = list(owner.model_fields) if owner else []
+            hint = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.5)
+            suggestion = f"did you mean '{hint[0]}'? " if hint else ""
+            section = format_loc(loc[:-1]) or "the top level"
+            expected = (f"unknown key; {suggestion}valid keys in {section}: {', '.join(fields)}")
+        elif err["type"] == "missing":
+            expected = "required field is missing"
+            value = None
+        else:
+            expected = err["msg"].removeprefix("Value error, ")
+            if expected.startswith("Input should be "):
+                rest = expected.removeprefix("Input should be ")
+                if err["type"] == "model_type":
+                    rest = "a table (section)"
+                if rest.startswith(("greater", "less")):
+                    rest = "a value " + rest
+                expected = "expected " + rest
+        path = format_loc(loc)
+        given = err["type"] not in ("missing", "extra_forbidden") and not (value is None and ctx_err is not None)
+        message = f"got {_fmt_value(value)}: {expected}" if given else expected
+        if path in overridden:
+            message += f" (from --set {overridden[path]})"
+        out.append({"path": path, "message": message, "value": value, "type": err["type"]})
+    return out
+
+
+# --------------------------------------------------------------------------- overrides
+
+def _parse_override_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str], file: str | None = None) -> dict[str, str]:
+    """Apply ``dotted.key=value`` overrides to ``data`` in place (``attacks.0.eps=0.1``).
+
+    Values are parsed as TOML values (``0.1``, ``true``, ``[1, 2]``, ``"s"``), falling back to a
+    plain string. Returns {formatted field path: override text} for error messages."""
+    done: dict[str, str] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        parts = key.split(".") if key else []
+        if not sep or not parts or any(not p for p in parts):
+            raise ConfigError(file, [{"path": key or "<override>", "value": item, "type": "override",
+                                      "message": f"bad override {item!r}: expected dotted.key=value"}])
+        loc: list[str | int] = []
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit():
+                    raise ConfigError(file, [{"path": format_loc(tuple(loc)), "value": item, "type": "override",
+                                              "message": f"bad override {item!r}: '{part}' must be a list index"}])
+                idx = int(part)
+                if idx > len(node):
+                    raise ConfigError(file, [{"path": format_loc(tuple(loc + [idx])), "value": item,
+                                              "type": "override",
+                                              "message": f"bad override {item!r}: index {idx} out of range "
+                                              f"(the list has {len(node)} entries; {len(node)} appends one)"}])
+                if idx == len(node):
+                    node.append({})
+                loc.append(idx)
+                if last:
+                    node[idx] = _parse_override_value(text)
+                else:
+                    node = node[idx]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(file, [{"path": format_loc(tuple(loc)), "value": item, "type": "override",
+                                          "message": f"bad override {item!r}: {format_loc(tuple(loc))} is not a table"}])
+            loc.append(part)
+            if last:
+                node[part] = _parse_override_value(text)
+            else:
+                if part not in node:
+                    node[part] = [] if part == "attacks" else {}
+                node = node[part]
+        done[format_loc(tuple(loc))] = item
+    return done
+
+
+# --------------------------------------------------------------------------- load / save
+
+def validate_config(data: dict, *, file: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None,
+                    overrides: list[str] | None = None) -> ExperimentConfig:
+    """Validate a parsed TOML document (plus overrides) → ExperimentConfig, or raise ConfigError."""
+    import copy
+    data = copy.deepcopy(data)
+    overridden = apply_overrides(data, list(overrides or []), str(file) if file else None)
+    if base_dir is None:
+        base_dir = Path(file).resolve().parent if file else Path.cwd()
+    try:
+        cfg = ExperimentConfig.model_validate(data, context={"base_dir": str(base_dir)})
+    except ValidationError as exc:
+        raise ConfigError(file, _translate(exc, overridden)) from None
+    cfg._base_dir = str(base_dir)
+    return cfg
+
+
+def loads_config(text: str, *, file: str | None = None, base_dir: str | None = None,
+                 overrides: list[str] | None = None) -> ExperimentConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, [{"path": "", "value": None, "type": "toml", "message": f"not valid TOML: {exc}"}]) from None
+    return validate_config(data, file=file, base_dir=base_dir, overrides=overrides)
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment TOML; relative paths inside resolve against its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, [{"path": "", "value": None, "type": "file", "message": "file not found"}]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [{"path": "", "value": None, "type": "file", "message": f"cannot read: {exc}"}]) from None
+    return loads_config(text, file=str(path), base_dir=str(path.resolve().parent), overrides=overrides)
+
+
+def _to_toml_data(cfg: ExperimentConfig, *, absolute_paths: bool) -> dict:
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    if absolute_paths:
+        base = Path(getattr(cfg, "_base_dir", None) or os.getcwd())
+        m = data["models"]
+        for key, keywords in (("classifier", ("default",)), ("diffusion", ("default", "none"))):
+            if m[key] not in keywords and not is_import_path(m[key]):
+                m[key] = str((base / Path(m[key]).expanduser()).resolve())
+        if "root" in data["data"]:
+            data["data"]["root"] = str((base / Path(data["data"]["root"]).expanduser()).resolve())
+    return data
+
+
+def dumps_config(cfg: ExperimentConfig, *, absolute_paths: bool = False) -> str:
+    import tomli_w
+    data = _to_toml_data(cfg, absolute_paths=absolute_paths)
+    head = {k: data.pop(k) for k in ("name", "description", "seed", "device", "stages")}
+    return tomli_w.dumps({**head, **data})
+
+
+def save_config(cfg: ExperimentConfig, path: str | os.PathLike, *, absolute_paths: bool = False) -> None:
+    """Write ``cfg`` as TOML (tomli-w). ``absolute_paths`` makes checkpoint/data paths absolute —
+    used when freezing a run's config so it resolves from anywhere."""
+    Path(path).write_text(dumps_config(cfg, absolute_paths=absolute_paths), encoding="utf-8")
+
+
+def json_schema() -> dict:
+    """JSON Schema of an experiment (titles, descriptions, bounds, defaults) for forms."""
+    return ExperimentConfig.model_json_schema()

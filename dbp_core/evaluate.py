@@ -1,0 +1,239 @@
+"""The attack study's evaluation protocol (DESIGN.md §1, issue 5): the ``attacks`` stage.
+
+For every attack of the config, every attack seed s < ``evaluation.seeds`` and every
+batch of examples (uid order), the attack runs against the attacker's model and the
+adversarial examples are judged by the defence:
+
+* ``single``     — one purification per example with the evaluation seed E(attack, s)
+                   (the paper's protocol). A DW-box attacker was handed E: for it this
+                   is accuracy under the *replayed* noise.
+* ``fresh-noise``— one purification with a different, fresh seed: for DW-box, how much
+                   of the drop stochasticity wins back (the paper's point).
+* ``repurify``   — average and worst case over ``n_repurify`` fresh purifications
+                   (DiffHammer's stricter view); ``majority`` — their majority vote.
+* ``undefended`` — the bare classifier under the same attack settings (EOT 1).
+* ``purified``   — the unattacked examples under the same seed E (the paired baseline).
+
+Every seed is derived from the run seed, the attack's name, s and the purpose, and noise
+is addressed by uid: the numbers do not depend on batch size, order or resumption.
+Per attack iteration the attacker's own view (loss, success rate) goes to metrics.jsonl.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import dist
+from . import noise as noise_mod
+from .attacks import APGD, BPDA, PGD, DWBox, NoisePlan, PlainModel
+from .models.defended import DefendedClassifier
+from .stats import accuracy_row, paired_difference
+
+PGD_FAMILY = ("pgd", "pgd-eot", "dwbox", "dwbox-forward", "bpda", "apgd-eot")
+
+
+def build_attack(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):
+    """The attack object of one ``[[attacks]]`` entry; its noise plan follows ``acfg.noise``."""
+    common = dict(norm=acfg.norm, eps=acfg.eps, iterations=acfg.iterations, eot_chunk=acfg.eot_chunk,
+                  start_seed=attack_seed, loss=acfg.loss, on_iteration=on_iteration)
+    fresh = NoisePlan("fresh", attack_seed)
+    if acfg.kind in ("dwbox", "dwbox-forward"):
+        return DWBox(eval_seed, forward_only=acfg.kind == "dwbox-forward", step=acfg.step,
+                     random_start=acfg.random_start, **common)
+    if acfg.kind == "bpda":
+        return BPDA(step=acfg.step, random_start=acfg.random_start, eot=acfg.eot, noise=fresh, **common)
+    if acfg.kind == "apgd-eot":
+        return APGD(eot=acfg.eot, noise=fresh, random_start=acfg.random_start, **common)
+    if acfg.kind in ("pgd", "pgd-eot"):
+        return PGD(step=acfg.step, random_start=acfg.random_start, eot=acfg.eot, noise=fresh, **common)
+    from .config import resolve_import_path  # a plugin: attack(model, x, y, uids, cfg) -> x_adv
+    plugin = resolve_import_path(acfg.kind)
+    return lambda model, x, y, uids: plugin(model, x, y, uids, acfg)
+
+
+def attacker_model(res, acfg, defended: DefendedClassifier) -> DefendedClassifier:
+    """The defence as the attacker sees it: the same model, or a surrogate chain (steps, sampler)."""
+    if acfg.surrogate_steps is None and acfg.surrogate_sampler is None:
+        return defended
+    pc = res.cfg.purifier
+    from .purify import Purifier
+    surrogate = Purifier(defended.purifier.eps_model, t_star=pc.t_star, steps=acfg.surrogate_steps or pc.steps,
+                         sampler=acfg.surrogate_sampler or pc.sampler, grad_mode=pc.grad_mode)
+    return DefendedClassifier(defended.classifier, surrogate, [0.0], [1.0])
+
+
+def _correct(model, x, y, uids, seed) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        pred = model(x, uids, seed=seed).argmax(1)
+    return (pred == y), pred
+
+
+def judge(defended, classifier, x, x_adv, y, uids, *, eval_seed: int, fresh_seeds: list[int]) -> dict:
+    """Per-example outcomes of one batch of adversarial examples (lists, JSON-able)."""
+    single, _ = _correct(defended, x_adv, y, uids, eval_seed)
+    purified, _ = _correct(defended, x, y, uids, eval_seed)
+    outcomes = [_correct(defended, x_adv, y, uids, s) for s in fresh_seeds]
+    fresh = torch.stack([c for c, _ in outcomes]).float()  # [N, B]
+    preds = torch.stack([p for _, p in outcomes])
+    votes = torch.nn.functional.one_hot(preds, num_classes=int(preds.max()) + 1 if preds.numel() else 1).sum(0)
+    with torch.no_grad():
+        undefended_clean = classifier(x).argmax(1) == y
+    return {
+        "single": single.int().tolist(),
+        "purified": purified.int().tolist(),
+        "fresh-noise": fresh[0].int().tolist(),
+        "repurify-avg": fresh.mean(0).tolist(),
+        "repurify-worst": fresh.min(0).values.int().tolist(),
+        "majority": (votes.argmax(1) == y).int().tolist(),
+        "clean": undefended_clean.int().tolist(),
+    }
+
+
+def _undefended(classifier, acfg, x, y, uids, attack_seed) -> list[int]:
+    """The bare classifier under the same attack settings (no purifier, EOT 1)."""
+    if acfg.kind not in PGD_FAMILY:
+        return []
+    kw = dict(norm=acfg.norm, eps=acfg.eps, iterations=acfg.iterations, start_seed=attack_seed, loss=acfg.loss,
+              random_start=acfg.random_start)
+    atk = APGD(eot=1, **kw) if acfg.kind == "apgd-eot" else PGD(step=acfg.step, **kw)
+    x_adv = atk(PlainModel(classifier), x, y, uids)
+    with torch.no_grad():
+        return (classifier(x_adv).argmax(1) == y).int().tolist()
+
+
+def defences(ctx) -> dict[str, DefendedClassifier]:
+    """The defended models to attack: the configured one ("original") and every diffusion model
+    an earlier ``addt`` stage fine-tuned (its variants, e.g. "addt" and "control")."""
+    res = ctx.resources
+    classifier = res.classifier()
+    out = {}
+    variants = (ctx.previous.get("addt") or {}).get("variants", {})
+    for label, path in [("original", None)] + [(k, v["model"]) for k, v in variants.items()]:
+        purifier = res.purifier(noise_mod.stochastic())
+        if purifier is None:
+            raise ValueError("stage 'attacks' attacks a purified classifier: models.diffusion must not be 'none'")
+        if path is not None:
+            from .study import load_model_file
+            purifier.eps_model = load_model_file(path, "diffusion", "auto", res.cfg.models.trust_pickle).to(res.device)
+        # the classifier normalises its own input
+        out[label] = DefendedClassifier(classifier, purifier, [0.0], [1.0]).to(res.device)
+    return out
+
+
+def outcome_key(model: str, attack: str, seed: int) -> str:
+    return f"{attack}/{seed}" if model == "original" else f"{model}:{attack}/{seed}"
+
+
+def run_attacks(ctx) -> dict:
+    """The ``attacks`` stage (see the module docstring). Checkpoints after every batch."""
+    cfg, res = ctx.cfg, ctx.resources
+    if not cfg.attacks:
+        raise ValueError("stage 'attacks' needs at least one [[attacks]] entry")
+    data, classifier, device = res.data(), res.classifier(), res.device
+    models = defences(ctx)
+    ev = cfg.evaluation
+    batches = [(i, min(i + cfg.data.batch_size, len(data))) for i in range(0, len(data), cfg.data.batch_size)]
+    jobs = [(m, a, s, b) for m in models for a in range(len(cfg.attacks)) for s in range(ev.seeds)
+            for b in range(len(batches))]
+    state = ctx.load_checkpoint() or {"next": 0, "outcomes": {}}
+    total = len(jobs) and sum(hi - lo for lo, hi in batches) * len(cfg.attacks) * ev.seeds * len(models)
+    done = sum(batches[b][1] - batches[b][0] for _, _, _, b in jobs[:state["next"]])
+    for j in range(state["next"], len(jobs)):
+        m, a, s, b = jobs[j]
+        acfg, defended = cfg.attacks[a], models[m]
+        lo, hi = batches[b]
+        sel = dist.shard_indices(lo, hi)  # slice(lo, hi) single-process; this rank's share under torchrun
+        x, y, uids = data.x[sel].to(device), data.y[sel].to(device), data.uids[sel].to(device)
+        eval_seed = ctx.seed("eval", acfg.name, s)
+        attack_seed = ctx.seed("attack", acfg.name, s)
+
+        def on_iteration(i, loss, success, _a=acfg.name, _s=s, _b=b, _n=len(uids), _m=m):
+            ctx.metric("attack_iter", i, attack=_a if _m == "original" else f"{_m}:{_a}", seed=_s, batch=_b, n=_n,
+                       loss=loss, success=success)
+
+        def batch_outcomes():
+            if not len(uids):  # more ranks than examples in this batch
+                return {}
+            attack = build_attack(acfg, eval_seed=eval_seed, attack_seed=attack_seed, on_iteration=on_iteration)
+            x_adv = attack(attacker_model(res, acfg, defended), x, y, uids)
+            fresh = [ctx.seed("fresh", acfg.name, s, r) for r in range(ev.n_repurify)]
+            out = judge(defended, classifier, x, x_adv, y, uids, eval_seed=eval_seed, fresh_seeds=fresh)
+            if "undefended" in ev.protocols:
+                out["undefended"] = _undefended(classifier, acfg, x, y, uids, attack_seed)
+            return out
+        if dist.is_distributed():  # every rank's share, merged in uid order (a failed rank fails all)
+            out = dist.merge_by_uid(dist.run_guarded(lambda: (uids.tolist(), batch_outcomes())))
+        else:
+            out = batch_outcomes()
+        acc = state["outcomes"].setdefault(outcome_key(m, acfg.name, s), {})
+        for k, v in out.items():
+            acc.setdefault(k, []).extend(v)
+        state["next"] = j + 1
+        ctx.save_checkpoint(state)
+        done += hi - lo
+        ctx.metric("attack_batch", b, attack=acfg.name, model=m, seed=s, done=len(acc["single"]),
+                   robust_acc=sum(acc["single"]) / len(acc["single"]))
+        ctx.progress(done, total, message=f"{acfg.name} seed {s}" + ("" if m == "original" else f" ({m})"))
+    return summarize(cfg, state["outcomes"], len(data), list(models))
+
+
+# rows reported per attack: (results protocol name, outcome key, which config protocol enables it)
+ROWS = [("single", "single", "single"), ("fresh-noise", "fresh-noise", "fresh-noise"),
+        ("repurify-avg", "repurify-avg", "repurify"), ("repurify-worst", "repurify-worst", "repurify"),
+        ("majority", "majority", "majority"), ("undefended", "undefended", "undefended"),
+        ("purified", "purified", "purified"), ("clean", "clean", "clean")]
+
+
+def _pooled(outcomes: dict, name: str, key: str, seeds: int, model: str = "original") -> list[float]:
+    return [v for s in range(seeds) for v in outcomes.get(outcome_key(model, name, s), {}).get(key, [])]
+
+
+def summarize(cfg, outcomes: dict, n_examples: int, models: list[str] = ("original",)) -> dict:
+    """Accuracy rows (pooled over seeds, with per-seed values) and paired comparisons: within a
+    model (attack vs no attack, replayed vs fresh noise, attack vs attack) and across models
+    (each fine-tuned variant vs the original, ADDT vs its control) on the same examples and seeds."""
+    ev, conf = cfg.evaluation, cfg.evaluation.confidence
+    rows, comparisons = [], []
+
+    def label(model, attack, protocol):
+        return f"{attack}:{protocol}" if model == "original" else f"{model}:{attack}:{protocol}"
+
+    def compare(what, model_a, attack_a, proto_a, model_b, attack_b, proto_b):
+        a = _pooled(outcomes, attack_a, proto_a, ev.seeds, model_a)
+        b = _pooled(outcomes, attack_b, proto_b, ev.seeds, model_b)
+        if a and b:
+            comparisons.append({"a": label(model_a, attack_a, proto_a), "b": label(model_b, attack_b, proto_b),
+                                "what": what, **paired_difference(a, b, conf)})
+
+    for model in models:
+        for acfg in cfg.attacks:
+            for protocol, key, enabled_by in ROWS:
+                if enabled_by not in ev.protocols:
+                    continue
+                if protocol == "fresh-noise" and acfg.kind not in ("dwbox", "dwbox-forward"):
+                    continue  # for a stochastic attacker this is the same as `single`
+                pooled = _pooled(outcomes, acfg.name, key, ev.seeds, model)
+                if not pooled:
+                    continue
+                per_seed = [sum(v) / len(v) for v in (outcomes.get(outcome_key(model, acfg.name, s), {}).get(key)
+                                                      for s in range(ev.seeds)) if v]
+                rows.append(accuracy_row(protocol, round(sum(pooled)), len(pooled), stage="attacks",
+                                         attack=acfg.name, confidence=conf, per_seed=per_seed, seeds=ev.seeds,
+                                         kind=acfg.kind, norm=acfg.norm, eps=acfg.eps, model=model,
+                                         mean=sum(pooled) / len(pooled)))
+            compare("attack vs no attack", model, acfg.name, "single", model, acfg.name, "purified")
+            if acfg.kind.startswith("dwbox"):
+                compare("replayed vs fresh noise", model, acfg.name, "single", model, acfg.name, "fresh-noise")
+        for i, a in enumerate(cfg.attacks):
+            for b in cfg.attacks[i + 1:]:
+                if a.norm == b.norm:
+                    compare("attack vs attack", model, a.name, "single", model, b.name, "single")
+    for model in models:
+        if model == "original":
+            continue
+        for acfg in cfg.attacks:
+            for proto in ("single", "purified"):
+                compare(f"{model} vs original", model, acfg.name, proto, "original", acfg.name, proto)
+                if model != "control" and "control" in models:
+                    compare(f"{model} vs control", model, acfg.name, proto, "control", acfg.name, proto)
+    return {"accuracies": rows, "comparisons": comparisons, "attacks": [a.name for a in cfg.attacks],
+            "models": list(models), "n": n_examples, "per_example": outcomes}

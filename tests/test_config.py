@@ -1,0 +1,238 @@
+"""Experiment configs: the bad-config corpus, defaults, overrides, paths, round trip."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from dbp_core import cli
+from dbp_core.config import (ConfigError, ExperimentConfig, apply_overrides, dumps_config, json_schema,
+                             load_config, loads_config, save_config)
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD = sorted((ROOT / "tests" / "data" / "bad_configs").glob("*.toml"))
+
+FULL = """
+name = "full"
+description = "every section"
+seed = 7
+device = "cpu"
+stages = ["evaluate"]
+
+[data]
+dataset = "digits"
+n_examples = 50
+first = 10
+order = "random"
+batch_size = 16
+
+[models]
+classifier = "tests.plugins:tiny_classifier"
+diffusion = "tests.plugins:tiny_eps"
+mean = [0.5]
+std = [0.25]
+
+[purifier]
+t_star = 0.2
+steps = 5
+sampler = "ddim"
+grad_mode = "segments"
+
+[[attacks]]
+kind = "pgd-eot"
+
+[[attacks]]
+kind = "dwbox"
+norm = "l2"
+
+[[attacks]]
+name = "mine"
+kind = "tests.plugins:identity_attack"
+options = { strength = 3, label = "x" }
+
+[evaluation]
+protocols = ["clean", "single", "repurify"]
+n_repurify = 4
+seeds = 3
+
+[addt]
+enabled = true
+steps = 10
+t_range = "purification"
+mapping = "linf-pgd"
+
+[analysis]
+landscape = true
+attack = "dwbox-l2"
+landscape_dims = 1
+
+[output]
+checkpoint_every = 2
+"""
+
+
+def _expected(path: Path) -> tuple[str, list[str]]:
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# expect: "), f"{path.name}: first line must be '# expect: <field path>'"
+    sets = [ln.removeprefix("# set: ") for ln in lines[1:3] if ln.startswith("# set: ")]
+    return lines[0].removeprefix("# expect: "), sets
+
+
+def test_corpus_is_large_enough():
+    assert len(BAD) >= 30
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_config_rejected_by_check(path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    field, sets = _expected(path)
+    argv = ["check", str(path)] + [a for s in sets for a in ("--set", s)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{field}:" in err, err
+    assert str(path) in err
+    assert "Traceback" not in err
+
+
+def test_bad_config_error_is_structured(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError) as info:
+        load_config(ROOT / "tests/data/bad_configs/30_eps_gt_1.toml")
+    exc = info.value
+    assert isinstance(exc, ValueError)
+    assert [e["path"] for e in exc.errors] == ["attacks[1].eps"]
+    assert exc.errors[0]["value"] == 8
+    assert "got 8" in str(exc) and "<= 1" in str(exc)
+
+
+def test_unknown_key_suggests(monkeypatch):
+    with pytest.raises(ConfigError) as info:
+        loads_config('name = "x"\n[purifier]\nt_stra = 0.1\n')
+    assert "purifier.t_stra" in str(info.value)
+    assert "did you mean 't_star'" in str(info.value)
+
+
+def test_all_errors_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        loads_config('name = "x"\nseed = -1\n[purifier]\nsteps = 0\n[data]\nsplit = "x"\n', file="f.toml")
+    paths = {e["path"] for e in info.value.errors}
+    assert paths == {"seed", "purifier.steps", "data.split"}
+    assert str(info.value).startswith("f.toml: 3 errors")
+
+
+def test_shipped_experiments_valid(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    files = sorted((ROOT / "experiments").glob("*.toml"))
+    assert any(f.name == "quickstart.toml" for f in files)
+    # CIFAR-10 experiments name local checkpoints and data: stand-ins of the right kind
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "ddpm").mkdir()
+    (tmp_path / "Standard.pt").write_bytes(b"")
+    local = ["--set", f"data.root={tmp_path / 'cifar-10-batches-py'}", "--set", f"models.diffusion={tmp_path / 'ddpm'}",
+             "--set", f"models.classifier={tmp_path / 'Standard.pt'}"]
+    for f in files:
+        extra = local if 'dataset = "cifar10"' in f.read_text() else []
+        assert cli.main(["check", str(f), *extra]) == 0, capsys.readouterr().err
+        head = f.read_text().splitlines()[0]
+        assert head.startswith("#"), f"{f.name} must start with a comment saying what it reproduces"
+
+
+def test_full_config_defaults_and_derived_values(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cfg = loads_config(FULL)
+    pgd, dw, mine = cfg.attacks
+    assert (pgd.name, pgd.eps, pgd.step, pgd.eot, pgd.iterations, pgd.noise) == \
+        ("pgd-eot-linf", 8 / 255, 2 / 255, 10, 20, "stochastic")
+    assert (dw.name, dw.eps, dw.step, dw.eot, dw.noise) == ("dwbox-l2", 0.5, 0.1, 1, "replay")
+    assert mine.options == {"strength": 3, "label": "x"}
+    assert cfg.addt.lr == 2e-4 and cfg.addt.betas == (0.95, 0.999) and cfg.addt.cgpo_iterations == 5
+    assert cfg.evaluation.confidence == 0.95
+
+
+def test_minimal_config_gets_paper_defaults():
+    cfg = loads_config('name = "m"')
+    assert cfg.purifier.t_star == 0.1 and cfg.purifier.steps == 100 and cfg.purifier.sampler == "ddpm"
+    assert cfg.data.dataset == "digits" and cfg.models.classifier == "default"
+    assert cfg.stages == ["evaluate"] and cfg.attacks == []
+    assert cfg.addt.lambda_multiplier == 0.03 and cfg.addt.lambda_clamp == 0.3 and cfg.addt.warmup == 500
+
+
+def test_round_trip(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cfg = loads_config(FULL)
+    out = tmp_path / "saved.toml"
+    save_config(cfg, out)
+    again = load_config(out)
+    assert again.model_dump() == cfg.model_dump()
+    assert dumps_config(again) == dumps_config(cfg)
+
+
+def test_overrides_typed_and_validated(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cfg = loads_config(FULL, overrides=["seed=11", "attacks.0.eps=0.05", "purifier.sampler=ddpm",
+                                        "models.mean=[0.4]", "addt.enabled=false", "attacks.3.kind=bpda",
+                                        'description="quoted # text"'])
+    assert cfg.seed == 11 and cfg.attacks[0].eps == 0.05 and cfg.purifier.sampler == "ddpm"
+    assert cfg.models.mean == [0.4] and cfg.addt.enabled is False
+    assert cfg.attacks[3].kind == "bpda" and cfg.attacks[3].step == pytest.approx(0.25 * 8 / 255)
+    assert cfg.description == "quoted # text"
+    with pytest.raises(ConfigError) as info:
+        loads_config(FULL, overrides=["attacks.1.eot=4"])
+    assert "attacks[1].eot" in str(info.value) and "--set attacks.1.eot=4" in str(info.value)
+    for bad in ["noequals", "=3", "data..x=1", "data.batch_size.x=1"]:
+        with pytest.raises(ConfigError):
+            loads_config(FULL, overrides=[bad])
+
+
+def test_apply_overrides_creates_tables():
+    data: dict = {}
+    apply_overrides(data, ["data.batch_size=8", "attacks.0.kind=pgd", "attacks.0.eps=0.1", "x.y=hello world"])
+    assert data == {"data": {"batch_size": 8}, "attacks": [{"kind": "pgd", "eps": 0.1}], "x": {"y": "hello world"}}
+
+
+def test_relative_checkpoint_paths_resolve_against_toml_folder(tmp_path, monkeypatch):
+    exp = tmp_path / "exp"
+    (exp / "ckpt").mkdir(parents=True)
+    (exp / "ckpt" / "clf.pt").write_bytes(b"x")
+    (exp / "ddpm").mkdir()
+    toml = exp / "e.toml"
+    toml.write_text('name = "p"\n[models]\nclassifier = "ckpt/clf.pt"\ndiffusion = "ddpm"\n')
+    monkeypatch.chdir(tmp_path)  # not the TOML's folder
+    cfg = load_config(toml)
+    assert cfg.resolve_path(cfg.models.classifier) == exp / "ckpt" / "clf.pt"
+    frozen = loads_config(dumps_config(cfg, absolute_paths=True), base_dir="/")
+    assert frozen.models.classifier == str(exp / "ckpt" / "clf.pt")
+    assert frozen.models.diffusion == str(exp / "ddpm")
+    (exp / "ckpt" / "clf.pt").unlink()
+    with pytest.raises(ConfigError) as info:
+        load_config(toml)
+    assert "models.classifier" in str(info.value) and str(exp / "ckpt" / "clf.pt") in str(info.value)
+
+
+def test_classifier_folder_rejected(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ConfigError, match="models.classifier.*folder"):
+        loads_config('name = "p"\n[models]\nclassifier = "d"\n', base_dir=str(tmp_path))
+
+
+def test_diffusion_none_restricts_protocols():
+    cfg = loads_config('name = "n"\n[models]\ndiffusion = "none"\n')  # default protocols: fine
+    assert cfg.models.diffusion == "none"
+    with pytest.raises(ConfigError, match="evaluation.protocols"):
+        loads_config('name = "n"\n[models]\ndiffusion = "none"\n[evaluation]\nprotocols = ["purified"]\n')
+
+
+def test_missing_file_and_bad_toml(tmp_path, capsys):
+    assert cli.main(["check", str(tmp_path / "nope.toml")]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_schema_exposes_descriptions_and_bounds():
+    schema = json_schema()
+    purifier = schema["$defs"]["PurifierConfig"]["properties"]["t_star"]
+    assert purifier["exclusiveMinimum"] == 0 and purifier["maximum"] == 1 and purifier["default"] == 0.1
+    assert "description" in purifier
+    assert ExperimentConfig.model_fields["seed"].description
+    assert not math.isnan(schema["$defs"]["AttackConfig"]["properties"]["iterations"]["default"])

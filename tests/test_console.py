@@ -1,0 +1,327 @@
+"""Console: pure model (aggregation, tolerant readers, form validation) and pilot tests of the
+Textual app, including a real `dbp run` launched from the UI, watched live, cancelled and resumed."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("textual")
+pytest.importorskip("textual_plotext")
+
+from console.app import ConsoleApp  # noqa: E402
+from console.launcher import run_command  # noqa: E402
+from console.model import (ConfigForm, RunMonitor, compare_results, export_csv, list_experiments,  # noqa: E402
+                           parse_value, run_rows, sort_rows, toml_literal)
+from dbp_core.runs import read_metrics  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data" / "console_runs"
+SIZE = (100, 30)
+
+TINY = """
+name = "console-tiny"
+description = "tiny PGD-EOT vs DW-box run for the console tests"
+seed = 3
+device = "cpu"
+stages = ["attacks"]
+
+[data]
+dataset = "tests.plugins:tiny_dataset"
+n_examples = {n}
+batch_size = 8
+
+[models]
+classifier = "tests.plugins:{classifier}"
+diffusion = "tests.plugins:tiny_eps"
+
+[purifier]
+t_star = 0.2
+steps = 2
+grad_mode = "full"
+
+[[attacks]]
+kind = "pgd-eot"
+eps = 0.1
+step = 0.03
+iterations = 3
+eot = 2
+
+[[attacks]]
+kind = "dwbox"
+eps = 0.1
+step = 0.03
+iterations = 3
+
+[evaluation]
+protocols = ["single"]
+"""
+
+
+async def until(pilot, cond, timeout=30.0, what="condition"):
+    """Let the app run until ``cond()`` is true."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.1)
+
+
+def copy_runs(tmp_path) -> Path:
+    dst = tmp_path / "runs"
+    shutil.copytree(DATA / "runs", dst)
+    return dst
+
+
+# =========================================================================== pure model
+
+def test_monitor_aggregates_n_weighted_curves_per_attack():
+    mon = RunMonitor(DATA / "runs" / "20250101-120000-attack-tiny-a1a1a1")
+    snap = mon.poll()
+    assert snap.state == "done" and snap.bad_lines == 0
+    xs, ys, lx, ly = snap.curves["pgd-eot-linf"]
+    assert xs == [0, 1, 2, 3, 4]
+    # batches 0..2 add 0, .02, .04 to the success: the mean over batches adds .02
+    assert ys[0] == pytest.approx(0.22) and ys[4] == pytest.approx(0.42)
+    assert snap.curves["dwbox-linf"][1][1] == pytest.approx(0.41)
+    assert snap.points == 10 and snap.fraction == 1.0
+    assert mon.poll().points == 10  # nothing new: nothing counted twice
+
+
+def test_monitor_reads_incrementally_and_waits_for_a_partial_line(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    mon = RunMonitor(run)
+    snap = mon.poll()  # no status.json, no metrics file, no log
+    assert snap.state == "unknown" and snap.points == 0 and snap.log_tail == []
+    metrics = run / "metrics.jsonl"
+    metrics.write_text("")  # empty file
+    assert mon.poll().points == 0
+    ev = {"kind": "attack_iter", "step": 0, "attack": "a", "n": 4, "loss": 1.0, "success": 0.5}
+    with open(metrics, "a") as fh:
+        fh.write(json.dumps(ev) + "\n" + json.dumps({**ev, "step": 1})[:20])  # second line half-written
+    snap = mon.poll()
+    assert snap.curves["a"][0] == [0]
+    with open(metrics, "a") as fh:
+        fh.write(json.dumps({**ev, "step": 1})[20:] + "\n" + "{not json\n")
+    snap = mon.poll()
+    assert snap.curves["a"][0] == [0, 1] and snap.bad_lines == 1
+    (run / "status.json").write_text("{corrupt")  # not written by the run store: still no crash
+    assert mon.poll().state == "?"
+
+
+def test_monitor_survives_the_fixture_edge_cases():
+    trunc = RunMonitor(DATA / "runs" / "20250102-093000-attack-tiny-b2b2b2").poll()
+    assert trunc.state == "interrupted" and trunc.points == 10 and trunc.bad_lines == 0  # partial line left unread
+    empty = RunMonitor(DATA / "runs" / "20250103-080000-attack-tiny-c3c3c3").poll()
+    assert empty.state == "interrupted" and empty.points == 0  # 'running' on a silent remote host
+    missing = RunMonitor(DATA / "runs" / "20250105-000000-attack-tiny-e5e5e5").poll()
+    assert missing.state == "unknown" and missing.points == 6 and missing.experiment == "attack-tiny"
+
+
+def test_run_rows_sort_compare_and_export(tmp_path):
+    rows = run_rows(DATA / "runs")
+    assert [r["state"] for r in rows] == ["done", "interrupted", "interrupted", "failed"]  # no-status dir skipped
+    assert rows[0]["headline"] == "single/dwbox-linf 20.8%"
+    by_acc = sort_rows(rows, "accuracy", reverse=True)
+    assert by_acc[0]["id"].endswith("a1a1a1")  # only run with results first; missing values last
+    assert [r["experiment"] for r in sort_rows(rows, "experiment")][-1] == "quickstart"
+    header, table = compare_results(rows[:2])
+    assert header[3:] == [rows[0]["id"], rows[1]["id"]]
+    single_dw = next(t for t in table if t[1] == "single" and t[2] == "dwbox-linf")
+    assert single_dw[3].startswith("20.8%") and single_dw[4] == "-"
+    out = export_csv(rows, tmp_path / "x.csv")
+    got = list(csv.DictReader(open(out)))
+    assert len(got) == 4 + 3 and {g["state"] for g in got} == {"done", "interrupted", "failed"}
+
+
+def test_form_values_roundtrip_and_validation(tmp_path):
+    assert parse_value("pgd", "str") == "pgd" and parse_value('"x"', "str") == "x"
+    assert parse_value("0.5", "float") == 0.5 and parse_value("[1, 2]", "list") == [1, 2]
+    assert parse_value("", "int") is None and parse_value("abc", "int") == "abc"
+    for v in ("a\"b", 3, 0.25, True, ["x", 1], {"k": 1}):
+        assert parse_value(toml_literal(v), "any") == v
+    exps = list_experiments(DATA / "experiments")
+    assert [e.name for e in exps] == ["attack-tiny", "broken"]
+    form = ConfigForm(DATA / "experiments" / "attack-tiny.toml")
+    assert form.validate(), form.general_errors
+    fields = {f.path: f for _, fs in form.sections() for f in fs}
+    assert "attacks[1].eot" in fields and "addt.lambda_clamp" in fields  # every field of every section
+    form.set_text(fields["attacks[1].eot"], "4")
+    assert not form.validate() and "EOT must be 1" in form.errors["attacks[1].eot"]
+    form.set_text(fields["attacks[1].eot"], "")  # back to the default
+    assert form.validate()
+    with pytest.raises(FileExistsError):
+        form.save_as(DATA / "experiments" / "broken.toml")
+    saved = form.save_as(tmp_path / "copy")
+    assert saved.name == "copy.toml" and ConfigForm(saved).validate()
+
+
+def test_launch_command_is_an_argument_list_without_shell():
+    cmd = run_command(Path("/r"), Path("/e/x; rm -rf ~.toml"), ["name=$(reboot)"])
+    assert cmd[1:4] == ["-m", "dbp_core", "--runs-dir"] and "/e/x; rm -rf ~.toml" in cmd
+    assert cmd[-2:] == ["--set", "name=$(reboot)"]
+
+
+# =========================================================================== pilot
+
+def make_app(tmp_path, runs_dir, exp_dir=None, **kw):
+    return ConsoleApp(exp_dir or DATA / "experiments", runs_dir, cwd=REPO, poll_interval=0.3, **kw)
+
+
+def test_navigate_screens_help_and_palette(tmp_path):
+    async def go():
+        app = make_app(tmp_path, copy_runs(tmp_path))
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.screen.__class__.__name__ == "ExperimentsScreen", what="experiments")
+            await pilot.press("f4")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "RunsScreen" and len(app.screen.rows) == 4,
+                        what="runs table")
+            runs = app.screen
+            await pilot.press("s")  # next sort key
+            assert runs.sort_key == "state"
+            await pilot.press("space", "down", "space", "v")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "CompareScreen", what="compare")
+            assert len(app.screen.rows) == 2
+            await pilot.press("escape")
+            await pilot.press("x")
+            await until(pilot, lambda: hasattr(runs, "last_export"), what="export")
+            assert len(list(csv.DictReader(open(runs.last_export)))) >= 2
+            await pilot.press("f3")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "MonitorScreen" and app.screen.polls > 0,
+                        what="monitor")
+            await pilot.press("f1")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "HelpScreen", what="help")
+            await pilot.press("escape")
+            await pilot.press("ctrl+p")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "CommandPalette", what="palette")
+            await pilot.press(*"Runs", "enter")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "RunsScreen", what="palette → runs")
+    asyncio.run(go())
+
+
+def test_edit_field_to_invalid_value_shows_error_at_the_field(tmp_path):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    shutil.copy(DATA / "experiments" / "attack-tiny.toml", exp)
+
+    async def go():
+        app = make_app(tmp_path, tmp_path / "runs", exp)
+        async with app.run_test(size=SIZE) as pilot:
+            scr = app.screen
+            await until(pilot, lambda: scr.form is not None and scr.valid, what="valid form")
+            inp = scr.query_one("#f-purifier-t_star")
+            inp.focus()
+            inp.value = ""
+            await pilot.press(*"5")
+            row = scr.query_one("#f-purifier-t_star-row")
+            await until(pilot, lambda: "invalid" in row.classes, what="error shown")
+            assert "less than or equal to 1" in str(scr.query_one("#f-purifier-t_star-error").render())
+            assert not scr.valid
+            await pilot.press("ctrl+l")  # launching an invalid experiment is refused
+            await pilot.pause(0.2)
+            assert app.launcher.jobs == []
+            await pilot.press("backspace", *"0.3")
+            await until(pilot, lambda: scr.valid and "invalid" not in row.classes, what="error cleared")
+            scr.query_one("#save-name").value = "edited"
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: (exp / "edited.toml").exists(), what="saved")
+            assert "t_star = 0.3" in (exp / "edited.toml").read_text()
+            await until(pilot, lambda: [f.path.name for f in scr.files] == ["attack-tiny.toml", "edited.toml"],
+                        what="list refreshed")
+    asyncio.run(go())
+
+
+def _tiny_exp(tmp_path, n=16, classifier="tiny_classifier") -> Path:
+    exp = tmp_path / "exp"
+    exp.mkdir(exist_ok=True)
+    (exp / "console-tiny.toml").write_text(TINY.format(n=n, classifier=classifier))
+    return exp
+
+
+def test_launch_real_run_and_watch_plot_grow(tmp_path):
+    exp = _tiny_exp(tmp_path, n=16, classifier="slow_classifier")
+    runs = tmp_path / "runs"
+    import os
+    env = {**os.environ, "DBP_TEST_DELAY": "0.01"}
+
+    async def go():
+        app = ConsoleApp(exp, runs, cwd=REPO, poll_interval=0.2, env=env)
+        async with app.run_test(size=SIZE) as pilot:
+            scr = app.screen
+            await until(pilot, lambda: scr.valid, what="valid form")
+            await pilot.press("ctrl+l")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "MonitorScreen", what="monitor")
+            mon = app.screen
+            plot = mon.query_one("#plot-success")
+            seen = []
+            def watch():
+                if plot.points and (not seen or seen[-1] != plot.points):
+                    seen.append(plot.points)
+                snap = mon.snapshots.get(mon.current) if mon.current else None
+                return snap is not None and snap.state == "done" and plot.points == 6
+            await until(pilot, watch, timeout=45, what="run done with 6 points")
+            assert len(seen) >= 2 and seen == sorted(seen), seen  # points arrived while the run went on
+            assert len(mon.query_one("#plot-loss").series) == 2  # one line per attack
+            job = app.launcher.jobs[0]
+            assert job.run_id == mon.current and job.cmd[:3] == [job.cmd[0], "-m", "dbp_core"]
+            events = read_metrics(runs / job.run_id / "metrics.jsonl")[0]
+            assert sum(e["kind"] == "attack_iter" for e in events) == 2 * 2 * 3
+            await until(pilot, lambda: job.state == "exited", what="process exit")
+            assert job.returncode == 0
+    asyncio.run(go())
+
+
+def test_cancel_marks_interrupted_then_resume(tmp_path):
+    exp = _tiny_exp(tmp_path, n=32, classifier="slow_classifier")
+    runs = tmp_path / "runs"
+    import os
+    env = {**os.environ, "DBP_TEST_DELAY": "0.15"}
+
+    async def go():
+        app = ConsoleApp(exp, runs, cwd=REPO, poll_interval=0.2, env=env)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.screen.valid, what="valid form")
+            await pilot.press("ctrl+l")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "MonitorScreen", what="monitor")
+            mon = app.screen
+            snap = lambda: mon.snapshots.get(mon.current) if mon.current else None  # noqa: E731
+            await until(pilot, lambda: snap() is not None and snap().state == "running" and snap().points > 0,
+                        timeout=30, what="running with points")
+            job = app.launcher.jobs[0]
+            await pilot.press("c")
+            await until(pilot, lambda: snap().state == "interrupted", timeout=30, what="interrupted")
+            status = json.loads((runs / job.run_id / "status.json").read_text())
+            assert status["state"] == "interrupted"  # written by the run itself on SIGINT
+            await until(pilot, lambda: job.state == "exited", what="exit")
+            assert job.returncode == 130
+            assert "resume" in str(mon.query_one("#mon-status").render())
+            app.launcher.env = {**os.environ, "DBP_TEST_DELAY": "0"}
+            await pilot.press("r")
+            await until(pilot, lambda: snap().state == "done", timeout=40, what="resumed run done")
+            assert app.launcher.jobs[-1].cmd[-3:-1] == ["resume", job.run_id]
+    asyncio.run(go())
+
+
+def test_monitor_app_survives_broken_run_dirs(tmp_path):
+    runs = copy_runs(tmp_path)
+    (runs / "20250103-080000-attack-tiny-c3c3c3" / "status.json").write_text("")  # empty status too
+
+    async def go():
+        app = make_app(tmp_path, runs)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("f3")
+            mon = app.screen
+            await until(pilot, lambda: mon.__class__.__name__ == "MonitorScreen" and mon.polls > 0, what="monitor")
+            sl = mon.query_one("#run-list")
+            for run_id in list(mon.known):
+                sl.select(run_id)
+            await until(pilot, lambda: len(mon.snapshots) >= 3, what="all runs polled")
+            await pilot.pause(0.5)
+            assert mon.query_one("#plot-success").points == 20  # a1 and b2, five iterations, two attacks each
+    asyncio.run(go())

@@ -1,0 +1,97 @@
+"""`dbp report` (dbp_core/report.py) on fixture run dirs (tests/data/report_runs/): every expected
+PNG is a valid image with non-trivial content, and report.md embeds them with the results."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dbp_core.cli import main
+from dbp_core.report import load_run, write_reports
+
+FIXTURES = Path(__file__).parent / "data" / "report_runs"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RUN_A = {"attack_success", "accuracy", "trajectory", "landscape_1d", "landscape_2d", "addt_loss"}
+RUN_B = {"attack_success", "accuracy", "landscape_1d"}  # no trajectory, 1-D landscape, no ADDT
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    for name in ("run-a", "run-b"):
+        shutil.copytree(FIXTURES / name, tmp_path / name)
+    return tmp_path / "run-a", tmp_path / "run-b"
+
+
+def assert_png(path: Path):
+    import matplotlib.image as mpimg
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, (path, img.shape)
+    assert float(img[..., :3].var()) > 1e-4, f"{path} is blank"
+
+
+def test_cli_report_writes_every_figure_and_report_md(runs, capsys):
+    a, b = runs
+    assert main(["report", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "6 figures" in out and "comparison of 2 runs" in out
+    for run, expected in ((a, RUN_A), (b, RUN_B)):
+        folder = run / "report"
+        pngs = {p.stem for p in folder.glob("*.png")} - {"compare_accuracy", "compare_attack_success"}
+        assert pngs == expected, (run.name, pngs)
+        for p in folder.glob("*.png"):
+            assert_png(p)
+        md = (folder / "report.md").read_text()
+        for stem in expected:
+            assert f"]({stem}.png)" in md
+        results = json.loads((run / "results.json").read_text())
+        # the results table: every accuracy row with its interval and n
+        for row in results["accuracies"]:
+            assert f"| {row['attack']} | {row['protocol']} | {100 * row['accuracy']:.1f}%" in md
+            assert f"[{100 * row['ci_low']:.1f}%, {100 * row['ci_high']:.1f}%] | {row['n']} |" in md
+        assert "### Paired comparisons" in md and "replayed vs fresh noise" in md
+        assert md.count("| attack vs no attack |") == 2
+    # the comparison goes into the first run's report
+    for stem in ("compare_accuracy", "compare_attack_success"):
+        assert_png(a / "report" / f"{stem}.png")
+    md_a = (a / "report" / "report.md").read_text()
+    assert "## Comparison across runs" in md_a and "](compare_accuracy.png)" in md_a
+    assert "malformed line" in md_a  # the fixture's truncated metrics line was skipped, and said so
+    assert "## Comparison" not in (b / "report" / "report.md").read_text()
+
+
+def test_out_dir_and_missing_data(runs, tmp_path):
+    a, b = runs
+    # a run without results.json / analysis / metrics (e.g. failed early): report still written
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "status.json").write_text(json.dumps({"state": "failed", "experiment": "x"}))
+    written = write_reports([a, b, bare], out=tmp_path / "cmp")
+    assert (tmp_path / "cmp" / "report.md").read_text().startswith("# Comparison of 3 runs")
+    assert_png(tmp_path / "cmp" / "compare_accuracy.png")
+    bare_md = (bare / "report" / "report.md").read_text()
+    assert "No results.json" in bare_md and not list((bare / "report").glob("*.png"))
+    assert written["runs"][2]["figures"] == {}
+    assert "## Comparison" not in (a / "report" / "report.md").read_text()  # went to --out instead
+
+
+def test_attack_curves_average_batches_and_dedupe_resumed_events(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    ev = [{"kind": "attack_iter", "step": 0, "attack": "pgd", "seed": 0, "batch": 0, "n": 3, "loss": 1.0, "success": 0.0},
+          {"kind": "attack_iter", "step": 0, "attack": "pgd", "seed": 0, "batch": 1, "n": 1, "loss": 2.0, "success": 1.0},
+          # batch 1 re-run after a resume: its last events count, once
+          {"kind": "attack_iter", "step": 0, "attack": "pgd", "seed": 0, "batch": 1, "n": 1, "loss": 2.0, "success": 1.0},
+          {"kind": "addt_step", "step": 0, "loss": 0.3}, {"kind": "addt_step", "step": 1, "loss": 0.2}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ev))
+    data = load_run(run)
+    c = data.attack_curves()["pgd"]
+    assert c["iteration"] == [0] and c["success"] == [0.25] and c["loss"] == [1.25]
+    assert data.addt_curves() == {"loss": ([0, 1], [0.3, 0.2])}  # absent fields: no curve, no error
+
+
+def test_report_of_unknown_run_is_a_user_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope"), "--runs-dir", str(tmp_path)]) == 2
+    assert "dbp: error" in capsys.readouterr().err
