@@ -144,7 +144,9 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    # 1 thread by default: on a shared 2-core machine, 2 OpenMP threads per process are up to 20x
+    # slower (threads wait at every barrier for a descheduled peer); pass --threads 2 on an idle box.
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--one", nargs=2, metavar=("METHOD", "STEPS"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.one:
@@ -160,7 +162,7 @@ def main(argv=None):
                 print(f"{m} {steps}: failed\n{r.stderr[-2000:]}", file=sys.stderr)
                 continue
             rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-            print(f"  done {m:16s} {steps:5d} steps", file=sys.stderr)
+            print(f"  done {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
     print(f"\nbatch {a.batch} x 1x8x8, digits UNet, {a.threads} threads; time = best of {a.repeats + 1}; "
           "peak = growth of peak RSS during the first gradient (fresh process)")
     print(f"{'steps':>5} {'method':16s} {'time s':>8} {'x floor':>8} {'peak MB':>8} {'x ckpt-mem':>10}")

@@ -33,7 +33,7 @@ from .models.loaders import save_checkpoint
 from .models.unet import UNet, UNetConfig
 from .purify import Purifier
 
-DEFAULT_UNET = UNetConfig(in_channels=1, base_channels=32, channel_mult=(1, 2), attention=True)
+DEFAULT_UNET = UNetConfig(in_channels=1, base_channels=16, channel_mult=(1, 2, 2), attention=True)
 DEFAULT_DDPM_STEPS = 2000
 DEFAULT_BATCH = 64
 CONFIDENT = 0.9
@@ -195,7 +195,7 @@ def evaluate(classifier, ddpm, seed: int, progress: bool = True) -> dict:
 
 
 def train_default(out_dir: str | Path, seed: int = 0, ddpm_steps: int = DEFAULT_DDPM_STEPS,
-                  classifier_epochs: int = 20, batch: int = DEFAULT_BATCH, threads: int = 2,
+                  classifier_epochs: int = 20, batch: int = DEFAULT_BATCH, threads: int = 1,
                   progress: bool = True, command: str | None = None) -> dict:
     """Train classifier + DDPM, evaluate, write ``digits_classifier`` and ``digits_ddpm``
     checkpoints (safetensors + json with command, seed, steps, metrics) to ``out_dir``."""
@@ -230,7 +230,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ddpm-steps", type=int, default=DEFAULT_DDPM_STEPS)
     ap.add_argument("--classifier-epochs", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     cmd = "python -m dbp_core.train " + " ".join(sys.argv[1:] if argv is None else argv)
     metrics = train_default(a.out, a.seed, a.ddpm_steps, a.classifier_epochs, threads=a.threads, command=cmd)

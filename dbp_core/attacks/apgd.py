@@ -30,7 +30,7 @@ class APGD:
         self.norm, self.eps, self.iterations, self.eot, self.eot_chunk = norm, float(eps), int(iterations), int(eot), eot_chunk
         self.noise = noise or NoisePlan("fresh", 0)
         self.random_start, self.start_seed = random_start, start_seed
-        self.rho, self.momentum, self.on_iteration = rho, momentum, on_iteration
+        self.rho, self.momentum, self.on_iteration, self.loss = rho, momentum, on_iteration, loss
 
     def _evaluate(self, model, x_adv, y, uids, i):
         grad, loss, logits = eot_gradient(model, x_adv, y, uids, self.eot, self.eot_chunk, self.loss, **self.noise.kwargs(i))
