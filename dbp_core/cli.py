@@ -306,22 +306,16 @@ def cmd_backend(args) -> int:
 
 
 def cmd_train(args) -> int:
-    try:
-        from . import train
-    except ImportError as exc:
-        print(f"dbp: training is not available in this build ({exc})", file=sys.stderr)
-        return EXIT_FAILED
-    if not hasattr(train, "train_default"):
-        print("dbp: dbp_core.train has no train_default()", file=sys.stderr)
-        return EXIT_FAILED
+    from . import train
     if args.dataset != "digits":
         raise UserError(f"only the embedded 'digits' default can be trained here, got '{args.dataset}'")
-    import inspect
-    kwargs = {"out_dir": args.out or str(Path(__file__).parent / "weights"), "seed": args.seed,
-              "ddpm_steps": args.ddpm_steps, "classifier_epochs": args.classifier_epochs}
-    accepted = inspect.signature(train.train_default).parameters
-    kwargs = {k: v for k, v in kwargs.items() if v is not None and k in accepted}
-    train.train_default(**kwargs)
+    out = Path(args.out)
+    command = (f"dbp train --out {args.out} --seed {args.seed} --ddpm-steps {args.ddpm_steps} "
+               f"--classifier-epochs {args.classifier_epochs} --threads {args.threads}")
+    train.train_default(out, seed=args.seed, ddpm_steps=args.ddpm_steps, classifier_epochs=args.classifier_epochs,
+                        threads=args.threads, command=command)
+    print(f"use them with: models.classifier = \"{out / 'digits_classifier'}\", "
+          f"models.diffusion = \"{out / 'digits_ddpm'}\" (--set models.classifier=...)")
     return EXIT_OK
 
 
@@ -376,10 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("backend", cmd_backend, "Print which implementation of the dbp ops is live")
     p = add("train", cmd_train, "Train the embedded default models (classifier and DDPM)")
     p.add_argument("--dataset", default="digits", help="dataset (default: digits)")
-    p.add_argument("--out", metavar="DIR", help="where to write the weights (default: the package's weights/)")
+    p.add_argument("--out", metavar="DIR", default="digits-weights",
+                   help="where to write the weights (default: ./digits-weights; the shipped ones were made with "
+                   "the defaults below)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
-    p.add_argument("--ddpm-steps", type=int, default=None, help="DDPM training steps (default: train.py's)")
-    p.add_argument("--classifier-epochs", type=int, default=None, help="classifier epochs (default: train.py's)")
+    p.add_argument("--ddpm-steps", type=int, default=2000, help="DDPM training steps (default: 2000)")
+    p.add_argument("--classifier-epochs", type=int, default=20, help="classifier epochs (default: 20)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads (default: 1; results are bit-identical only at the same count)")
     p = add("console", cmd_console, "Open the Textual console: edit, launch and watch experiments")
     p.add_argument("--experiments", metavar="DIR", default="experiments", help="experiment TOMLs (default: ./experiments)")
     p.add_argument("--max-parallel", type=int, default=1, help="runs executing at once (default: 1)")

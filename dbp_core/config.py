@@ -240,7 +240,8 @@ class PurifierConfig(_Section):
     grad_mode: Literal["none", "full", "checkpoint", "segments"] = Field(
         "checkpoint", description="How attacks differentiate through the chain: 'checkpoint' per step "
         "(default), 'full' autograd, 'segments', or 'none'")
-    segments: int = Field(4, ge=1, description="Number of segments when grad_mode = 'segments'")
+    segments: Optional[int] = Field(None, ge=1, description="Checkpointed segments when grad_mode = 'segments' "
+                                    "(default ceil(sqrt(steps)): memory ~ 2 sqrt(steps) images)")
     variance: Literal["fixed_large", "fixed_small"] = Field(
         "fixed_large", description="Reverse variance: 'fixed_large' (beta_t, as DiffPure) or 'fixed_small' (posterior)")
 

@@ -143,6 +143,19 @@ def ddpm_fixed_large_sigma(alpha_bar_t: float, alpha_bar_prev: float, is_last: b
     return math.sqrt(1.0 - alpha_bar_t / alpha_bar_prev)
 
 
+def ddpm_fixed_small_sigma(alpha_bar_t: float, alpha_bar_prev: float, is_last: bool) -> float:
+    """DDPM eq. 7 posterior variance ("fixed_small"): sigma_t^2 = beta~_t =
+    (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t, with the respaced beta_t. It is exactly
+    0 on the final step (alpha_bar_prev = 1)."""
+    if is_last:
+        return 0.0
+    beta_t = 1.0 - alpha_bar_t / alpha_bar_prev
+    return math.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t) * beta_t)
+
+
+VARIANCES = {"fixed_large": ddpm_fixed_large_sigma, "fixed_small": ddpm_fixed_small_sigma}
+
+
 def ddim_eta0_coefficients(alpha_bar_t: float, alpha_bar_prev: float) -> tuple[float, float]:
     """DDIM eq. 12 with eta = 0 (sigma = 0):
     x_prev = sqrt(ab_prev) * (x_t - sqrt(1-ab_t) eps) / sqrt(ab_t) + sqrt(1-ab_prev) * eps,
@@ -153,13 +166,16 @@ def ddim_eta0_coefficients(alpha_bar_t: float, alpha_bar_prev: float) -> tuple[f
 
 
 def reverse_chain(schedule: Schedule, num_noise_steps: int, num_reverse_steps: int,
-                  sampler: str = "ddpm") -> list[ReverseStep]:
+                  sampler: str = "ddpm", variance: str = "fixed_large") -> list[ReverseStep]:
     """The reverse steps (in execution order) from index ``num_noise_steps - 1`` down to 0.
 
     Coefficients are computed in float64 from the float64 alpha_bar. ``sampler`` is
-    ``"ddpm"`` (eq. 11 mean, fixed_large variance) or ``"ddim"`` (eq. 12, eta = 0)."""
+    ``"ddpm"`` (eq. 11 mean; ``variance`` "fixed_large" sigma^2 = beta_t, DiffPure's choice, or
+    "fixed_small" sigma^2 = the eq. 7 posterior variance) or ``"ddim"`` (eq. 12, eta = 0)."""
     if sampler not in ("ddpm", "ddim"):
         raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {tuple(VARIANCES)}, got {variance!r}")
     if num_noise_steps > schedule.num_steps:
         raise ValueError(f"cannot diffuse {num_noise_steps} steps with a {schedule.num_steps}-step schedule")
     ts = respaced_timesteps(num_noise_steps, num_reverse_steps)
@@ -171,7 +187,7 @@ def reverse_chain(schedule: Schedule, num_noise_steps: int, num_reverse_steps: i
         last = i + 1 == len(ts)
         if sampler == "ddpm":
             c_x, c_eps = ddpm_posterior_mean_coefficients(ab_t, ab_prev)
-            sigma = ddpm_fixed_large_sigma(ab_t, ab_prev, last)
+            sigma = VARIANCES[variance](ab_t, ab_prev, last)
         else:
             c_x, c_eps = ddim_eta0_coefficients(ab_t, ab_prev)
             sigma = 0.0

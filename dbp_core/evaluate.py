@@ -57,7 +57,8 @@ def attacker_model(res, acfg, defended: DefendedClassifier) -> DefendedClassifie
     pc = res.cfg.purifier
     from .purify import Purifier
     surrogate = Purifier(defended.purifier.eps_model, t_star=pc.t_star, steps=acfg.surrogate_steps or pc.steps,
-                         sampler=acfg.surrogate_sampler or pc.sampler, grad_mode=pc.grad_mode)
+                         sampler=acfg.surrogate_sampler or pc.sampler, grad_mode=pc.grad_mode,
+                         segments=pc.segments, variance=pc.variance)
     return DefendedClassifier(defended.classifier, surrogate, [0.0], [1.0])
 
 

@@ -19,7 +19,7 @@ Gradient modes (all give the same gradient; tests check allclose):
   ``torch.utils.checkpoint(use_reentrant=False)``: memory = one image per step plus one
   network's activations; cost = 2 forwards + 1 backward. Noise is regenerated from its
   address in the recomputation, so nothing random is stored or replayed from state.
-* ``segments``   — the chain is cut into ceil(sqrt(S)) segments, each checkpointed, and each
+* ``segments``   — the chain is cut into ``segments`` (default ceil(sqrt(S))) segments, each checkpointed, and each
   step inside is checkpointed again (nested, non-reentrant): memory = about 2 sqrt(S) images
   plus one network's activations; cost = 3 forwards + 1 backward.
 
@@ -51,7 +51,8 @@ class Purifier(nn.Module):
 
     def __init__(self, eps_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], t_star: float = 0.1,
                  steps: int | None = None, sampler: str = "ddpm", noise: noise_mod.NoiseSource | None = None,
-                 grad_mode: str = "checkpoint", schedule: Schedule | None = None):
+                 grad_mode: str = "checkpoint", schedule: Schedule | None = None, variance: str = "fixed_large",
+                 segments: int | None = None):
         super().__init__()
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -65,11 +66,17 @@ class Purifier(nn.Module):
         self.sampler = sampler
         self.noise = noise if noise is not None else noise_mod.stochastic()
         self.grad_mode = grad_mode
-        self.chain: list[ReverseStep] = reverse_chain(self.schedule, self.num_noise_steps, self.steps, sampler)
+        self.variance = variance
+        self.chain: list[ReverseStep] = reverse_chain(self.schedule, self.num_noise_steps, self.steps, sampler,
+                                                      variance)
+        if segments is not None and segments < 1:
+            raise ValueError(f"segments must be >= 1, got {segments}")
+        # segments mode: ceil(sqrt(S)) by default, the count that minimises stored images (~2 sqrt(S))
+        self.segments = int(segments) if segments is not None else max(1, math.ceil(math.sqrt(len(self.chain))))
 
     def extra_repr(self) -> str:
-        return (f"t_star={self.t_star}, steps={self.steps}, sampler={self.sampler!r}, "
-                f"noise={self.noise!r}, grad_mode={self.grad_mode!r}")
+        return (f"t_star={self.t_star}, steps={self.steps}, sampler={self.sampler!r}, variance={self.variance!r}, "
+                f"noise={self.noise!r}, grad_mode={self.grad_mode!r}, segments={self.segments}")
 
     # --- one reverse step, the unit of checkpointing ---
 
@@ -98,7 +105,7 @@ class Purifier(nn.Module):
             return self._steps(x, 0, n, seed, uids, replica, replicas, ckpt_each=False)
         if mode == "checkpoint":
             return self._steps(x, 0, n, seed, uids, replica, replicas, ckpt_each=True)
-        seg = max(1, math.ceil(math.sqrt(n)))  # segments: sqrt(n) outer checkpoints, nested per step
+        seg = math.ceil(n / min(self.segments, n))  # steps per segment; each segment checkpointed, nested per step
         for lo in range(0, n, seg):
             x = checkpoint(self._steps, x, lo, min(lo + seg, n), seed, uids, replica, replicas, True,
                            use_reentrant=False)

@@ -187,15 +187,10 @@ class Resources:
         eps_model = self.eps_model()
         if eps_model is None:
             return None
-        import inspect
         from .purify import Purifier
         pc = self.cfg.purifier
-        kwargs = dict(t_star=pc.t_star, steps=pc.steps, sampler=pc.sampler, noise=noise, grad_mode=pc.grad_mode,
-                      segments=pc.segments, variance=pc.variance)
-        accepted = inspect.signature(Purifier).parameters
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-            kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-        return Purifier(eps_model, **kwargs)
+        return Purifier(eps_model, t_star=pc.t_star, steps=pc.steps, sampler=pc.sampler, noise=noise,
+                        grad_mode=pc.grad_mode, segments=pc.segments, variance=pc.variance)
 
 
 def load_model_file(path, role: str, fmt: str, trust_pickle: bool):

@@ -144,3 +144,23 @@ def test_bad_sampler_and_too_many_steps():
         D.reverse_chain(s, 100, 10, "euler")
     with pytest.raises(ValueError):
         Purifier(TinyEps(), t_star=0.1, steps=200)
+
+
+@pytest.mark.parametrize("variance,diffusers_name", [("fixed_large", "fixed_large"), ("fixed_small", "fixed_small")])
+def test_reverse_variances_match_diffusers_scheduler(variance, diffusers_name):
+    """sigma of every respaced step vs diffusers' DDPMScheduler (an independent implementation)."""
+    diffusers = pytest.importorskip("diffusers")
+    s = D.linear_schedule()
+    chain = D.reverse_chain(s, 100, 10, "ddpm", variance)
+    sch = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                                  variance_type=diffusers_name, clip_sample=False)
+    sch.set_timesteps(timesteps=[st.t for st in chain])
+    for st in chain[:-1]:
+        want = float(sch._get_variance(st.t)) ** 0.5  # float32 alpha_bar inside diffusers
+        assert st.sigma == pytest.approx(want, rel=1e-4), (variance, st.t)
+    assert chain[-1].sigma == 0.0
+    if variance == "fixed_small":  # the posterior variance is strictly below beta_t
+        large = D.reverse_chain(s, 100, 10, "ddpm", "fixed_large")
+        assert all(a.sigma < b.sigma for a, b in zip(chain[:-1], large[:-1]))
+    with pytest.raises(ValueError, match="variance"):
+        D.reverse_chain(s, 100, 10, "ddpm", "learned")

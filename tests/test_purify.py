@@ -119,3 +119,46 @@ def test_noise_streams_and_sources():
     assert s.next_seed() != s.next_seed()
     assert noise.replay(7).next_seed() == noise.replay(7).next_seed() == 7
     assert "stochastic" in repr(s) and repr(noise.replay(7)) == "replay(7)"
+
+
+class CountingEps(TinyEps):
+    """TinyEps that counts its forward calls (recomputations included)."""
+
+    calls = 0
+
+    def forward(self, x, t):
+        CountingEps.calls += 1
+        return super().forward(x, t)
+
+
+@pytest.mark.parametrize("mode,segments,expected", [
+    ("full", None, lambda s: s),                     # stored activations, no recomputation
+    ("checkpoint", None, lambda s: 2 * s),           # every step's network runs again in backward
+    # segments: each segment's forward runs again, then each of its steps once more, but the
+    # last step of a segment only once (non-reentrant recomputation stops when it has what it needs)
+    ("segments", None, lambda s: 3 * s - 5),         # 5 segments of 5 (ceil(sqrt(25)))
+    ("segments", 2, lambda s: 3 * s - 2),            # 2 segments of 13 and 12 steps
+])
+def test_checkpointing_really_recomputes(mode, segments, expected):
+    """A silent fall-back to plain autograd would keep the gradient right but not the memory:
+    the number of network calls over forward + backward tells the modes apart."""
+    steps = 25
+    x = torch.rand(2, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+    pur = Purifier(CountingEps(), steps=steps, noise=noise.replay(1), grad_mode=mode, segments=segments)
+    CountingEps.calls = 0
+    pur(x, torch.tensor([0, 1])).sum().backward()
+    assert CountingEps.calls == expected(steps)
+
+
+def test_segments_count_and_variance_reach_the_purifier():
+    from dbp_core.config import loads_config
+    from dbp_core.study import Resources
+    cfg = loads_config('name = "p"\n[models]\ndiffusion = "tests.plugins:tiny_eps"\n'
+                       '[purifier]\nsteps = 10\ngrad_mode = "segments"\nsegments = 3\nvariance = "fixed_small"\n')
+    pur = Resources(cfg).purifier(noise.replay(1))
+    assert pur.segments == 3 and pur.variance == "fixed_small"
+    small = Purifier(TinyEps(), steps=10, variance="fixed_small").chain
+    assert [st.sigma for st in pur.chain] == [st.sigma for st in small]
+    assert Purifier(TinyEps(), steps=25).segments == 5  # default ceil(sqrt(S))
+    with pytest.raises(ValueError, match="segments"):
+        Purifier(TinyEps(), steps=10, segments=0)

@@ -148,8 +148,9 @@ def load_checkpoint(stem: str | Path) -> nn.Module:
 # --- RobustBench WRN-28-10 ---
 
 def load_robustbench_wrn(path: str | Path, trust_pickle: bool = False) -> WideResNet:
-    """RobustBench CIFAR-10 ``Standard`` (WRN-28-10) weights; eval mode. Inputs must be
-    normalised with CIFAR10_MEAN/STD by the caller (DefendedClassifier)."""
+    """RobustBench CIFAR-10 ``Standard`` (WRN-28-10) weights; eval mode. RobustBench models take
+    pixels in [0, 1] (any normalisation is inside the model), so leave ``models.mean/std`` unset;
+    a WRN-28-10 of the same layout trained on normalised inputs needs its mean/std set."""
     sd = extract_state_dict(load_tensor_file(path, trust_pickle), path)
     model = wrn_28_10()
     for k, v in model.state_dict().items():  # checkpoints from torch < 0.4.1 lack these counters
