@@ -143,12 +143,14 @@ def normal(shape, seed, stream, uids, step, dtype=None):
 
 def q_sample(x0, sqrt_ab, sqrt_1mab, seed, stream, uids, step):
     """DDPM eq. (4): sqrt(ab) x0 + sqrt(1-ab) z."""
+    x0 = x0.contiguous()  # outputs are contiguous, like the kernels' (and the fake kernels say so)
     z = normal_rows(x0[0].numel(), seed, stream, uids, step).to(x0.dtype).view_as(x0)
     return _per_sample(sqrt_ab, x0) * x0 + _per_sample(sqrt_1mab, x0) * z
 
 
 def ddpm_step(x_t, eps, c_x, c_eps, sigma, seed, stream, uids, step):
     """Fused reverse step: c_x (x_t - c_eps eps) + sigma z."""
+    x_t, eps = x_t.contiguous(), eps.contiguous()
     z = normal_rows(x_t[0].numel(), seed, stream, uids, step).to(x_t.dtype).view_as(x_t)
     base = _per_sample(c_x, x_t) * (x_t - _per_sample(c_eps, x_t) * eps)
     return base + _per_sample(sigma, x_t) * z
@@ -156,6 +158,7 @@ def ddpm_step(x_t, eps, c_x, c_eps, sigma, seed, stream, uids, step):
 
 def rbgm(g, seed, stream, uids, step):
     """Per row (image channel): sorted addressed Gaussian laid out in g's rank order."""
+    g = g.contiguous()
     B = g.shape[0]
     L = g[0, 0].numel() if g.dim() >= 3 else g[0].numel()
     rows = g.reshape(B, -1, L)

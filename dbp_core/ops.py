@@ -89,6 +89,8 @@ def _define_reference_ops():
     def normal_impl(shape, seed, stream, uids, step, dtype=None):
         if len(shape) == 0 or shape[0] != uids.numel():
             _fail("normal", f"argument 'shape' must start with the number of uids ({uids.numel()}), got {list(shape)}")
+        if any(d <= 0 for d in shape):
+            _fail("normal", f"argument 'shape' must have positive dimensions, got {list(shape)}")
         _check_uids(uids, shape[0], uids.device, "normal")
         _check_address(stream, step, "normal")
         if (dtype or torch.float32) not in (torch.float32, torch.float64) or 0 in shape:
@@ -163,10 +165,19 @@ def _rbgm_fake(g, seed, stream, uids, step):
 # --- autograd: backward passes are scalings; the noise is never saved ---
 
 def _per_sample(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return c.reshape(-1).to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+    return c.reshape(-1).to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+def _constant_coefficients(op: str, inputs, names: dict[int, str]):
+    """Coefficients are schedule constants: refuse one that asks for a gradient rather than drop it."""
+    for i, name in names.items():
+        if inputs[i].requires_grad:
+            _fail(op, f"argument '{name}' requires grad, but coefficients are constants of the schedule "
+                  "(no gradient flows to them); pass it detached")
 
 
 def _q_sample_setup(ctx, inputs, output):
+    _constant_coefficients("q_sample", inputs, {1: "sqrt_ab", 2: "sqrt_1mab"})
     ctx.save_for_backward(inputs[1])  # sqrt_ab: one scalar per sample
 
 
@@ -176,6 +187,7 @@ def _q_sample_backward(ctx, grad):
 
 
 def _ddpm_step_setup(ctx, inputs, output):
+    _constant_coefficients("ddpm_step", inputs, {2: "c_x", 3: "c_eps", 4: "sigma"})
     ctx.save_for_backward(inputs[2], inputs[3])  # c_x, c_eps
 
 

@@ -130,6 +130,13 @@ def test_opcheck_every_op():
         (torch.ops.dbp.ddpm_step.default, (x, e, c, s, c, 1, 2, uids, 3)),
         (torch.ops.dbp.rbgm.default, (x.detach(), 1, 2, uids, 3)),
     ]
+    # non-contiguous inputs (a transposed view): outputs are still contiguous, as the fake kernels say
+    xt, et = x.detach().transpose(2, 3).requires_grad_(), e.detach().transpose(2, 3).requires_grad_()
+    cases += [
+        (torch.ops.dbp.q_sample.default, (xt, c, s, 1, 2, uids, 3)),
+        (torch.ops.dbp.ddpm_step.default, (xt, et, c, s, c, 1, 2, uids, 3)),
+        (torch.ops.dbp.rbgm.default, (xt.detach(), 1, 2, uids, 3)),
+    ]
     for op, args in cases:
         torch.library.opcheck(op, args)
 
@@ -206,6 +213,10 @@ def _bad_calls():
         ("shape", lambda: ops.normal((2, 4), 0, 0, u, 0)),
         ("g", lambda: ops.rbgm(torch.full((3, 4), float("nan")), 0, 0, u, 0)),
         ("seed", lambda: ops.normal((3, 4), 2**64, 0, u, 0)),
+        ("shape", lambda: ops.normal((3, -1), 0, 0, u, 0)),
+        ("shape", lambda: ops.normal((3, 0, 2), 0, 0, u, 0)),
+        ("c_eps", lambda: ops.ddpm_step(x, x, 1.0, torch.tensor(0.1, requires_grad=True), 0.0, 0, 0, u, 0)),
+        ("sqrt_ab", lambda: ops.q_sample(x, torch.full((3,), 0.5, requires_grad=True), 0.5, 0, 0, u, 0)),
     ]
 
 
@@ -240,6 +251,11 @@ torch.save({
     "x": x.detach(),
 }, sys.argv[1])
 assert torch.autograd.gradcheck(lambda x: ops.q_sample(x, 0.9, 0.2, 5, 1, u, 2), (x,))
+xt = x.detach().transpose(2, 3).requires_grad_()  # non-contiguous: fake and real kernels agree on strides
+torch.library.opcheck(torch.ops.dbp.ddpm_step.default, (xt, xt, torch.tensor(0.9, dtype=torch.float64),
+                      torch.tensor(0.2, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64), 5, 1, u, 2))
+torch.library.opcheck(torch.ops.dbp.q_sample.default, (xt, torch.tensor([0.9, 0.8], dtype=torch.float64),
+                      torch.tensor(0.2, dtype=torch.float64), 5, 1, u, 2))
 try:
     ops.q_sample(x, 0.5, 0.5, 0, 0, torch.arange(3), 0)
 except ValueError as e:

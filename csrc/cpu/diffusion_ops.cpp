@@ -13,8 +13,7 @@ constexpr auto kAlways = [](int64_t) { return true; };
 
 at::Tensor normal_cpu(at::IntArrayRef shape, int64_t seed, int64_t stream, const at::Tensor& uids,
                       int64_t step, std::optional<at::ScalarType> dtype) {
-  TORCH_CHECK_VALUE(!shape.empty() && shape[0] == uids.numel(), "dbp.normal: argument 'shape' must start with ",
-                    "the number of uids (", uids.numel(), "), got ", shape);
+  check_normal_shape(shape, uids);
   auto out = at::empty(shape, uids.options().dtype(dtype.value_or(at::kFloat)));
   check_images(out, "normal", "shape/dtype");
   check_uids(uids, shape[0], uids.device(), "normal");

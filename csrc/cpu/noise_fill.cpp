@@ -15,11 +15,8 @@ static void fill_chunk(uint64_t seed, uint64_t stream, uint64_t uid, uint64_t st
   constexpr int64_t kB = kChunk / 4;
   uint32_t r0[kB], r1[kB], r2[kB], r3[kB];
   float z0[kB], z1[kB], z2[kB], z3[kB];
-  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   for (int64_t i = 0; i < nblocks; ++i) {
-    const U4 r = philox4x32_10(U4{static_cast<uint32_t>(block0 + i), static_cast<uint32_t>(uid),
-                                  static_cast<uint32_t>(step), static_cast<uint32_t>(stream)},
-                               k0, k1);
+    const U4 r = noise_bits(seed, stream, uid, step, block0 + i);
     r0[i] = r.x;
     r1[i] = r.y;
     r2[i] = r.z;

@@ -83,8 +83,7 @@ struct DdpmStepOp {
 
 at::Tensor normal_cuda(at::IntArrayRef shape, int64_t seed, int64_t stream, const at::Tensor& uids, int64_t step,
                        std::optional<at::ScalarType> dtype) {
-  TORCH_CHECK_VALUE(!shape.empty() && shape[0] == uids.numel(), "dbp.normal: argument 'shape' must start with ",
-                    "the number of uids (", uids.numel(), "), got ", shape);
+  check_normal_shape(shape, uids);
   check_uids(uids, shape[0], uids.device(), "normal");
   check_address(stream, step, "normal");
   const c10::cuda::CUDAGuard guard(uids.device());

@@ -23,6 +23,15 @@ inline void check_uids(const at::Tensor& uids, int64_t batch, const at::Device& 
                     " like the data, got ", uids.device());
 }
 
+// The shape of dbp.normal: starts with one row per uid, every dimension positive.
+inline void check_normal_shape(at::IntArrayRef shape, const at::Tensor& uids) {
+  TORCH_CHECK_VALUE(!shape.empty() && shape[0] == uids.numel(), "dbp.normal: argument 'shape' must start with ",
+                    "the number of uids (", uids.numel(), "), got ", shape);
+  for (const auto d : shape) {
+    TORCH_CHECK_VALUE(d > 0, "dbp.normal: argument 'shape' must have positive dimensions, got ", shape);
+  }
+}
+
 // step and stream are 32-bit address fields (philox.h).
 inline void check_address(int64_t stream, int64_t step, const char* op) {
   TORCH_CHECK_VALUE(stream >= 0 && stream < (int64_t(1) << 32), "dbp.", op,

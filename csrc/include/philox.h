@@ -122,13 +122,22 @@ DBP_HD void box_muller(uint32_t a, uint32_t b, float& z0, float& z1) {
   z1 = r * s;
 }
 
+// The Philox counter and key of an address (the layout documented at the top).
+DBP_HD U4 noise_counter(uint64_t block, uint64_t uid, uint64_t step, uint64_t stream) {
+  return U4{static_cast<uint32_t>(block), static_cast<uint32_t>(uid), static_cast<uint32_t>(step),
+            static_cast<uint32_t>(stream)};
+}
+
+DBP_HD U4 noise_bits(uint64_t seed, uint64_t stream, uint64_t uid, uint64_t step, uint64_t block) {
+  return philox4x32_10(noise_counter(block, uid, step, stream), static_cast<uint32_t>(seed),
+                       static_cast<uint32_t>(seed >> 32));
+}
+
 // The four standard normals at counter block `block` of address
 // (seed, stream, uid, step): elements 4*block .. 4*block+3 of that sample.
 DBP_HD void normal4(uint64_t seed, uint64_t stream, uint64_t uid, uint64_t step, uint64_t block,
                     float out[4]) {
-  const U4 ctr{static_cast<uint32_t>(block), static_cast<uint32_t>(uid), static_cast<uint32_t>(step),
-               static_cast<uint32_t>(stream)};
-  const U4 r = philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  const U4 r = noise_bits(seed, stream, uid, step, block);
   box_muller(r.x, r.y, out[0], out[1]);
   box_muller(r.z, r.w, out[2], out[3]);
 }
