@@ -5,6 +5,7 @@ CUDA toolkit is found, a CppExtension otherwise (or when DBP_FORCE_CPU=1).
 """
 import glob
 import os
+import shutil
 
 from setuptools import setup
 from torch.utils import cpp_extension
@@ -14,7 +15,7 @@ def _extension():
     force_cpu = os.environ.get("DBP_FORCE_CPU", "") not in ("", "0")
     # torch.cuda.is_available() is False on a GPU-less build machine: decide by
     # what torch was built with and whether a toolkit is present.
-    use_cuda = not force_cpu and torch_has_cuda() and cpp_extension.CUDA_HOME is not None
+    use_cuda = not force_cpu and torch_has_cuda() and find_cuda_home() is not None
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     # No FMA contraction: the kernels must round exactly like the reference.
     # No errno from sqrtf: lets the compiler vectorise Box-Muller.
@@ -30,6 +31,25 @@ def _extension():
         "torch has no CUDA" if not torch_has_cuda() else "no CUDA toolkit found")
     print(f"dbp-lab: building CppExtension (CPU only: {why})")
     return cpp_extension.CppExtension("dbp_core._C", sources, **kwargs)
+
+
+def _is_toolkit(path) -> bool:
+    return bool(path) and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h"))
+
+
+def find_cuda_home():
+    """torch guesses CUDA_HOME from `which nvcc`; an `nvcc` wrapper script outside the toolkit
+    (e.g. /usr/local/bin/nvcc) makes that /usr/local. Keep the guess only if it holds the CUDA
+    headers, else try /usr/local/cuda; tell torch's build about the choice."""
+    candidates = [cpp_extension.CUDA_HOME, "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.insert(1, os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    home = next((c for c in candidates if _is_toolkit(c)), None)
+    if home is not None and cpp_extension.CUDA_HOME != home:
+        cpp_extension.CUDA_HOME = home
+        os.environ["CUDA_HOME"] = home
+    return home
 
 
 def torch_cuda_version():
