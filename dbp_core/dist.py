@@ -11,8 +11,8 @@ sends its error in its next (and last) exchange — :func:`report_failure` — a
 exchange its peers are in at that moment delivers it: every rank then raises the same
 :class:`PeerFailed` at the same exchange and stops issuing collectives. So a failing rank
 makes the whole run fail with one clear message, and nobody waits for a peer that is gone.
-(Collectives you issue yourself — DDP's gradient all-reduce — are outside this protocol:
-check :func:`all_ok` *before* ``backward()``, see :func:`wrap_ddp`.)
+(Collectives you issue yourself — DDP's buffer broadcast in forward, its gradient all-reduce in
+backward — are outside this protocol: run the work before each of them under :func:`guarded`.)
 
 Without ``WORLD_SIZE > 1`` in the environment nothing here touches ``torch.distributed``:
 every helper degrades to its single-process meaning (rank 0 of 1).
@@ -25,7 +25,7 @@ import traceback
 from typing import Any, Callable
 
 __all__ = ["world", "is_distributed", "init_from_env", "shutdown", "shard", "shard_indices", "gather_objects",
-           "broadcast_object", "all_ok", "barrier", "report_failure", "wrap_ddp", "unwrap", "all_ranks",
+           "broadcast_object", "guarded", "barrier", "report_failure", "wrap_ddp", "unwrap", "all_ranks",
            "PeerFailed", "settle", "ddp_loss_scale", "env_world_size", "is_main", "FollowerRun", "run_guarded",
            "merge_by_uid"]
 
@@ -167,18 +167,15 @@ def broadcast_object(obj: Any) -> Any:
     return gather_objects(obj if is_main() else None)[0]
 
 
-def all_ok(flag: bool) -> bool:
-    """Logical AND of ``flag`` over all ranks (False too if a peer reported a failure).
-    Does not raise: use it to skip a DDP backward when some rank's forward failed."""
-    try:
-        return all(p["data"] for p in _exchange({"ok": True, "error": None, "data": bool(flag)}))
-    except PeerFailed:
-        return False
-
-
 def barrier() -> None:
     """Wait for every rank (an exchange: raises PeerFailed if a peer failed)."""
     gather_objects(None)
+
+
+def _failure(exc: BaseException) -> dict:
+    """The exchange payload that tells every peer this rank failed, and why."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": tb, "data": None}
 
 
 def report_failure(exc: BaseException) -> None:
@@ -186,9 +183,8 @@ def report_failure(exc: BaseException) -> None:
     or when the failure came from a peer (PeerFailed: everyone already knows)."""
     if not is_distributed() or isinstance(exc, PeerFailed) or _FAILED:
         return
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        _exchange({"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": tb, "data": None})
+        _exchange(_failure(exc))
     except Exception:  # noqa: BLE001 — PeerFailed (expected) or a dead process group: nothing more to do
         pass
 
@@ -206,18 +202,31 @@ def settle() -> None:
         pass
 
 
+def _guarded_exchange(fn: Callable[[], Any], share: bool) -> tuple[Any, list[Any]]:
+    try:
+        result = fn()
+    except Exception as exc:  # noqa: BLE001 — sent to every rank, re-raised as PeerFailed
+        _exchange(_failure(exc))
+        raise AssertionError("unreachable") from exc  # pragma: no cover — _exchange raised PeerFailed
+    return result, [p["data"] for p in _exchange({"ok": True, "error": None, "data": result if share else None})]
+
+
 def run_guarded(fn: Callable[[], Any]) -> Any:
     """``fn()`` on this rank, then one exchange: every rank gets the list of results, or every
     rank raises PeerFailed if any rank's ``fn`` raised (single-process: ``[fn()]``)."""
     if not is_distributed():
         return [fn()]
-    try:
-        result = fn()
-    except Exception as exc:  # noqa: BLE001 — sent to every rank, re-raised as PeerFailed
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        _exchange({"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": tb, "data": None})
-        raise AssertionError("unreachable")  # pragma: no cover — _exchange raised PeerFailed
-    return gather_objects(result)
+    return _guarded_exchange(fn, share=True)[1]
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """``fn()`` on this rank, then a status exchange; returns this rank's own result. If any
+    rank's ``fn`` raised, every rank raises the same PeerFailed (with that rank's message).
+    Put it around work that precedes a collective you do not control (DDP's forward and
+    backward), so no rank enters that collective while a peer has already failed."""
+    if not is_distributed():
+        return fn()
+    return _guarded_exchange(fn, share=False)[0]
 
 
 # --------------------------------------------------------------------------- stages and models

@@ -50,7 +50,9 @@ def test_helpers_degrade_to_single_process():
     assert dist.shard(5) == slice(0, 5) and dist.shard_indices(3, 7) == slice(3, 7)
     assert dist.shard(5, rank=1, world_size=2) == [1, 3] and dist.shard(1, rank=1, world_size=2) == []
     assert dist.gather_objects({"a": 1}) == [{"a": 1}] and dist.broadcast_object(3) == 3
-    assert dist.all_ok(True) and not dist.all_ok(False)
+    assert dist.guarded(lambda: 5) == 5
+    with pytest.raises(ZeroDivisionError):
+        dist.guarded(lambda: 1 / 0)
     dist.barrier()
     model = object()
     assert dist.wrap_ddp(model) is model and dist.unwrap(model) is model
@@ -139,3 +141,45 @@ def test_addt_training_steps_under_ddp_equal_one_process():
     torch.manual_seed(0)
     fresh = tiny.TinyEps(channels=1, hidden=4).state_dict()
     assert any(not torch.equal(fresh[k], single["model"][k]) for k in fresh)
+
+
+ADDT_ONLY = """
+name = "addt-dist"
+seed = 1
+device = "cpu"
+stages = ["addt"]
+
+[data]
+dataset = "tests.plugins:tiny_dataset"
+
+[models]
+classifier = "tests.dist_plugins:rank1_failing_classifier"
+diffusion = "tests.plugins:tiny_unet"
+
+[purifier]
+t_star = 0.2
+steps = 2
+
+[addt]
+steps = 3
+batch_size = 8
+warmup = 1
+lambda_multiplier = 0.3
+cgpo_iterations = 2
+"""
+
+
+@pytest.mark.parametrize("fail_after", [0, 2, 4])  # CGPO calls the classifier twice a step: fails at step 0, 1, 2
+def test_a_rank_failing_inside_ddp_training_fails_the_run_with_its_message(tmp_path, fail_after):
+    """Rank 1's CGPO raises while rank 0 heads into DDP's forward/backward collectives: nobody may
+    hang there, and the run must fail with rank 1's own error, not a generic one."""
+    proc, run = torchrun(tmp_path, ADDT_ONLY, timeout=180, env_extra={"DBP_TEST_FAIL_AFTER": str(fail_after),
+                                                                    "DBP_DIST_TIMEOUT": "150"})
+    assert proc.returncode != 0
+    status = run.read_status()
+    assert status["state"] == "failed"
+    assert "rank 1 of 2 failed: RuntimeError: classifier on rank 1 exploded on purpose" in status["message"]
+    assert "exploded on purpose" in run.log_path.read_text()
+    assert not run.results_path.exists()
+    done = [m["step"] for m in run.metrics().read() if m["kind"] == "addt_step"]
+    assert done == list(range(fail_after // 2))  # every step before the failing one, and none after

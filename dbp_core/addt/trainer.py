@@ -46,6 +46,9 @@ class TrainSettings:
                    a.ema_max_decay, a.ema_power, t_max, hflip)
 
 
+_PER_EXAMPLE = {"loss", "lambda_mean", "cgpo_loss_init", "cgpo_loss_final"}  # batch means of this rank's share
+
+
 class ADDTTrainer:
     """Fine-tunes ``eps_model`` in place; ``train_step()`` runs one step and returns its statistics.
 
@@ -105,26 +108,33 @@ class ADDTTrainer:
         x0 = torch.where(flip.to(dev).view(-1, 1, 1, 1), x0.flip(-1), x0)
         y, uids, ab = self.y[idx], self.uids[idx], self.alpha_bar[t]
         seed = derive_seed(self.seed, "addt-step", self.step)
-        stats = {"step": self.step, "lambda_mean": float(lambda_t(ab, self.s.multiplier, self.s.clamp).mean())}
-        if self.uses_cgpo():
+        stats = {"step": self.step}
+        if self.s.mapping == "rbgm":
+            stats["lambda_mean"] = float(lambda_t(ab, self.s.multiplier, self.s.clamp).mean())
+
+        # Under DDP every rank must reach the forward (buffer broadcast) and the backward
+        # (gradient all-reduce) together: each part runs guarded, so a failure on one rank is
+        # raised on every rank, with its message, before anyone enters DDP's collectives.
+        def perturbation():
+            if not self.uses_cgpo():
+                return torch.zeros_like(x0)
             self.model.eval()  # CGPO probes the model as it is; no dropout noise
             res = cgpo(self.model, self.classifier, x0, y, t, uids, ab, seed, self.s)
-            delta = res.delta
             stats.update(cgpo_loss_init=res.loss_first, cgpo_loss_final=res.loss_last)
-        else:
-            delta = torch.zeros_like(x0)
-        self.model.train()
-        eps = ops.normal(x0.shape, seed, noise_mod.stream(noise_mod.ADDT_NOISE), uids, 0, x0.dtype)
-        target = mixed_noise(eps, delta, ab, self.s)
-        try:
-            loss = F.mse_loss(self.ddp(diffuse(x0, target, ab), t), target)
-            ok = bool(torch.isfinite(loss))
-        except Exception:  # noqa: BLE001 — peers must not wait in DDP's all-reduce for this rank
-            if not dist.is_distributed():
-                raise
-            ok = False
-        if not dist.all_ok(ok):
-            raise FloatingPointError(f"ADDT step {self.step}: non-finite loss or a failed forward on some rank")
+            return res.delta
+
+        delta = dist.guarded(perturbation)
+
+        def denoising_loss():
+            self.model.train()
+            eps = ops.normal(x0.shape, seed, noise_mod.stream(noise_mod.ADDT_NOISE), uids, 0, x0.dtype)
+            target = mixed_noise(eps, delta, ab, self.s)
+            value = F.mse_loss(self.ddp(diffuse(x0, target, ab), t), target)
+            if not torch.isfinite(value):
+                raise FloatingPointError(f"ADDT step {self.step}: non-finite denoising loss {float(value)}")
+            return value
+
+        loss = dist.guarded(denoising_loss)
         self.opt.zero_grad(set_to_none=True)
         (loss * dist.ddp_loss_scale(idx.numel(), global_n)).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip)
@@ -135,6 +145,17 @@ class ADDTTrainer:
             self._update_ema(self.ema_decay(self.step))
         self.step += 1
         stats.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=self.learning_rate(self.step - 1))
+        return self._global_means(stats, idx.numel(), global_n)
+
+    @staticmethod
+    def _global_means(stats: dict, local_n: int, global_n: int) -> dict:
+        """Under DDP the per-example statistics (losses, lambda) are this rank's share: average
+        them over the ranks, weighted by shard size, so the logged values are the global batch's."""
+        if not dist.is_distributed():
+            return stats
+        parts = dist.gather_objects((local_n, {k: v for k, v in stats.items() if k in _PER_EXAMPLE}))
+        for k in _PER_EXAMPLE & stats.keys():
+            stats[k] = sum(n * p[k] for n, p in parts if n) / global_n
         return stats
 
     @torch.no_grad()
