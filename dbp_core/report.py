@@ -163,7 +163,11 @@ def plot_attack_success(curves: dict, path: Path, title: str) -> Path | None:
 
 
 def _row_label(row: dict) -> str:
-    return f"{row['attack']}\n{row['protocol']}" if row.get("attack") else f"{row.get('stage', '')}\n{row['protocol']}"
+    """'attack / protocol' (the stage when no attack), prefixed by the model when it is a
+    fine-tuned variant (ADDT runs evaluate 'original', 'addt', 'control' side by side)."""
+    head = row["attack"] if row.get("attack") else row.get("stage", "")
+    model = row.get("model")
+    return (f"{model}: " if model and model != "original" else "") + f"{head}\n{row['protocol']}"
 
 
 def plot_accuracy(runs: list[RunData], path: Path, title: str) -> Path | None:
@@ -205,14 +209,17 @@ def plot_trajectory(traj: dict, path: Path, title: str) -> Path | None:
     fig, axes = _figure(13, 4, 3)
     panels = (("cos_successive", "cos(g_i, g_{i-1}) across iterations"),
               ("cos_replicas", "cos between EOT replicas"), ("loss", "loss"))
+    colours = {label: f"C{i}" for i, label in enumerate(sorted(series))}  # one colour per series in every panel
     for ax, (key, name) in zip(axes, panels):
         for label, s in sorted(series.items()):
             ys = [v if _finite(v) else math.nan for v in s.get(key, [])]
             if not any(_finite(v) for v in ys):
                 continue
             xs = s.get("iteration") or list(range(len(ys)))
-            ax.plot(xs, ys, label=label, linestyle="--" if label == "replayed" else "-", marker="o", markersize=3)
+            ax.plot(xs, ys, label=label, color=colours[label], linestyle="--" if label == "replayed" else "-",
+                    marker="o", markersize=3)
         ax.set(xlabel="attack iteration", title=name)
+        ax.xaxis.get_major_locator().set_params(integer=True)  # iterations are whole numbers
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -318,7 +325,9 @@ def _signed(v: Any) -> str:
 def results_table(rows: list[dict]) -> list[str]:
     if not rows:
         return ["_No results.json (the run has not finished, or failed): no accuracy table._", ""]
-    out = ["| stage | attack | protocol | accuracy | 95% CI | n |", "|---|---|---|---:|---|---:|"]
+    models = any(row.get("model") not in (None, "original") for row in rows)
+    out = (["| stage | model | attack | protocol | accuracy | 95% CI | n |", "|---|---|---|---|---:|---|---:|"]
+           if models else ["| stage | attack | protocol | accuracy | 95% CI | n |", "|---|---|---|---:|---|---:|"])
     for row in rows:
         conf = row.get("confidence")
         ci = f"[{_pct(row.get('ci_low'))}, {_pct(row.get('ci_high'))}]"
@@ -326,7 +335,8 @@ def results_table(rows: list[dict]) -> list[str]:
             ci += f" ({100 * conf:g}%)"
         per_seed = row.get("per_seed")
         extra = f" (per seed: {', '.join(_pct(v) for v in per_seed)})" if per_seed and len(per_seed) > 1 else ""
-        out.append(f"| {row.get('stage', '')} | {row.get('attack') or '–'} | {row['protocol']} | "
+        model = f" {row.get('model') or 'original'} |" if models else ""
+        out.append(f"| {row.get('stage', '')} |{model} {row.get('attack') or '–'} | {row['protocol']} | "
                    f"{_pct(row.get('accuracy'))}{extra} | {ci} | {row.get('n', '')} |")
     return out + [""]
 

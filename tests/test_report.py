@@ -95,3 +95,18 @@ def test_attack_curves_average_batches_and_dedupe_resumed_events(tmp_path):
 def test_report_of_unknown_run_is_a_user_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope"), "--runs-dir", str(tmp_path)]) == 2
     assert "dbp: error" in capsys.readouterr().err
+
+
+def test_rows_of_fine_tuned_models_stay_apart_in_table_and_bars():
+    """An ADDT run evaluates original, addt and control with the same attack: three rows that
+    must not collapse into one label (the bars of the last model would hide the others)."""
+    from dbp_core.report import _row_label, results_table
+    rows = [{"stage": "attacks", "attack": "pgd-eot-linf", "protocol": "single", "model": m, "accuracy": acc,
+             "ci_low": acc - 0.05, "ci_high": acc + 0.05, "n": 100} for m, acc in
+            (("original", 0.4), ("addt", 0.45), ("control", 0.41))]
+    assert len({_row_label(r) for r in rows}) == 3
+    table = "\n".join(results_table(rows))
+    assert "| model |" in table and "| addt | pgd-eot-linf | single | 45.0%" in table
+    assert "| control |" in table and "| original |" in table
+    plain = "\n".join(results_table([{**rows[0], "model": None}]))
+    assert "| model |" not in plain  # runs without variants keep the short table
