@@ -80,8 +80,9 @@ def _kind_of(tp: Any) -> tuple[str, tuple]:
     if origin is Union or (origin is not None and str(origin) == "types.UnionType"):
         args = [a for a in get_args(tp) if a is not type(None)]
         return _kind_of(args[0]) if len(args) == 1 else ("any", ())
-    if origin is Literal:
-        return "choice", tuple(get_args(tp))
+    if origin is Literal:  # words are picked from a list; numbers (landscape_dims: 1 | 2) are typed
+        args = tuple(get_args(tp))
+        return ("choice" if all(isinstance(a, str) for a in args) else "any"), args
     if origin in (list, tuple):
         return "list", ()
     if origin is dict or tp is dict:
@@ -416,7 +417,7 @@ class RunMonitor:
 
 
 def _experiment_from_id(run_id: str) -> str:
-    m = re.fullmatch(r"\d{8}-\d{6}-(.+)-[0-9a-f]{6}", run_id)
+    m = re.fullmatch(r"\d{8}-\d{6}-(.+)-[0-9a-f]{6,}", run_id)
     return m.group(1) if m else "?"
 
 

@@ -60,7 +60,14 @@ class ProgressDisplay:
 
 def _store(args):
     from .runs import RunStore, default_runs_dir
-    return RunStore(default_runs_dir(getattr(args, "runs_dir", None), getattr(args, "_config_runs_dir", None)))
+    store = RunStore(default_runs_dir(getattr(args, "runs_dir", None), getattr(args, "_config_runs_dir", None)))
+    existing = store.root  # the store, or its nearest existing parent, must be a folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise UserError(f"run store {store.root}: {existing} is not a folder; expected a folder (or a path "
+                        "that does not exist yet) for --runs-dir / $DBP_RUNS_DIR / output.runs_dir")
+    return store
 
 
 def _open_run(args):
@@ -69,6 +76,29 @@ def _open_run(args):
         return _store(args).open(args.run)
     except RunNotFound as exc:
         raise UserError(str(exc)) from None
+
+
+def _experiment_from_id(run_id: str) -> str:
+    """'<date>-<time>-<experiment>-<token>' → experiment (for runs whose status.json is damaged)."""
+    parts = run_id.split("-", 2)
+    return parts[2].rsplit("-", 1)[0] if len(parts) == 3 and "-" in parts[2] else "?"
+
+
+def _safe_status(run) -> tuple[dict, str | None]:
+    """(status, problem): a damaged status.json gives state '?' and the problem instead of raising."""
+    from .runs import RunFileError
+    try:
+        return run.read_status() or {}, None
+    except RunFileError as exc:
+        return {"state": "?", "experiment": _experiment_from_id(run.id), "message": str(exc)}, str(exc)
+
+
+def _safe_results(run) -> tuple[dict | None, str | None]:
+    from .runs import RunFileError
+    try:
+        return run.read_results(), None
+    except RunFileError as exc:
+        return None, str(exc)
 
 
 def _load(args):
@@ -102,6 +132,8 @@ def _execute(run, cfg, args) -> int:
         state = run_study(run, cfg, on_progress=display)
     finally:
         display.close()
+        if hasattr(run, "unlock"):
+            run.unlock()  # taken by _prepare_run / _prepare_resume (run_study keeps a lock it did not take)
     status = run.read_status(check_alive=False) or {}
     if state == "done":
         print(f"\n{_headline(run.read_results())}" if run.read_results() else "")
@@ -126,9 +158,13 @@ def cmd_check(args) -> int:
 
 
 def _prepare_run(args):
+    from .runs import RunStoreError
     cfg = _load(args)
     args._config_runs_dir = cfg.output.runs_dir
-    run = _store(args).create(cfg)
+    try:
+        run = _store(args).create(cfg, lock=True)  # locked: no `dbp resume` can start it before we do
+    except RunStoreError as exc:
+        raise UserError(str(exc)) from None
     print(f"run {run.id} in {run.path}", file=sys.stderr)
     return run, cfg
 
@@ -142,15 +178,36 @@ def cmd_run(args) -> int:
 
 
 def _prepare_resume(args):
+    """Take the run's lock (a second `dbp resume`, or the run's own process, holds it → exit 2),
+    check its state, mark it running at once, then read its frozen config."""
+    from .config import ConfigError
+    from .runs import RunFileError, RunLocked
     run = _open_run(args)
-    status = run.read_status(persist=True) or {}
-    state = status.get("state")
-    if state == "done":
-        print(f"run {run.id} is already done\n{run.path}")
-        return EXIT_OK
-    if state == "running":
-        raise UserError(f"run {run.id} is still running (pid {status.get('pid')} on {status.get('host')})")
-    cfg = run.read_config()
+    try:
+        run.lock()
+    except RunLocked as exc:
+        raise UserError(str(exc)) from None
+    try:
+        try:
+            status = run.read_status(persist=True) or {}
+        except RunFileError as exc:
+            raise UserError(f"run {run.id} cannot be resumed: {exc}") from None
+        state = status.get("state")
+        if state == "done":
+            run.unlock()
+            print(f"run {run.id} is already done\n{run.path}")
+            return EXIT_OK
+        if state == "running":  # alive, yet it did not hold the lock: a dbp without run locks
+            raise UserError(f"run {run.id} is already running (pid {status.get('pid')} on {status.get('host')})")
+        run.mark_running()
+        try:
+            cfg = run.read_config()
+        except ConfigError:
+            run.write_status(**{k: v for k, v in (run.claimed_from or {}).items() if k != "updated"})
+            raise
+    except BaseException:
+        run.unlock()
+        raise
     print(f"resuming run {run.id} ({state})", file=sys.stderr)
     return run, cfg
 
@@ -215,10 +272,15 @@ def _distributed(args, prepare) -> int:
 def cmd_runs(args) -> int:
     runs = _store(args).list()
     rows = []
-    for run in runs:
-        status = run.read_status() or {}
+    for run in runs:  # a damaged run is listed with state '?' (and a warning), never ends the listing
+        status, problem = _safe_status(run)
+        results, results_problem = _safe_results(run)
+        for p in (problem, results_problem):
+            if p:
+                print(f"dbp: warning: {p}", file=sys.stderr)
+        headline = "? (damaged results.json)" if results_problem else _headline(results)
         rows.append((run.id, status.get("experiment", "?"), status.get("state", "?"), _fmt_progress(status),
-                     _headline(run.read_results())))
+                     headline))
     if args.json:
         print(json.dumps([dict(zip(("id", "experiment", "state", "progress", "headline"), r)) for r in rows], indent=2))
         return EXIT_OK
@@ -238,12 +300,16 @@ def cmd_runs(args) -> int:
 
 def cmd_show(args) -> int:
     run = _open_run(args)
-    status = run.read_status() or {}
-    results = run.read_results()
+    status, problem = _safe_status(run)
+    results, results_problem = _safe_results(run)
     print(f"run:        {run.id}\nfolder:     {run.path}")
     print(f"experiment: {status.get('experiment', '?')}\nstate:      {status.get('state', '?')}"
           + (f" — {status['message']}" if status.get("message") else ""))
-    print(f"progress:   {_fmt_progress(status)}" + (f", eta {status['eta']:.0f} s" if status.get("eta") else ""))
+    eta = status.get("eta")
+    show_eta = status.get("state") == "running" and isinstance(eta, (int, float)) and eta > 0
+    print(f"progress:   {_fmt_progress(status)}" + (f", eta {eta:.0f} s" if show_eta else ""))
+    if results_problem:
+        print(f"results:    ? ({results_problem})")
     if results:
         print("\naccuracies:")
         for row in results.get("accuracies", []):
@@ -253,6 +319,11 @@ def cmd_show(args) -> int:
     tail = run.read_log_tail(5)
     if tail:
         print("\nlog:\n  " + "\n  ".join(tail))
+    if problem or results_problem:  # shown as far as possible, but the run is damaged: exit 2
+        for p in (problem, results_problem):
+            if p:
+                print(f"dbp: error: {p}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return EXIT_OK
 
 
@@ -261,19 +332,33 @@ EXPORT_COLUMNS = ("run_id", "experiment", "stage", "protocol", "attack", "n", "c
 
 
 def cmd_export(args) -> int:
+    import io
+    from .runs import RunFileError
     run = _open_run(args)
-    results = run.read_results()
-    if results is None:
-        raise UserError(f"run {run.id} has no results.json yet (state: {(run.read_status() or {}).get('state')})")
-    out = sys.stdout if args.csv in (None, "-") else open(args.csv, "w", newline="", encoding="utf-8")
     try:
-        writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in results.get("accuracies", []):
+        results = run.read_results()
+    except RunFileError as exc:
+        raise UserError(f"run {run.id} cannot be exported: {exc}") from None
+    if results is None:
+        raise UserError(f"run {run.id} has no results.json yet (state: {_safe_status(run)[0].get('state')})")
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in results.get("accuracies", []):
+        if isinstance(row, dict):
             writer.writerow({"run_id": results.get("run_id"), "experiment": results.get("experiment"), **row})
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    if args.csv in (None, "-"):
+        sys.stdout.write(buf.getvalue())
+        return EXIT_OK
+    target = Path(args.csv)
+    if target.is_dir():
+        raise UserError(f"cannot write CSV to {target}: it is a folder; expected a file path (e.g. {target / 'results.csv'})")
+    try:
+        with open(target, "w", newline="", encoding="utf-8") as out:
+            out.write(buf.getvalue())
+    except OSError as exc:
+        raise UserError(f"cannot write CSV to {target} ({exc.strerror or exc}); expected a path to a file "
+                        "that can be written") from None
     return EXIT_OK
 
 
@@ -386,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
+    from .runs import RunFileError, RunLocked, RunStoreError
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 on bad usage itself
     try:
@@ -396,15 +482,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"dbp: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except FileNotFoundError as exc:
+    except (RunLocked, RunFileError, RunStoreError) as exc:  # run already running, damaged run file, bad store
+        print(f"dbp: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `dbp runs | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except OSError as exc:  # a path given on the command line that cannot be used: no traceback
         print(f"dbp: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("dbp: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `dbp runs | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
 
 
 def entry() -> None:  # pragma: no cover

@@ -22,6 +22,7 @@ import importlib
 import os
 import re
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
@@ -102,12 +103,20 @@ def resolve_import_path(value: str) -> Any:
         sys.path.append(cwd)
     try:
         obj = importlib.import_module(module_name)
+    except SystemExit as exc:  # a module that calls sys.exit() on import must not end `dbp check`
+        raise ValueError(f"cannot import module '{module_name}' (it called sys.exit({exc.code!r}) while "
+                         "being imported); expected a module that defines the callable") from None
     except Exception as exc:  # noqa: BLE001 — any import failure is a config error
         raise ValueError(f"cannot import module '{module_name}' ({type(exc).__name__}: {exc})") from None
     for attr in attr_path.split("."):
-        if not hasattr(obj, attr):
-            raise ValueError(f"module '{module_name}' has no attribute '{attr_path}'")
-        obj = getattr(obj, attr)
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise ValueError(f"module '{module_name}' has no attribute '{attr_path}'") from None
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 — a property / module __getattr__ that raises
+            what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+            raise ValueError(f"looking up '{attr}' of '{value}' failed ({what}); expected an attribute "
+                             "that can be read") from None
     if not callable(obj):
         raise ValueError(f"'{value}' is not callable (got {type(obj).__name__})")
     return obj
@@ -142,7 +151,47 @@ def _check_model_ref(value: str, info: ValidationInfo, *, keywords: tuple[str, .
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # strict: no lax coercion (true -> 1, "100" -> 100, 1 -> true); an int is still accepted where a
+    # float is expected, and tuple fields take a TOML array (see _tuple_from_list)
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
+
+
+def _tuple_from_list(v: Any) -> Any:
+    """TOML has arrays, not tuples: a list becomes a tuple (its items are still validated strictly)."""
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _no_bool(v: Any) -> Any:
+    """Literal[1, 2] would accept True/False as 1/0 (bool is an int subclass) even in strict mode."""
+    if isinstance(v, bool):
+        raise ValueError("expected an integer, not a boolean")
+    return v
+
+
+@lru_cache(maxsize=None)
+def _builtin_split_size(dataset: str, split: str) -> int | None:
+    """Examples in a built-in dataset's split: digits from dbp_core.data (its fixed split),
+    CIFAR-10 50,000 train / 10,000 test; None when unknown."""
+    if dataset == "cifar10":
+        return {"train": 50000, "test": 10000}.get(split)
+    if dataset == "digits":
+        from .data import digits_split  # imports torch: only when a bound has to be checked
+        return int(digits_split(split).size)
+    return None
+
+
+def _cuda_problem() -> str | None:
+    """None when torch sees a CUDA device, else what is available instead."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover — torch is a dependency
+        return f"torch cannot be imported ({exc}); available: nothing"
+    if torch.cuda.is_available():
+        return None
+    built = getattr(torch.version, "cuda", None)
+    why = (f"torch {torch.__version__} is built with CUDA {built} but sees no CUDA device" if built
+           else f"torch {torch.__version__} is built without CUDA")
+    return f"{why}; available: 'cpu' (or 'auto', which picks cuda when there is one)"
 
 
 # --------------------------------------------------------------------------- sections
@@ -186,6 +235,25 @@ class DataConfig(_Section):
         if self.dataset == "cifar10" and self.root is None:
             raise _FieldError("root", None, "dataset 'cifar10' needs `root`, the folder holding cifar-10-batches-py "
                              "(nothing is downloaded at run time)")
+        return self
+
+    @model_validator(mode="after")
+    def _within_split(self) -> "DataConfig":
+        if self.n_examples is None and self.first == 0:
+            return self
+        size = _builtin_split_size(self.dataset, self.split)
+        if size is None:
+            return self
+        where = f"{self.dataset}/{self.split} has {size} examples"
+        if self.order == "random":
+            if self.n_examples is not None and self.n_examples > size:
+                raise _FieldError("n_examples", self.n_examples, f"at most {size} ({where})")
+        elif self.first >= size:
+            raise _FieldError("first", self.first, f"an index below {size} ({where})")
+        elif self.n_examples is not None and self.first + self.n_examples > size:
+            raise _FieldError("n_examples", self.n_examples,
+                              f"data.first + data.n_examples <= {size} ({where}; data.first = {self.first}, so "
+                              f"n_examples <= {size - self.first})")
         return self
 
 
@@ -363,6 +431,8 @@ class ADDTConfig(_Section):
     hflip: Optional[bool] = Field(None, description="Random horizontal flip (default: on for cifar10, off for digits)")
     control: bool = Field(False, description="Also train the lambda = 0 control on the same data and seeds")
 
+    _betas_tuple = field_validator("betas", mode="before")(_tuple_from_list)
+
     @field_validator("betas")
     @classmethod
     def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
@@ -381,6 +451,8 @@ class AnalysisConfig(_Section):
     landscape_radius: Optional[float] = Field(None, gt=0, description="Grid half-width in [0,1] pixel units "
                                               "(default: 2 x the attack's eps)")
 
+    _dims_not_bool = field_validator("landscape_dims", mode="before")(_no_bool)
+
 
 class OutputConfig(_Section):
     runs_dir: Optional[str] = Field(None, description="Run store root (default: --runs-dir, $DBP_RUNS_DIR, ./runs)")
@@ -391,7 +463,10 @@ class ExperimentConfig(_Section):
     name: str = Field(..., description="Experiment name (used in run ids)")
     description: str = Field("", description="What the experiment reproduces")
     seed: int = Field(0, ge=0, lt=2**63, description="Master seed; every noise seed is derived from it")
-    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="'auto' = cuda when available")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="'auto' = cuda when available; "
+                                                   "'cuda' is checked against the devices torch sees")
+    threads: Optional[int] = Field(None, ge=1, description="Intra-op CPU threads of torch for the run "
+                                   "(default: torch's own choice, usually one per core)")
     stages: list[str] = Field(default_factory=lambda: ["evaluate"],
                               description="Stages run in order (see dbp_core.study)")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -414,6 +489,15 @@ class ExperimentConfig(_Section):
     def _name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v):
             raise ValueError("expected 1-64 characters: letters, digits, '_', '.', '-' (it becomes part of run ids)")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v == "cuda":
+            problem = _cuda_problem()
+            if problem:
+                raise ValueError(f"no CUDA device: {problem}")
         return v
 
     @field_validator("stages")
@@ -451,7 +535,10 @@ class ExperimentConfig(_Section):
             raise _FieldError(("analysis", field), True, "analyses follow an attack: add an [[attacks]] entry")
         if self.models.diffusion == "none":
             needs = [p for p in self.evaluation.protocols if p in ("purified", "repurify", "majority", "fresh-noise")]
-            if needs and "protocols" in self.evaluation.model_fields_set:
+            # the default list is fine (the stages skip what needs purification): a run's frozen
+            # config.toml spells every default out and must load again on resume
+            default = EvaluationConfig.model_fields["protocols"].get_default(call_default_factory=True)
+            if needs and "protocols" in self.evaluation.model_fields_set and self.evaluation.protocols != default:
                 raise _FieldError(("evaluation", "protocols"), needs,
                                   "protocols without purification, since models.diffusion = 'none'")
             if self.addt.enabled:
@@ -645,7 +732,7 @@ def _to_toml_data(cfg: ExperimentConfig, *, absolute_paths: bool) -> dict:
 def dumps_config(cfg: ExperimentConfig, *, absolute_paths: bool = False) -> str:
     import tomli_w
     data = _to_toml_data(cfg, absolute_paths=absolute_paths)
-    head = {k: data.pop(k) for k in ("name", "description", "seed", "device", "stages")}
+    head = {k: data.pop(k) for k in ("name", "description", "seed", "device", "threads", "stages") if k in data}
     return tomli_w.dumps({**head, **data})
 
 

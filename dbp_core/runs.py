@@ -7,12 +7,14 @@
   ``results.json``   the final table — replaced atomically, only when the run is done
   ``checkpoints/``   stage checkpoints — replaced atomically
   ``log.txt``        human-readable log, tracebacks of failures
+  ``.lock``          flock'ed by the one process running the run (its pid inside); see Run.lock
 
 Every file that is rewritten goes through :func:`atomic_write` (temp file in the
 same folder, fsync, ``os.replace``), so a reader — or a run killed with SIGKILL —
 only ever sees the old or the new version. The writer is a plain process; the
 reader side (:meth:`Run.read_status`, :class:`MetricsReader`) tolerates dead
-writers and half-written last lines.
+writers and half-written last lines; a status/results file damaged by something else
+raises :class:`RunFileError` (a ValueError naming the file).
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["RunStore", "Run", "RunNotFound", "MetricsReader", "atomic_write", "STATES", "pid_alive",
-           "default_runs_dir"]
+__all__ = ["RunStore", "Run", "RunNotFound", "RunLocked", "RunFileError", "RunStoreError", "MetricsReader",
+           "atomic_write", "STATES", "pid_alive", "default_runs_dir"]
 
 STATES = ("queued", "running", "done", "failed", "interrupted")
 FINAL_STATES = ("done", "failed", "interrupted")
@@ -36,6 +38,29 @@ STALE_REMOTE_S = 600.0  # a run on another host with no status update for this l
 
 class RunNotFound(LookupError):
     """No run matches the given id/prefix/path (or several do)."""
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run's lock (it is running or resuming the run); ``pid`` is its pid
+    when known."""
+
+    def __init__(self, message: str, pid: int | None = None):
+        super().__init__(message)
+        self.pid = pid
+
+
+class RunFileError(ValueError):
+    """A run file (``status.json``, ``results.json``) exists but is not what the run store writes
+    (empty, not JSON, not a JSON object, unreadable). A ValueError, as a JSONDecodeError was."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class RunStoreError(OSError):
+    """The run store root cannot be used (it is a file, cannot be created, ...)."""
 
 
 def default_runs_dir(explicit: str | os.PathLike | None = None, config_value: str | None = None) -> Path:
@@ -104,7 +129,36 @@ def _read_json(path: Path) -> Any | None:
         return None
 
 
+def _read_json_object(path: Path) -> dict | None:
+    """A JSON object file written by the run store; None if absent, RunFileError if damaged."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFileError(path, f"cannot be read ({type(exc).__name__}: {exc}); expected a JSON object "
+                           "written by dbp") from None
+    if not text.strip():
+        raise RunFileError(path, "is empty; expected a JSON object written by dbp")
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise RunFileError(path, f"is not valid JSON ({exc}); expected a JSON object written by dbp") from None
+    if not isinstance(obj, dict):
+        raise RunFileError(path, f"holds a JSON {type(obj).__name__}; expected a JSON object written by dbp")
+    return obj
+
+
 # --------------------------------------------------------------------------- liveness
+
+def _tmp_writer_alive(name: str) -> bool:
+    """Is the process that made temp file ``.<name>.tmp-<pid>-<hex>`` (atomic_write) alive?"""
+    try:
+        pid = int(name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return False  # not one of ours: a leftover
+    return pid_alive(pid)
+
 
 def _proc_start(pid: int) -> str | None:
     """Start time of a process (Linux /proc), to tell a reused pid from the original."""
@@ -206,6 +260,8 @@ class Run:
         self.path = Path(self.path)
         self._status: dict | None = None
         self._metrics_fh = None
+        self._lock_fd: int | None = None
+        self.claimed_from: dict | None = None  # the status mark_running replaced (first call only)
 
     # paths
     @property
@@ -218,6 +274,66 @@ class Run:
     results_path = property(lambda self: self.path / "results.json")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     log_path = property(lambda self: self.path / "log.txt")
+    lock_path = property(lambda self: self.path / ".lock")
+
+    # ---- the run's lock: one process runs a run at a time
+    @property
+    def locked(self) -> bool:
+        """Does this object hold the run's lock?"""
+        return self._lock_fd is not None
+
+    def lock(self) -> bool:
+        """Take the run's exclusive lock (``flock`` on ``<run>/.lock``, non-blocking) for as long as
+        this process runs the run; the pid is written into the file for the error message of others.
+        Returns True if taken now, False if this object already held it; raises :class:`RunLocked`
+        if another process (or another Run object) holds it. The kernel drops the lock when the
+        process dies, so a killed run never leaves a stale lock."""
+        if self._lock_fd is not None:
+            return False
+        import fcntl
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = self._lock_holder()
+            raise RunLocked(f"run {self.id} is already running (pid {pid if pid is not None else '?'})",
+                            pid) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        return True
+
+    def unlock(self) -> None:
+        """Release the lock (the .lock file stays: removing it would race with a new locker)."""
+        if self._lock_fd is None:
+            return
+        import fcntl
+        fd, self._lock_fd = self._lock_fd, None
+        try:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _lock_holder(self) -> int | None:
+        """The pid of the process holding the lock: from .lock, else from status.json."""
+        for _ in range(20):  # the holder writes its pid right after taking the lock: wait for it briefly
+            try:
+                text = self.lock_path.read_text().strip()
+                if text:
+                    return int(text)
+            except (OSError, ValueError):
+                break
+            time.sleep(0.01)
+        try:
+            pid = (self.read_status(check_alive=False) or {}).get("pid")
+            return int(pid) if pid is not None else None
+        except (ValueError, TypeError):
+            return None
 
     # ---- writer side
     def write_status(self, **fields: Any) -> dict:
@@ -234,10 +350,18 @@ class Run:
 
     def mark_running(self) -> dict:
         """Claim the run for this process (pid, host, process start time); remove temp files
-        a killed writer may have left (the real files are intact: they are only ever replaced)."""
+        a killed writer left (the real files are intact: they are only ever replaced). Temp files
+        of a live process — another writer, or this one — are left alone. The status replaced
+        by the first call is kept in ``claimed_from``."""
         for folder in (self.path, self.checkpoints_dir):
             for tmp in folder.glob(".*.tmp-*"):
-                tmp.unlink(missing_ok=True)
+                if not _tmp_writer_alive(tmp.name):
+                    tmp.unlink(missing_ok=True)
+        if self.claimed_from is None:
+            try:
+                self.claimed_from = dict(self.read_status(check_alive=False) or {})
+            except RunFileError:
+                self.claimed_from = {}
         now = time.time()
         return self.write_status(state="running", pid=os.getpid(), host=socket.gethostname(),
                                  proc_start=_proc_start(os.getpid()), started=now, message="",
@@ -284,6 +408,7 @@ class Run:
         return torch.load(target, map_location="cpu", weights_only=True)
 
     def close(self) -> None:
+        """Close the metrics file (the lock, if held, is released by :meth:`unlock`)."""
         if self._metrics_fh is not None:
             self._metrics_fh.close()
             self._metrics_fh = None
@@ -293,7 +418,7 @@ class Run:
         """The status, or None if there is none yet. With ``check_alive``, a 'running' run whose
         process is gone (dead pid, reused pid, zombie; or on another host, no update for
         STALE_REMOTE_S) is reported 'interrupted' — and written so with ``persist``."""
-        status = _read_json(self.status_path)
+        status = _read_json_object(self.status_path)  # RunFileError if damaged
         if status is None or not check_alive or status.get("state") != "running":
             return status
         if self._is_stale(status):
@@ -306,12 +431,16 @@ class Run:
 
     @staticmethod
     def _is_stale(status: dict) -> bool:
-        if status.get("host") == socket.gethostname():
-            return not pid_alive(int(status.get("pid") or 0), status.get("proc_start"))
-        return time.time() - float(status.get("updated") or 0) > STALE_REMOTE_S
+        try:
+            if status.get("host") == socket.gethostname():
+                return not pid_alive(int(status.get("pid") or 0), status.get("proc_start"))
+            return time.time() - float(status.get("updated") or 0) > STALE_REMOTE_S
+        except (TypeError, ValueError):  # a pid / time that is not a number: nobody can be running it
+            return True
 
     def read_results(self) -> dict | None:
-        return _read_json(self.results_path)
+        """results.json, or None before the run is done; RunFileError if the file is damaged."""
+        return _read_json_object(self.results_path)
 
     def read_config(self):
         from .config import load_config
@@ -329,6 +458,17 @@ class Run:
 
 # --------------------------------------------------------------------------- the store
 
+ID_TOKEN_BYTES = 5  # 10 hex digits: ~1e-6 chance that 1,000 ids made in one second share one
+
+
+def _id_stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _id_token() -> str:
+    return secrets.token_hex(ID_TOKEN_BYTES)
+
+
 class RunStore:
     """A folder of runs. ``create`` makes a new run folder with a unique id."""
 
@@ -336,13 +476,14 @@ class RunStore:
         self.root = Path(root)
 
     def new_id(self, experiment: str) -> str:
-        return f"{time.strftime('%Y%m%d-%H%M%S')}-{experiment}-{secrets.token_hex(3)}"
+        return f"{_id_stamp()}-{experiment}-{_id_token()}"
 
-    def create(self, cfg=None, *, experiment: str | None = None) -> Run:
+    def create(self, cfg=None, *, experiment: str | None = None, lock: bool = False) -> Run:
         """Create ``<root>/<id>/`` exclusively (os.mkdir; retried on the rare id clash), freeze
-        ``cfg`` into ``config.toml`` (absolute paths), and write status 'queued'."""
+        ``cfg`` into ``config.toml`` (absolute paths), and write status 'queued'. With ``lock``
+        the returned run already holds its lock (:meth:`Run.lock`)."""
         experiment = experiment or (cfg.name if cfg is not None else "run")
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.ensure_root()
         for _ in range(100):
             path = self.root / self.new_id(experiment)
             try:
@@ -350,9 +491,14 @@ class RunStore:
                 break
             except FileExistsError:
                 continue
-        else:  # pragma: no cover
-            raise RuntimeError(f"could not create a unique run folder under {self.root}")
+            except OSError as exc:
+                raise RunStoreError(f"cannot create a run folder in {self.root} ({exc.strerror}); "
+                                    "expected a writable folder") from None
+        else:
+            raise RunStoreError(f"could not create a unique run folder under {self.root} (100 id clashes)")
         run = Run(path)
+        if lock:
+            run.lock()  # nobody else can run it before this process does (it was just created)
         (path / "checkpoints").mkdir()
         if cfg is not None:
             from .config import dumps_config
@@ -362,6 +508,17 @@ class RunStore:
                          eta=None, message="")
         run.log(f"created run {run.id}")
         return run
+
+    def ensure_root(self) -> None:
+        """Create the root folder if needed; RunStoreError (naming it) if it cannot be a folder."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RunStoreError(f"run store {self.root} is not a folder; expected a folder (or a path "
+                                "that does not exist yet) for --runs-dir / $DBP_RUNS_DIR / output.runs_dir")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunStoreError(f"cannot create the run store folder {self.root} ({exc.strerror}); "
+                                "expected a folder that can be created") from None
 
     def list(self) -> list[Run]:
         """Runs, oldest first (ids start with a timestamp)."""

@@ -387,15 +387,47 @@ def run_study(run: Run, cfg: ExperimentConfig | None = None,
     """Run (or resume) every stage of ``run``; returns the final state: 'done', 'interrupted' or
     'failed'. Never leaves a half-written file: results.json is written once, atomically, at the end."""
     cfg = cfg or run.read_config()
+    # one process per run: the lock (dbp_core.runs.Run.lock) is taken before the state is read and
+    # held until the end; a caller that already holds it (the CLI) keeps it. FollowerRun: no lock.
+    own_lock = run.lock() if hasattr(run, "lock") else False  # RunLocked: another process runs it
+    try:
+        return _run_locked(run, cfg, on_progress)
+    finally:
+        if own_lock:
+            run.unlock()
+
+
+def _set_threads(cfg: ExperimentConfig) -> int | None:
+    """Apply ``cfg.threads`` (torch's intra-op thread count) before any stage; returns the previous
+    count to restore, or None when the config leaves torch's default."""
+    if cfg.threads is None:
+        return None
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    return before
+
+
+def _run_locked(run: Run, cfg: ExperimentConfig,
+                on_progress: Callable[[str, int, int | None], None] | None) -> str:
     previous = _install_signal_handlers()
-    status = run.read_status(check_alive=False) or {}
+    claimed = getattr(run, "claimed_from", None)  # the CLI marks a resumed run running right after locking it
+    if claimed is None:
+        status = run.read_status(check_alive=False) or {}
+        run.mark_running()
+    else:
+        status = claimed
+        run.claimed_from = None  # consumed: a later run_study on this object reads the status again
     resumed = status.get("state") not in (None, "queued")
-    run.mark_running()
     run.log(("resuming" if resumed else "starting") + f" on {socket.gethostname()}")
     run.append_metric("resume" if resumed else "start", None)
     started = time.time()
     distributed = dist.is_distributed()  # under torchrun: rank 0 writes, other ranks get a dist.FollowerRun
+    threads_before = None
     try:
+        threads_before = _set_threads(cfg)
+        if cfg.threads is not None:
+            run.log(f"torch intra-op threads: {cfg.threads}")
         done: dict = run.load_checkpoint("stages.json") or {}
         if distributed:
             done = dist.broadcast_object(done)
@@ -434,6 +466,9 @@ def run_study(run: Run, cfg: ExperimentConfig | None = None,
     finally:
         dist.settle()  # under torchrun, after a failure: every rank waits until rank 0 has written
         run.close()
+        if threads_before is not None:
+            import torch
+            torch.set_num_threads(threads_before)
         for sig, h in previous.items():
             signal.signal(sig, h)
 
@@ -452,7 +487,8 @@ def _results(run: Run, cfg: ExperimentConfig, stages: dict, created: float) -> d
         "created": created,
         "finished": time.time(),
         "environment": {"backend": ops.backend(), "torch": torch.__version__, "python": sys.version.split()[0],
-                        "host": socket.gethostname(), "world_size": dist.world()[1]},
+                        "host": socket.gethostname(), "world_size": dist.world()[1],
+                        "threads": torch.get_num_threads()},
         "headline": _headline(rows),
         "accuracies": rows,
         "comparisons": [c for result in stages.values() for c in result.get("comparisons", [])],

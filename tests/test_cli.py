@@ -264,3 +264,293 @@ def test_backend_and_module_entry():
     out = subprocess.run([sys.executable, "-m", "dbp_core", "backend"], capture_output=True, text=True, env=env(),
                          cwd=ROOT)
     assert out.returncode == 0 and ("extension" in out.stdout or "reference" in out.stdout)
+
+
+# --------------------------------------------------------------------------- bad input never gives a traceback
+
+def test_export_to_a_folder_or_unwritable_file_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    runs = tmp_path / "runs"
+    assert cli.main(["--runs-dir", str(runs), "run", str(write_config(tmp_path, n=8, diffusion="none")),
+                     "--no-progress"]) == 0
+    run = only_run(runs)
+    capsys.readouterr()
+    for target in (tmp_path, Path("/proc/version"), tmp_path / "no" / "such" / "dir" / "x.csv"):
+        assert cli.main(["--runs-dir", str(runs), "export", run.id, "--csv", str(target)]) == 2, target
+        err = capsys.readouterr().err
+        assert err.startswith("dbp: error: ") and str(target) in err and "expected a" in err, err
+        assert "Traceback" not in err
+    assert cli.main(["--runs-dir", str(runs), "export", run.id, "--csv", str(tmp_path / "ok.csv")]) == 0
+    assert (tmp_path / "ok.csv").read_text().startswith("run_id,")
+
+
+def test_runs_dir_that_is_a_file_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    cfg = write_config(tmp_path, n=8, diffusion="none")
+    for argv in (["run", str(cfg), "--no-progress"], ["runs"], ["show", "x"], ["resume", "x"]):
+        for root in (afile, afile / "sub"):
+            code = cli.main(["--runs-dir", str(root), *argv])
+            err = capsys.readouterr().err
+            assert code == 2 and err.startswith("dbp: error: ") and str(afile) in err, (argv, root, err)
+            assert "Traceback" not in err
+    assert afile.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("damage", ["", "{\"state\": \"do", "null"])
+def test_damaged_status_is_listed_as_unknown_not_a_crash(tmp_path, capsys, monkeypatch, damage):
+    monkeypatch.chdir(ROOT)
+    runs = tmp_path / "runs"
+    for name in ("good", "bad"):
+        assert cli.main(["--runs-dir", str(runs), "run", str(write_config(tmp_path, name=name, n=8, diffusion="none")),
+                         "--no-progress"]) == 0
+    store = RunStore(runs)
+    bad = store.open("bad")
+    good = store.open("good")
+    bad.status_path.write_text(damage)
+    capsys.readouterr()
+    assert cli.main(["--runs-dir", str(runs), "runs", "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = {r["id"]: r for r in json.loads(captured.out)}
+    assert rows[bad.id]["state"] == "?" and rows[bad.id]["experiment"] == "bad"
+    assert rows[good.id]["state"] == "done"
+    assert str(bad.status_path) in captured.err and "Traceback" not in captured.err
+    assert cli.main(["--runs-dir", str(runs), "runs"]) == 0
+    table = capsys.readouterr().out
+    assert bad.id in table and good.id in table
+    # show: what can be shown, state '?', and an error naming the file (exit 2)
+    assert cli.main(["--runs-dir", str(runs), "show", bad.id]) == 2
+    captured = capsys.readouterr()
+    assert "state:      ?" in captured.out and "clean" in captured.out
+    assert f"dbp: error: {bad.status_path}" in captured.err and "expected a JSON object" in captured.err
+    assert cli.main(["--runs-dir", str(runs), "resume", bad.id]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be resumed" in err and str(bad.status_path) in err and "Traceback" not in err
+    assert bad.status_path.read_text() == damage  # untouched
+    # a damaged results.json: listed, and export names it
+    good.results_path.write_text("{")
+    assert cli.main(["--runs-dir", str(runs), "runs", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert {r["id"]: r for r in json.loads(captured.out)}[good.id]["state"] == "done"
+    assert str(good.results_path) in captured.err
+    assert cli.main(["--runs-dir", str(runs), "export", good.id, "--csv"]) == 2
+    assert str(good.results_path) in capsys.readouterr().err
+
+
+def test_show_hides_eta_unless_running(tmp_path, capsys):
+    run = RunStore(tmp_path).create(experiment="e")
+    run.write_status(state="interrupted", progress={"stage": "evaluate", "done": 4, "total": 10}, eta=321.0)
+    assert cli.main(["--runs-dir", str(tmp_path), "show", run.id]) == 0
+    out = capsys.readouterr().out
+    assert "evaluate 4/10" in out and ", eta" not in out
+    run.mark_running()  # this (live) process
+    run.write_status(eta=321.0)
+    assert cli.main(["--runs-dir", str(tmp_path), "show", run.id]) == 0
+    assert "eta 321 s" in capsys.readouterr().out
+    run.write_status(state="running", pid=999999999, eta=321.0)  # its process is gone: interrupted, no eta
+    assert cli.main(["--runs-dir", str(tmp_path), "show", run.id]) == 0
+    out = capsys.readouterr().out
+    assert "state:      interrupted" in out and ", eta" not in out
+
+
+# --------------------------------------------------------------------------- one process per run
+
+def _interrupted_run(tmp_path, n=80) -> tuple[Path, Run]:
+    """A run of the slow config, interrupted after its first batches (SIGKILL)."""
+    runs = tmp_path / "runs"
+    cfg = write_config(tmp_path, n=n, batch=2, classifier="tests.plugins:slow_classifier")
+    proc = dbp("run", str(cfg), runs=runs, DBP_TEST_DELAY="0.05")
+    t0 = time.time()
+    while not (list(runs.glob("*/metrics.jsonl")) if runs.exists() else []) and time.time() - t0 < 30:
+        time.sleep(0.02)
+    run = Run(list(runs.glob("*/metrics.jsonl"))[0].parent)
+    wait_for_lines(run.metrics_path, 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert run.read_status()["state"] == "interrupted"
+    return runs, run
+
+
+def test_two_resumes_at_once_one_runs_the_other_exits_2(tmp_path):
+    runs, run = _interrupted_run(tmp_path, n=120)  # the winner holds the lock for several seconds
+    procs = [dbp("resume", run.id, runs=runs, DBP_TEST_DELAY="0.05") for _ in range(2)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    winner = next(p for p in procs if p.returncode == 0)
+    loser_err = next(o[1] for p, o in zip(procs, outs) if p.returncode == 2)
+    assert f"dbp: error: run {run.id} is already running (pid {winner.pid})" in loser_err, loser_err
+    assert "Traceback" not in loser_err
+    status = run.read_status()
+    assert status["state"] == "done" and status["pid"] == winner.pid
+    kinds = [e["kind"] for e in run.metrics().read()]
+    assert kinds.count("resume") == 1 and kinds[-1] == "done"  # the loser wrote nothing
+    evals = [e["step"] for e in run.metrics().read() if e["kind"] == "eval"]
+    assert sorted(set(evals)) == list(range(60))
+
+
+def test_resume_while_the_run_is_running_exits_2(tmp_path):
+    runs = tmp_path / "runs"
+    cfg = write_config(tmp_path, n=200, batch=2, classifier="tests.plugins:slow_classifier")
+    proc = dbp("run", str(cfg), runs=runs, DBP_TEST_DELAY="0.05")
+    try:
+        t0 = time.time()
+        while not (list(runs.glob("*/metrics.jsonl")) if runs.exists() else []) and time.time() - t0 < 30:
+            time.sleep(0.02)
+        run = Run(list(runs.glob("*/metrics.jsonl"))[0].parent)
+        second = dbp("resume", run.id, runs=runs)
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 2, err
+        assert f"run {run.id} is already running (pid {proc.pid})" in err and "Traceback" not in err
+        assert proc.poll() is None and run.read_status()["pid"] == proc.pid
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+
+
+def test_resume_marks_the_run_running_right_after_locking(tmp_path, monkeypatch):
+    import argparse
+    run = RunStore(tmp_path).create(loads_config_tiny(tmp_path))
+    run.write_status(state="interrupted", pid=None)
+    seen = {}
+
+    def read_config(self):  # the state when the (slow) config load begins
+        seen.update(self.read_status(check_alive=False))
+        return original(self)
+    original = Run.read_config
+    monkeypatch.setattr(Run, "read_config", read_config)
+    monkeypatch.chdir(ROOT)
+    args = argparse.Namespace(run=run.id, runs_dir=str(tmp_path))
+    prepared_run, _ = cli._prepare_resume(args)
+    try:
+        assert prepared_run.locked
+        assert seen["state"] == "running" and seen["pid"] == os.getpid()
+        assert prepared_run.claimed_from["state"] == "interrupted"
+    finally:
+        prepared_run.unlock()
+
+
+def test_resume_with_an_invalid_frozen_config_restores_the_state(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    run = RunStore(tmp_path).create(loads_config_tiny(tmp_path))
+    run.write_status(state="interrupted", pid=None, message="killed")
+    run.config_path.write_text(run.config_path.read_text().replace("seed = 11", "seed = true"))
+    assert cli.main(["--runs-dir", str(tmp_path), "resume", run.id]) == 2
+    err = capsys.readouterr().err
+    assert "dbp: invalid config" in err and "seed" in err and str(run.config_path) in err
+    status = Run(run.path).read_status()
+    assert status["state"] == "interrupted" and status["message"] == "killed" and status["pid"] is None
+    assert Run(run.path).lock() is True  # released
+
+
+def loads_config_tiny(tmp_path):
+    from dbp_core.config import load_config
+    return load_config(write_config(tmp_path, n=8, diffusion="none"))
+
+
+# --------------------------------------------------------------------------- threads
+
+def test_threads_applied_before_the_stages_and_recorded(tmp_path, monkeypatch):
+    import torch
+    monkeypatch.chdir(tmp_path)  # the probe stage module is importable from here
+    (tmp_path / "threads_probe_zq.py").write_text(
+        "def stage(ctx):\n    import torch\n    return {'threads': torch.get_num_threads()}\n")
+    before = torch.get_num_threads()
+    cfg = write_config(tmp_path, n=8, diffusion="none")
+    cfg.write_text(cfg.read_text().replace('device = "cpu"', 'device = "cpu"\nthreads = 1\n'
+                                           'stages = ["threads_probe_zq:stage", "evaluate"]'))
+    torch.set_num_threads(2)
+    try:
+        assert cli.main(["--runs-dir", str(tmp_path / "runs"), "run", str(cfg), "--no-progress"]) == 0
+        res = only_run(tmp_path / "runs").read_results()
+        assert res["stages"]["threads_probe_zq:stage"]["threads"] == 1
+        assert res["environment"]["threads"] == 1
+        assert torch.get_num_threads() == 2  # restored for an in-process caller
+        assert "intra-op threads: 1" in only_run(tmp_path / "runs").log_path.read_text()
+    finally:
+        torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- SIGKILL mid-attack, then resume
+
+ATTACK_CONFIG = """
+name = "attack-kill"
+seed = 3
+device = "cpu"
+stages = ["attacks"]
+
+[data]
+dataset = "tests.plugins:tiny_dataset"
+n_examples = 24
+batch_size = 8
+
+[models]
+classifier = "tests.plugins:slow_classifier"
+diffusion = "tests.plugins:tiny_eps"
+
+[purifier]
+t_star = 0.2
+steps = 3
+grad_mode = "full"
+
+[[attacks]]
+kind = "pgd-eot"
+eps = 0.1
+step = 0.03
+iterations = 3
+eot = 2
+
+[[attacks]]
+kind = "dwbox"
+eps = 0.1
+step = 0.03
+iterations = 3
+
+[evaluation]
+protocols = ["purified", "undefended", "single", "repurify", "majority", "fresh-noise"]
+n_repurify = 3
+"""
+
+
+def attack_comparable(results: dict) -> dict:
+    return {"accuracies": results["accuracies"], "comparisons": results["comparisons"],
+            "per_example": results["stages"]["attacks"]["per_example"], "headline": results["headline"]}
+
+
+def test_sigkill_in_attacks_then_resume_matches_uninterrupted(tmp_path, monkeypatch):
+    cfg = tmp_path / "attack.toml"
+    cfg.write_text(ATTACK_CONFIG)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("DBP_TEST_DELAY", "0")
+    assert cli.main(["--runs-dir", str(tmp_path / "ref"), "run", str(cfg), "--no-progress"]) == 0
+    reference = only_run(tmp_path / "ref").read_results()
+    assert len(reference["stages"]["attacks"]["per_example"]) == 2 and reference["comparisons"]
+
+    runs = tmp_path / "runs"
+    proc = dbp("run", str(cfg), runs=runs, DBP_TEST_DELAY="0.03")
+    t0, ckpt = time.time(), None
+    while time.time() - t0 < 120:
+        found = list(runs.glob("*/checkpoints/attacks.json")) if runs.exists() else []
+        if found:
+            ckpt = found[0]
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    assert ckpt is not None, "the first attack batch never checkpointed"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    run = Run(ckpt.parent.parent)
+    assert json.loads(run.status_path.read_text())["state"] == "running"
+    assert run.read_status()["state"] == "interrupted"
+    assert run.read_results() is None and not run.results_path.exists()
+    state = run.load_checkpoint("attacks.json")  # whole: parses, and mid-way through the 6 jobs
+    assert 1 <= state["next"] < 6
+    proc = dbp("resume", run.id, runs=runs, DBP_TEST_DELAY="0")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert run.read_status()["state"] == "done"
+    assert attack_comparable(run.read_results()) == attack_comparable(reference)
+    kinds = [e["kind"] for e in run.metrics().read()]
+    assert kinds[0] == "start" and "resume" in kinds and kinds[-1] == "done"
+    assert not [p for p in run.path.rglob(".*.tmp-*")]

@@ -236,3 +236,178 @@ def test_schema_exposes_descriptions_and_bounds():
     assert "description" in purifier
     assert ExperimentConfig.model_fields["seed"].description
     assert not math.isnan(schema["$defs"]["AttackConfig"]["properties"]["iterations"]["default"])
+
+
+# --------------------------------------------------------------------------- strict types
+
+@pytest.mark.parametrize("text,path", [
+    ("[data]\nbatch_size = true", "data.batch_size"),          # bool as int (lax: 1)
+    ("[data]\nn_examples = \"100\"", "data.n_examples"),       # string as int (lax: 100)
+    ("[purifier]\nt_star = \"0.1\"", "purifier.t_star"),       # string as float (lax: 0.1)
+    ("seed = true", "seed"),
+    ("[addt]\nenabled = \"yes\"", "addt.enabled"),              # string as bool (lax: True)
+    ("[[attacks]]\nkind = \"pgd\"\nrandom_start = 1", "attacks[0].random_start"),  # int as bool
+    ("[[attacks]]\nkind = \"pgd\"\niterations = 20.0", "attacks[0].iterations"),   # whole float as int
+    ("[purifier]\nt_star = true", "purifier.t_star"),          # bool as float (lax: 1.0)
+    ("[analysis]\nlandscape_dims = true", "analysis.landscape_dims"),
+    ("[addt]\nbetas = [\"0.9\", 0.999]", "addt.betas[0]"),
+    ("[addt]\nbetas = [0.9, 0.99, 0.999]", "addt.betas"),
+])
+def test_wrong_types_are_not_coerced(text, path):
+    with pytest.raises(ConfigError) as info:
+        loads_config('name = "x"\n' + text)
+    assert [e["path"] for e in info.value.errors] == [path], str(info.value)
+
+
+def test_override_float_for_int_rejected():
+    with pytest.raises(ConfigError) as info:
+        loads_config('name = "x"', overrides=["data.n_examples=1e3"])
+    assert "data.n_examples" in str(info.value) and "--set data.n_examples=1e3" in str(info.value)
+
+
+def test_strict_keeps_int_for_float_and_arrays_for_tuples(tmp_path):
+    cfg = loads_config('name = "x"\n[purifier]\nt_star = 1\n[models]\nmean = [0]\nstd = [1]\n'
+                       '[[attacks]]\nkind = "pgd"\nnorm = "l2"\neps = 1\nstep = 1\n'
+                       '[addt]\nlr = 1\nbetas = [0, 0.9]\n[evaluation]\nconfidence = 0.9\n')
+    assert cfg.purifier.t_star == 1.0 and isinstance(cfg.purifier.t_star, float)
+    assert cfg.attacks[0].eps == 1.0 and cfg.models.mean == [0.0] and cfg.addt.lr == 1.0
+    assert cfg.addt.betas == (0.0, 0.9)
+    out = tmp_path / "saved.toml"  # betas are saved as a TOML array and read back
+    save_config(cfg, out)
+    assert "betas = [" in out.read_text()
+    assert load_config(out).model_dump() == cfg.model_dump()
+
+
+def test_overrides_still_parse_under_strict_types(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cfg = loads_config(FULL, overrides=["data.n_examples=50", "attacks.0.eps=0.1", "attacks.0.random_start=true",
+                                        "purifier.grad_mode=full", "addt.enabled=false", "purifier.t_star=1",
+                                        "addt.betas=[0.9, 0.99]", "threads=1", "seed=3"])
+    assert cfg.data.n_examples == 50 and cfg.attacks[0].eps == 0.1 and cfg.attacks[0].random_start is True
+    assert cfg.purifier.grad_mode == "full" and cfg.addt.enabled is False and cfg.purifier.t_star == 1.0
+    assert cfg.addt.betas == (0.9, 0.99) and cfg.threads == 1 and cfg.seed == 3
+
+
+def test_console_form_values_validate_under_strict_types(monkeypatch):
+    """The console's form parses what is typed (console.model.parse_value) and validates it here."""
+    from console.model import ConfigForm
+    monkeypatch.chdir(ROOT)
+    form = ConfigForm(None, text='name = "x"\n[[attacks]]\nkind = "pgd"\n')
+    fields = {f.path: f for _, fs in form.sections() for f in fs}
+    for path, text in [("data.n_examples", "50"), ("data.batch_size", "8"), ("purifier.t_star", "1"),
+                       ("purifier.grad_mode", "full"), ("attacks[0].eps", "0.1"), ("attacks[0].random_start", "true"),
+                       ("addt.betas", "[0.9, 0.99]"), ("models.mean", "[0.5]"), ("models.std", "[1]"),
+                       ("seed", "4"), ("threads", "1"), ("addt.enabled", "false")]:
+        form.set_text(fields[path], text)
+    assert form.validate(), (form.errors, form.general_errors)
+    form.set_text(fields["data.batch_size"], "true")
+    assert not form.validate() and "data.batch_size" in form.errors
+
+
+# --------------------------------------------------------------------------- checks made at validation time
+
+def test_examples_must_fit_the_builtin_split():
+    from dbp_core.data import digits_split
+    for split in ("test", "train"):
+        size = len(digits_split(split))  # the sizes come from dbp_core/data.py, not from here
+        ok = loads_config(f'name = "x"\n[data]\nsplit = "{split}"\nn_examples = {size}\n')
+        assert ok.data.n_examples == size
+        loads_config(f'name = "x"\n[data]\nsplit = "{split}"\nfirst = {size - 5}\nn_examples = 5\n')
+        with pytest.raises(ConfigError) as info:
+            loads_config(f'name = "x"\n[data]\nsplit = "{split}"\nfirst = 10\nn_examples = {size - 9}\n')
+        assert [e["path"] for e in info.value.errors] == ["data.n_examples"]
+        assert f"{size} examples" in str(info.value)
+        with pytest.raises(ConfigError, match="data.first"):
+            loads_config(f'name = "x"\n[data]\nsplit = "{split}"\nfirst = {size}\n')
+        with pytest.raises(ConfigError, match="data.n_examples"):
+            loads_config(f'name = "x"\n[data]\nsplit = "{split}"\norder = "random"\nn_examples = {size + 1}\n')
+
+
+def test_examples_must_fit_cifar10(tmp_path):
+    (tmp_path / "c").mkdir()
+    base = 'name = "x"\n[data]\ndataset = "cifar10"\nroot = "c"\n'
+    assert loads_config(base + "n_examples = 10000\n", base_dir=str(tmp_path)).data.n_examples == 10000
+    assert loads_config(base + 'split = "train"\nfirst = 49000\nn_examples = 1000\n',
+                        base_dir=str(tmp_path)).data.first == 49000
+    for extra, path in [("n_examples = 10001\n", "data.n_examples"), ('split = "train"\nfirst = 50000\n', "data.first"),
+                        ("first = 9000\nn_examples = 1001\n", "data.n_examples")]:
+        with pytest.raises(ConfigError) as info:
+            loads_config(base + extra, base_dir=str(tmp_path))
+        assert [e["path"] for e in info.value.errors] == [path]
+
+
+def test_plugin_datasets_are_not_bounded_at_validation(monkeypatch):
+    monkeypatch.chdir(ROOT)  # their size is only known when loaded (the runner checks it then)
+    cfg = loads_config('name = "x"\n[data]\ndataset = "tests.plugins:tiny_dataset"\nfirst = 5000\nn_examples = 9\n')
+    assert cfg.data.first == 5000
+
+
+def test_device_cuda_checked_against_torch(tmp_path, monkeypatch, capsys):
+    import torch
+    cfg = tmp_path / "cuda.toml"
+    cfg.write_text('name = "x"\ndevice = "cuda"\n')
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["check", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert str(cfg) in err and "device:" in err and "got 'cuda'" in err and "available: 'cpu'" in err
+    assert "Traceback" not in err
+    assert cli.main(["check", str(tmp_path / "cuda.toml"), "--set", "device=cpu"]) == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cli.main(["check", str(cfg)]) == 0
+
+
+# --------------------------------------------------------------------------- plugin import paths that misbehave
+
+def test_import_path_errors_become_config_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the current folder is importable
+    (tmp_path / "plug_exit_xq.py").write_text("import sys\nsys.exit('bye')\n")
+    (tmp_path / "plug_exit0_xq.py").write_text("raise SystemExit(0)\n")
+    (tmp_path / "plug_getattr_xq.py").write_text(
+        "def __getattr__(name):\n    raise KeyError(name)\n"
+        "class Box:\n    @property\n    def broken(self):\n        raise RuntimeError('nope')\n"
+        "class Meta(type):\n    @property\n    def net(cls):\n        raise ValueError('computed lazily, failed')\n"
+        "class Holder(metaclass=Meta):\n    pass\n"
+        "def fine():\n    return 1\n")
+    cases = [("models.classifier", "plug_exit_xq:net", "sys.exit('bye')"),
+             ("models.classifier", "plug_exit0_xq:net", "sys.exit(0)"),
+             ("models.diffusion", "plug_getattr_xq:net", "KeyError"),
+             ("models.classifier", "plug_getattr_xq:Holder.net", "ValueError: computed lazily, failed")]
+    for field, ref, why in cases:
+        section, key = field.split(".")
+        with pytest.raises(ConfigError) as info:
+            loads_config(f'name = "x"\n[{section}]\n{key} = "{ref}"\n', file="p.toml")
+        assert [e["path"] for e in info.value.errors] == [field], str(info.value)
+        assert why in str(info.value) and ref in str(info.value)
+    with pytest.raises(ConfigError, match=r"stages.*sys.exit"):
+        loads_config('name = "x"\nstages = ["plug_exit_xq:stage"]\n')
+    with pytest.raises(ConfigError, match=r"\[\[attacks\]\]|attacks\[0\].kind"):
+        loads_config('name = "x"\n[[attacks]]\nkind = "plug_getattr_xq:attack"\n')
+    # the command too: exit 2, no traceback, no silent exit
+    toml = tmp_path / "e.toml"
+    toml.write_text('name = "x"\n[models]\nclassifier = "plug_exit0_xq:net"\n')
+    assert cli.main(["check", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert "models.classifier" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- threads
+
+def test_threads_field(monkeypatch):
+    assert loads_config('name = "x"').threads is None  # torch's default
+    cfg = loads_config('name = "x"\nthreads = 1\n')
+    assert cfg.threads == 1 and "threads = 1" in dumps_config(cfg)
+    assert loads_config(dumps_config(cfg)).threads == 1
+    for bad in ("0", "-2", "true", "1.0", '"2"'):
+        with pytest.raises(ConfigError, match="threads"):
+            loads_config(f'name = "x"\nthreads = {bad}\n')
+    assert ExperimentConfig.model_fields["threads"].description
+
+
+def test_frozen_config_without_diffusion_loads_again(tmp_path):
+    """A run's config.toml spells out every default, protocols included: with models.diffusion =
+    'none' it must still validate, or the run could never be resumed."""
+    cfg = loads_config('name = "n"\n[models]\ndiffusion = "none"\n')
+    frozen = loads_config(dumps_config(cfg, absolute_paths=True), base_dir=str(tmp_path))
+    assert frozen.model_dump() == cfg.model_dump()
+    with pytest.raises(ConfigError, match="evaluation.protocols"):  # a list that asks for purification still fails
+        loads_config('name = "n"\n[models]\ndiffusion = "none"\n[evaluation]\nprotocols = ["clean", "majority"]\n')

@@ -160,6 +160,18 @@ def test_form_values_roundtrip_and_validation(tmp_path):
         form.save_as(DATA / "experiments" / "broken.toml")
     saved = form.save_as(tmp_path / "copy")
     assert saved.name == "copy.toml" and ConfigForm(saved).validate()
+    # a numeric choice is typed as a number (the strict config rejects the string "2")
+    form.set_text(fields["analysis.landscape_dims"], "2")
+    assert form.validate(), form.errors
+    form.set_text(fields["analysis.landscape_dims"], "3")
+    assert not form.validate() and "analysis.landscape_dims" in form.errors
+
+
+def test_experiment_name_from_run_ids_of_any_token_length():
+    from console.model import _experiment_from_id
+    assert _experiment_from_id("20250101-120000-attack-tiny-a1a1a1") == "attack-tiny"
+    assert _experiment_from_id("20261126-123139-dwbox_digits-1c83091f2e") == "dwbox_digits"
+    assert _experiment_from_id("not-a-run-id") == "?"
 
 
 def test_launch_command_is_an_argument_list_without_shell():

@@ -194,3 +194,126 @@ def test_wilson_interval_known_values():
     assert row["accuracy"] == 0.75 and row["ci_low"] < 0.75 < row["ci_high"]
     with pytest.raises(ValueError):
         wilson_interval(5, 4)
+
+
+# --------------------------------------------------------------------------- ids: enough randomness, clash and retry
+
+def test_run_id_token_has_at_least_32_random_bits(tmp_path):
+    """3 random bytes made 1,000 ids in one second clash ~3% of the time; 5 bytes ~1e-6."""
+    token = RunStore(tmp_path).new_id("e").rsplit("-", 1)[1]
+    assert len(token) >= 8 and int(token, 16) >= 0
+
+
+def test_create_retries_on_an_id_clash(tmp_path, monkeypatch):
+    from dbp_core import runs as runs_mod
+    tokens = iter(["aaaaaaaaaa", "aaaaaaaaaa", "bbbbbbbbbb"])
+    calls = []
+
+    def token():
+        calls.append(1)
+        return next(tokens)
+    monkeypatch.setattr(runs_mod, "_id_stamp", lambda: "20000101-000000")
+    monkeypatch.setattr(runs_mod, "_id_token", token)
+    store = RunStore(tmp_path)
+    first = store.create(experiment="e")
+    second = store.create(experiment="e")  # draws the same token once, then a fresh one
+    assert first.id == "20000101-000000-e-aaaaaaaaaa" and second.id == "20000101-000000-e-bbbbbbbbbb"
+    assert len(calls) == 3
+    assert first.read_status()["state"] == second.read_status()["state"] == "queued"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.id, second.id]
+    monkeypatch.setattr(runs_mod, "_id_token", lambda: "aaaaaaaaaa")  # every draw clashes: a clear error
+    from dbp_core.runs import RunStoreError
+    with pytest.raises(RunStoreError, match="unique run folder"):
+        store.create(experiment="e")
+
+
+# --------------------------------------------------------------------------- damaged files, store root
+
+@pytest.mark.parametrize("content", ["", "{\"state\": \"runn", "[1, 2]", "\xff\xfe"])
+def test_damaged_status_and_results_raise_a_named_error(tmp_path, content):
+    from dbp_core.runs import RunFileError
+    run = RunStore(tmp_path).create(experiment="e")
+    run.status_path.write_bytes(content.encode("latin-1"))
+    run.results_path.write_bytes(content.encode("latin-1"))
+    for read in (lambda: Run(run.path).read_status(), lambda: Run(run.path).read_results()):
+        with pytest.raises(RunFileError) as info:
+            read()
+        assert isinstance(info.value, ValueError)  # what a JSONDecodeError was: console readers catch it
+        assert str(run.path) in str(info.value) and "expected a JSON object" in str(info.value)
+
+
+def test_status_with_non_numeric_pid_is_interrupted(tmp_path):
+    run = RunStore(tmp_path).create(experiment="e")
+    run.write_status(state="running", pid="x", host=socket.gethostname())
+    assert Run(run.path).read_status()["state"] == "interrupted"
+
+
+def test_store_root_that_is_a_file(tmp_path):
+    from dbp_core.runs import RunStoreError
+    (tmp_path / "f").write_text("x")
+    for root in (tmp_path / "f", tmp_path / "f" / "sub"):
+        with pytest.raises(RunStoreError) as info:
+            RunStore(root).create(experiment="e")
+        assert str(root) in str(info.value) and "folder" in str(info.value)
+
+
+# --------------------------------------------------------------------------- the per-run lock
+
+HOLD_LOCK = """
+import sys, time
+from dbp_core.runs import Run
+run = Run(sys.argv[1])
+run.lock()
+run.mark_running()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_run_lock_excludes_a_second_process_and_dies_with_its_holder(tmp_path):
+    from dbp_core.runs import RunLocked
+    run = RunStore(tmp_path).create(experiment="e")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run.path)], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__))))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked) as info:
+            Run(run.path).lock()
+        assert info.value.pid == holder.pid
+        assert f"run {run.id} is already running (pid {holder.pid})" in str(info.value)
+        from dbp_core.study import run_study  # the runner takes the lock too: it refuses, writing nothing
+        before = run.status_path.read_bytes()
+        with pytest.raises(RunLocked):
+            run_study(Run(run.path), loads_config('name = "e"'))
+        assert run.status_path.read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    again = Run(run.path)  # SIGKILL released the lock: no stale lock file to clean up
+    assert again.lock() is True and again.locked
+    assert again.lock() is False  # re-entrant for the same object
+    with pytest.raises(RunLocked):
+        Run(run.path).lock()  # another open file description, same process: excluded as well
+    again.unlock()
+    assert Run(run.path).lock() is True
+
+
+def test_mark_running_keeps_temp_files_of_live_writers(tmp_path):
+    run = RunStore(tmp_path).create(experiment="e")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run.checkpoints_dir.mkdir(exist_ok=True)
+        live_tmp = run.checkpoints_dir / f".evaluate.json.tmp-{live.pid}-0123abcd"
+        own_tmp = run.path / f".status.json.tmp-{os.getpid()}-0123abcd"
+        dead_tmp = run.path / f".results.json.tmp-{dead.pid}-0123abcd"
+        odd_tmp = run.path / ".x.tmp-notapid"
+        for p in (live_tmp, own_tmp, dead_tmp, odd_tmp):
+            p.write_text("partial")
+        Run(run.path).mark_running()
+        assert live_tmp.exists() and own_tmp.exists()  # a live writer's file is being written
+        assert not dead_tmp.exists() and not odd_tmp.exists()  # a killed writer's leftovers go
+    finally:
+        live.kill()
+        live.wait()
