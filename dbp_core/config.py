@@ -333,6 +333,9 @@ class AttackConfig(_Section):
                                            "(default: the defence's)")
     surrogate_sampler: Optional[Literal["ddpm", "ddim"]] = Field(None, description="Sampler of the attacker's chain")
     loss: Literal["ce", "dlr"] = Field("ce", description="Attack loss")
+    selection_samples: Optional[int] = Field(
+        None, ge=1, description="apgd-eot: fresh purifications per iterate for the stochastic selection rule "
+        "(the authors' AutoAttack fix: 20); default: the iterate's EOT replicas")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra arguments for a plugin attack")
 
     @field_validator("kind")
@@ -379,6 +382,9 @@ class AttackConfig(_Section):
         elif builtin and self.noise != "stochastic":
             raise _FieldError("noise", self.noise, f"kind '{self.kind}' attacks fresh noise; use kind 'dwbox' "
                               "or 'dwbox-forward' for noise replay")
+        if self.selection_samples is not None and self.kind != "apgd-eot":
+            raise _FieldError("selection_samples", self.selection_samples, "only kind 'apgd-eot' has a selection "
+                              "rule; remove it or use kind = 'apgd-eot'")
         if builtin and self.options:
             raise _FieldError("options", self.options, "`options` are only for plugin attacks (kind = "
                               "'package.module:callable')")

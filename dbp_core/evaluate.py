@@ -42,7 +42,8 @@ def build_attack(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):
     if acfg.kind == "bpda":
         return BPDA(step=acfg.step, random_start=acfg.random_start, eot=acfg.eot, noise=fresh, **common)
     if acfg.kind == "apgd-eot":
-        return APGD(eot=acfg.eot, noise=fresh, random_start=acfg.random_start, **common)
+        return APGD(eot=acfg.eot, noise=fresh, random_start=acfg.random_start,
+                    selection_samples=acfg.selection_samples, **common)
     if acfg.kind in ("pgd", "pgd-eot"):
         return PGD(step=acfg.step, random_start=acfg.random_start, eot=acfg.eot, noise=fresh, **common)
     from .config import resolve_import_path  # a plugin: attack(model, x, y, uids, cfg) -> x_adv
@@ -68,13 +69,21 @@ def _correct(model, x, y, uids, seed) -> tuple[torch.Tensor, torch.Tensor]:
     return (pred == y), pred
 
 
+def _repurified(defended, x, y, uids, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """([N, B] correct as float, [N, B] predictions) of N purifications with the given seeds."""
+    outcomes = [_correct(defended, x, y, uids, s) for s in seeds]
+    return torch.stack([c for c, _ in outcomes]).float(), torch.stack([p for _, p in outcomes])
+
+
 def judge(defended, classifier, x, x_adv, y, uids, *, eval_seed: int, fresh_seeds: list[int]) -> dict:
-    """Per-example outcomes of one batch of adversarial examples (lists, JSON-able)."""
+    """Per-example outcomes of one batch of adversarial examples (lists, JSON-able).
+
+    ``purified-avg`` / ``purified-worst`` are the unattacked examples under the same N fresh
+    purifications: the baseline of ``repurify-avg`` / ``-worst`` (the defence's own instability)."""
     single, _ = _correct(defended, x_adv, y, uids, eval_seed)
     purified, _ = _correct(defended, x, y, uids, eval_seed)
-    outcomes = [_correct(defended, x_adv, y, uids, s) for s in fresh_seeds]
-    fresh = torch.stack([c for c, _ in outcomes]).float()  # [N, B]
-    preds = torch.stack([p for _, p in outcomes])
+    fresh, preds = _repurified(defended, x_adv, y, uids, fresh_seeds)
+    clean_fresh, _ = _repurified(defended, x, y, uids, fresh_seeds)
     votes = torch.nn.functional.one_hot(preds, num_classes=int(preds.max()) + 1 if preds.numel() else 1).sum(0)
     with torch.no_grad():
         undefended_clean = classifier(x).argmax(1) == y
@@ -84,21 +93,30 @@ def judge(defended, classifier, x, x_adv, y, uids, *, eval_seed: int, fresh_seed
         "fresh-noise": fresh[0].int().tolist(),
         "repurify-avg": fresh.mean(0).tolist(),
         "repurify-worst": fresh.min(0).values.int().tolist(),
+        "purified-avg": clean_fresh.mean(0).tolist(),
+        "purified-worst": clean_fresh.min(0).values.int().tolist(),
         "majority": (votes.argmax(1) == y).int().tolist(),
         "clean": undefended_clean.int().tolist(),
     }
 
 
-def _undefended(classifier, acfg, x, y, uids, attack_seed) -> list[int]:
-    """The bare classifier under the same attack settings (no purifier, EOT 1)."""
+def _undefended(classifier, acfg, x, y, uids, attack_seed, cache: dict, where) -> list[int]:
+    """The bare classifier under the same attack settings (no purifier, EOT 1). PGD, PGD-EOT,
+    DW-box and BPDA of equal settings are one and the same attack on a deterministic classifier
+    (and so are the fine-tuned variants, which share the classifier): computed once per batch."""
     if acfg.kind not in PGD_FAMILY:
         return []
-    kw = dict(norm=acfg.norm, eps=acfg.eps, iterations=acfg.iterations, start_seed=attack_seed, loss=acfg.loss,
-              random_start=acfg.random_start)
-    atk = APGD(eot=1, **kw) if acfg.kind == "apgd-eot" else PGD(step=acfg.step, **kw)
-    x_adv = atk(PlainModel(classifier), x, y, uids)
-    with torch.no_grad():
-        return (classifier(x_adv).argmax(1) == y).int().tolist()
+    apgd = acfg.kind == "apgd-eot"
+    key = (where, apgd, acfg.norm, acfg.eps, None if apgd else acfg.step, acfg.iterations, acfg.loss,
+           acfg.random_start, attack_seed if acfg.random_start else None)
+    if key not in cache:
+        kw = dict(norm=acfg.norm, eps=acfg.eps, iterations=acfg.iterations, start_seed=attack_seed, loss=acfg.loss,
+                  random_start=acfg.random_start)
+        atk = APGD(eot=1, **kw) if apgd else PGD(step=acfg.step, **kw)
+        x_adv = atk(PlainModel(classifier), x, y, uids)
+        with torch.no_grad():
+            cache[key] = (classifier(x_adv).argmax(1) == y).int().tolist()
+    return cache[key]
 
 
 def defences(ctx) -> dict[str, DefendedClassifier]:
@@ -136,6 +154,7 @@ def run_attacks(ctx) -> dict:
     jobs = [(m, a, s, b) for m in models for a in range(len(cfg.attacks)) for s in range(ev.seeds)
             for b in range(len(batches))]
     state = ctx.load_checkpoint() or {"next": 0, "outcomes": {}}
+    undefended_cache: dict = {}  # in memory only: a resumed run recomputes (deterministically)
     total = len(jobs) and sum(hi - lo for lo, hi in batches) * len(cfg.attacks) * ev.seeds * len(models)
     done = sum(batches[b][1] - batches[b][0] for _, _, _, b in jobs[:state["next"]])
     for j in range(state["next"], len(jobs)):
@@ -159,7 +178,8 @@ def run_attacks(ctx) -> dict:
             fresh = [ctx.seed("fresh", acfg.name, s, r) for r in range(ev.n_repurify)]
             out = judge(defended, classifier, x, x_adv, y, uids, eval_seed=eval_seed, fresh_seeds=fresh)
             if "undefended" in ev.protocols:
-                out["undefended"] = _undefended(classifier, acfg, x, y, uids, attack_seed)
+                out["undefended"] = _undefended(classifier, acfg, x, y, uids, attack_seed, undefended_cache,
+                                                where=tuple(uids.tolist()))
             return out
         if dist.is_distributed():  # every rank's share, merged in uid order (a failed rank fails all)
             out = dist.merge_by_uid(dist.run_guarded(lambda: (uids.tolist(), batch_outcomes())))
@@ -181,7 +201,8 @@ def run_attacks(ctx) -> dict:
 ROWS = [("single", "single", "single"), ("fresh-noise", "fresh-noise", "fresh-noise"),
         ("repurify-avg", "repurify-avg", "repurify"), ("repurify-worst", "repurify-worst", "repurify"),
         ("majority", "majority", "majority"), ("undefended", "undefended", "undefended"),
-        ("purified", "purified", "purified"), ("clean", "clean", "clean")]
+        ("purified", "purified", "purified"), ("purified-avg", "purified-avg", "repurify"),
+        ("purified-worst", "purified-worst", "repurify"), ("clean", "clean", "clean")]
 
 
 def _pooled(outcomes: dict, name: str, key: str, seeds: int, model: str = "original") -> list[float]:
@@ -203,7 +224,7 @@ def summarize(cfg, outcomes: dict, n_examples: int, models: list[str] = ("origin
         b = _pooled(outcomes, attack_b, proto_b, ev.seeds, model_b)
         if a and b:
             comparisons.append({"a": label(model_a, attack_a, proto_a), "b": label(model_b, attack_b, proto_b),
-                                "what": what, **paired_difference(a, b, conf)})
+                                "what": what, **paired_difference(a, b, conf, seeds=ev.seeds)})
 
     for model in models:
         for acfg in cfg.attacks:
@@ -219,9 +240,12 @@ def summarize(cfg, outcomes: dict, n_examples: int, models: list[str] = ("origin
                                                       for s in range(ev.seeds)) if v]
                 rows.append(accuracy_row(protocol, round(sum(pooled)), len(pooled), stage="attacks",
                                          attack=acfg.name, confidence=conf, per_seed=per_seed, seeds=ev.seeds,
-                                         kind=acfg.kind, norm=acfg.norm, eps=acfg.eps, model=model,
+                                         pooled=pooled, kind=acfg.kind, norm=acfg.norm, eps=acfg.eps, model=model,
                                          mean=sum(pooled) / len(pooled)))
             compare("attack vs no attack", model, acfg.name, "single", model, acfg.name, "purified")
+            if "repurify" in ev.protocols:
+                compare("attack vs no attack, worst of N", model, acfg.name, "repurify-worst",
+                        model, acfg.name, "purified-worst")
             if acfg.kind.startswith("dwbox"):
                 compare("replayed vs fresh noise", model, acfg.name, "single", model, acfg.name, "fresh-noise")
         for i, a in enumerate(cfg.attacks):

@@ -375,10 +375,13 @@ def _install_signal_handlers() -> dict:
 
 
 def _headline(rows: list[dict]) -> dict | None:
+    """The number a run is summed up by: robust accuracy under its strongest attack (the lowest
+    'single' accuracy of the configured model), else purified, else clean accuracy."""
     for protocol in ("single", "purified", "clean"):
-        for row in reversed(rows):
-            if row["protocol"] == protocol:
-                return {k: row[k] for k in ("stage", "protocol", "attack", "accuracy", "ci_low", "ci_high", "n")}
+        found = [r for r in rows if r["protocol"] == protocol and r.get("model") in (None, "original")]
+        if found:
+            row = min(found, key=lambda r: r["accuracy"]) if protocol == "single" else found[-1]
+            return {k: row[k] for k in ("stage", "protocol", "attack", "accuracy", "ci_low", "ci_high", "n")}
     return None
 
 

@@ -61,6 +61,9 @@ def test_linear_model_optimal_linf_attack_found_exactly():
     y = torch.zeros(5, dtype=torch.long)
     x_adv = PGD(norm="linf", eps=eps, step=eps, iterations=3)(model, x, y, torch.arange(5))
     assert torch.equal(x_adv, x + eps * w.sign().view(1, 1, 8, 8))
+    # several steps smaller than eps: the iterates walk to the vertex and the clip holds them there
+    x_small = PGD(norm="linf", eps=eps, step=eps / 4, iterations=8)(model, x, y, torch.arange(5))
+    assert torch.allclose(x_small, x + eps * w.sign().view(1, 1, 8, 8), atol=1e-6)
     # L2: the optimum is eps * w / ||w||
     x_adv2 = PGD(norm="l2", eps=0.5, step=0.5, iterations=3)(model, x, y, torch.arange(5))
     assert torch.allclose(x_adv2 - x, (0.5 * w / w.norm()).view(1, 1, 8, 8).expand_as(x), atol=1e-6)
@@ -174,3 +177,81 @@ def test_dwbox_forward_only_replays_the_forward_noise_alone():
     DWBox(eval_seed=5, forward_only=True, norm="linf", eps=0.1, step=0.05, iterations=3,
           on_iteration=lambda i, loss, s: seen.append(loss))(model, x, y, uids)
     assert len(set(seen)) == 3
+
+
+def test_attack_outcomes_follow_uids_not_batch_positions():
+    """Noise is addressed by uid: permuting the batch permutes the adversarial examples."""
+    model = tiny_defended(torch.float64)
+    x, y, uids = batch(8)
+    x = x.double()
+    perm = torch.tensor([5, 2, 7, 0, 1, 6, 3, 4])
+    for attack in (PGD(norm="linf", eps=0.1, step=0.03, iterations=3, eot=2, noise=NoisePlan("fresh", 4)),
+                   DWBox(eval_seed=9, norm="l2", eps=0.5, step=0.2, iterations=3)):
+        a = attack(model, x, y, uids)
+        b = attack(model, x[perm], y[perm], uids[perm])
+        assert torch.allclose(a[perm], b, rtol=0, atol=1e-12)
+        c = attack(model, x[:3], y[:3], uids[:3])  # another batch composition
+        assert torch.allclose(a[:3], c, rtol=0, atol=1e-12)
+
+
+class _CountingDefended(torch.nn.Module):
+    """Records the (replicas, grad enabled) of every call to a defended model."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, []
+
+    def forward(self, x, uids, replicas=1, replica=0, **noise):
+        self.calls.append((replicas, torch.is_grad_enabled(), noise.get("seed")))
+        return self.inner(x, uids, replicas=replicas, replica=replica, **noise)
+
+
+def test_apgd_selection_uses_its_own_fresh_purifications_when_asked():
+    x, y, uids = batch(4)
+    x = x.double()
+    model = _CountingDefended(tiny_defended(torch.float64))
+    APGD(norm="linf", eps=0.05, iterations=5, eot=2, noise=NoisePlan("fresh", 1), selection_samples=6)(
+        model, x, y, uids)
+    grads = [c for c in model.calls if c[1]]
+    selects = [c for c in model.calls if not c[1]]
+    assert len(grads) == len(selects) == 5  # one gradient and one selection per iterate
+    assert all(r == 2 for r, _, _ in grads) and all(r == 6 for r, _, _ in selects)
+    assert not {s for _, _, s in grads} & {s for _, _, s in selects}  # independent noise
+
+
+def test_apgd_selection_prefers_fewer_correct_then_higher_loss():
+    """A deterministic model: the kept iterate is misclassified when any iterate was, and among
+    misclassified iterates it is the one with the highest loss (the tie-break)."""
+    model = small_cnn(seed=6)
+    x, y, uids = batch(16, seed=7)
+    seen = {}
+
+    class Recorder(nn.Module):
+        def forward(self, xa, uids, replicas=1, replica=0, **noise):
+            logits = model(xa)
+            for k in range(xa.shape[0]):
+                seen.setdefault(k, []).append((xa[k].detach().clone(), float(F.cross_entropy(logits[k:k + 1], y[k:k + 1])),
+                                               bool(logits[k].argmax() == y[k])))
+            return logits.repeat(replicas, 1)
+
+    x_adv = APGD(norm="linf", eps=0.05, iterations=12, eot=1, random_start=False)(Recorder(), x, y, uids)
+    for k, iterates in seen.items():
+        wrong = [(loss, xa) for xa, loss, correct in iterates if not correct]
+        if wrong:
+            best = max(wrong, key=lambda t: t[0])
+            assert torch.equal(x_adv[k], best[1]), k
+            assert model(x_adv[k:k + 1]).argmax(1) != y[k]
+
+
+def test_surrogate_chain_is_what_the_attacker_differentiates():
+    from types import SimpleNamespace
+
+    from dbp_core.config import AttackConfig, PurifierConfig
+    from dbp_core.evaluate import attacker_model
+    defended = tiny_defended(torch.float64, steps=3)
+    res = SimpleNamespace(cfg=SimpleNamespace(purifier=PurifierConfig(t_star=0.1, steps=3, grad_mode="full")))
+    same = attacker_model(res, AttackConfig(kind="pgd-eot"), defended)
+    assert same is defended
+    sur = attacker_model(res, AttackConfig(kind="pgd-eot", surrogate_steps=2, surrogate_sampler="ddim"), defended)
+    assert sur.purifier.steps == 2 and sur.purifier.sampler == "ddim" and defended.purifier.steps == 3
+    assert sur.purifier.eps_model is defended.purifier.eps_model and sur.classifier is defended.classifier

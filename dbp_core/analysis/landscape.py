@@ -1,8 +1,8 @@
 """Loss landscapes around an example: fixed noise vs fresh noise per grid point.
 
 The grid spans x + a * d1 (+ b * d2) for a, b in [-radius, radius], where d1 is
-the attack direction (sign of the EOT gradient at x for Linf, its L2-normalised
-version scaled to the same Linf size otherwise) and d2 a random Rademacher
+the attack direction (the sign of the EOT gradient at x: the Linf attacker's step, used
+for both norms so the two axes have the same scale) and d2 a random Rademacher
 direction, addressed by uid. With *fixed* noise every grid point is purified
 with the same seed — the smooth, deterministic function a DW-box attacker
 climbs; with *fresh* noise every grid point gets its own seed — the rough
