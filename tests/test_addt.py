@@ -179,3 +179,113 @@ def test_addt_stage_trains_saves_and_compares_variants(tmp_path):
     steps = [m for m in run.metrics().read() if m["kind"] == "addt_step"]
     assert len(steps) == 6 and {m["variant"] for m in steps} == {"addt", "control"}
     assert all("cgpo_loss_init" in m for m in steps if m["variant"] == "addt")
+
+
+def test_cgpo_accumulates_gradients_across_iterations():
+    """K = 2: the final delta is RBGM of g_1 + g_2, where g_2 is taken at delta_1 = RBGM(g_1)
+    (NOTES.md: the accumulator is never reset)."""
+    eps_model, clf = TinyEps(dtype=torch.float32), tiny_classifier()
+    d = tiny_data(5)
+    x0, t, uids = d.x * 2 - 1, torch.tensor([5, 80, 300, 600, 900]), d.uids
+    s = CGPOSettings(multiplier=0.3, iterations=2)
+    res = cgpo(eps_model, clf, x0, d.y, t, uids, AB[t], 7, s)
+    dstream, estream = noise.stream(noise.ADDT_DELTA), noise.stream(noise.ADDT_NOISE)
+
+    def grad_at(delta, k):
+        delta = delta.detach().requires_grad_()
+        eps = ops.normal(x0.shape, 7, estream, uids, k)
+        return torch.autograd.grad(guidance_loss(eps_model, clf, x0, d.y, t, AB[t], eps, delta, s).sum(), delta)[0]
+
+    g1 = grad_at(ops.normal(x0.shape, 7, dstream, uids, 0), 1)
+    g2 = grad_at(ops.rbgm(g1, 7, dstream, uids, 1), 2)
+    assert torch.equal(res.delta, ops.rbgm(g1 + g2, 7, dstream, uids, 2))
+    assert not torch.equal(res.delta, ops.rbgm(g2, 7, dstream, uids, 2))  # a reset accumulator differs
+
+
+def test_addt_lowers_the_denoising_loss_under_cgpo_on_the_embedded_default():
+    """The mechanism of the paper's second claim, on the shipped digits DDPM and classifier:
+    after ADDT fine-tuning the model removes CGPO perturbations (CGPO run against the model
+    itself, on held-out noise) better than the original model and better than the lambda = 0
+    control trained on the same batches, timesteps and noise."""
+    import copy
+
+    from dbp_core.addt.trainer import denoising_loss_under_cgpo
+    from dbp_core.data import load_dataset
+    from dbp_core.models import zoo
+    from dbp_core.study import Normalized
+    d = load_dataset("digits", "train")
+    data = SimpleNamespace(x=d.x.float(), y=d.y.long(), uids=d.uids.long())
+    clf = Normalized(zoo.default_classifier("digits"), *zoo.default_normalisation("digits")).eval()
+    base = zoo.default_diffusion("digits")
+    s = CGPOSettings(multiplier=0.3, iterations=5)
+    t_max = 100  # the purification range of t* = 0.1
+    models = {"original": base}
+    for name, settings in (("addt", s), ("control", CGPOSettings(multiplier=0.0, iterations=5))):
+        tr = ADDTTrainer(copy.deepcopy(base), clf, data, AB, settings,
+                         TrainSettings(batch_size=32, lr=5e-4, warmup=10, t_max=t_max, ema=False), seed=0)
+        for _ in range(100):
+            tr.train_step()
+        models[name] = tr.evaluation_model()
+    loss = {k: denoising_loss_under_cgpo(m, clf, data, AB, s, t_max, seed=5, batches=4, batch_size=64)
+            for k, m in models.items()}
+    assert loss["addt"] < loss["original"] and loss["addt"] < loss["control"], loss
+
+
+def _stage_run(tmp_path, text, name="r"):
+    from dbp_core.config import loads_config
+    from dbp_core.runs import RunStore
+    cfg = loads_config(text, base_dir=str(tmp_path))
+    return cfg, RunStore(tmp_path / name).create(cfg)
+
+
+def test_addt_stage_resumes_bit_identically_through_the_run_store(tmp_path, monkeypatch):
+    import signal
+
+    from dbp_core.addt import stage
+    from dbp_core.models.loaders import load_checkpoint
+    from dbp_core.study import Interrupted, run_study
+    text = STAGE_CONFIG.replace('stages = ["addt", "attacks"]', 'stages = ["addt"]').replace("steps = 3", "steps = 4")
+    cfg, plain = _stage_run(tmp_path, text, "plain")
+    assert run_study(plain, cfg) == "done"
+    monkeypatch.setattr(stage, "CHECKPOINT_EVERY", 1)
+    cfg, run = _stage_run(tmp_path, text, "cut")
+    original_step, calls = ADDTTrainer.train_step, []
+
+    def interrupt_once(self):  # the 3rd step of the control variant: after addt finished, mid-control
+        calls.append(1)
+        if len(calls) == 7:
+            raise Interrupted(signal.SIGINT)
+        return original_step(self)
+    monkeypatch.setattr(ADDTTrainer, "train_step", interrupt_once)
+    assert run_study(run, cfg) == "interrupted"
+    monkeypatch.setattr(ADDTTrainer, "train_step", original_step)
+    assert run_study(run, run.read_config()) == "done"
+    for variant in ("addt", "control"):
+        a = load_checkpoint(plain.read_results()["stages"]["addt"]["variants"][variant]["model"])
+        b = load_checkpoint(run.read_results()["stages"]["addt"]["variants"][variant]["model"])
+        assert torch.equal(params(a), params(b)), variant
+    steps = [(m["variant"], m["step"]) for m in run.metrics().read() if m["kind"] == "addt_step"]
+    assert steps.count(("control", 2)) == 1  # resumed at the step after the last checkpoint
+
+
+def test_addt_on_a_diffusers_unet_saves_a_diffusers_folder(tmp_path):
+    pytest.importorskip("diffusers")
+    from diffusers import UNet2DModel
+
+    from dbp_core.models.loaders import load_diffusers_unet
+    from dbp_core.study import run_study
+    from tests.test_models import _tiny_diffusers
+    _tiny_diffusers().save_pretrained(tmp_path / "ddpm")
+    text = STAGE_CONFIG.replace('stages = ["addt", "attacks"]', 'stages = ["addt"]').replace(
+        'diffusion = "tests.plugins:tiny_unet"', 'diffusion = "ddpm"\ndiffusion_format = "diffusers"').replace(
+        "control = true", "control = false")
+    cfg, run = _stage_run(tmp_path, text)
+    assert run_study(run, cfg) == "done", run.read_log_tail(30)
+    folder = run.read_results()["stages"]["addt"]["variants"]["addt"]["model"]
+    from pathlib import Path
+    assert Path(folder) == run.path / "models" / "addt" and (Path(folder) / "config.json").is_file()
+    tuned = UNet2DModel.from_pretrained(folder)
+    before = UNet2DModel.from_pretrained(tmp_path / "ddpm")
+    assert not torch.equal(params(tuned), params(before))
+    x, t = torch.rand(2, 1, 8, 8), torch.tensor([3, 50])
+    assert torch.equal(load_diffusers_unet(folder)(x, t), load_diffusers_unet(folder)(x, t))
