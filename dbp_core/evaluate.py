@@ -20,6 +20,8 @@ Per attack iteration the attacker's own view (loss, success rate) goes to metric
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 from . import dist
@@ -28,6 +30,7 @@ from .attacks import APGD, BPDA, PGD, DWBox, NoisePlan, PlainModel
 from .models.defended import DefendedClassifier
 from .stats import accuracy_row, paired_difference
 
+PROGRESS_EVERY_S = 1.0  # status.json updates from inside an attack batch, at most this often
 PGD_FAMILY = ("pgd", "pgd-eot", "dwbox", "dwbox-forward", "bpda", "apgd-eot")
 
 
@@ -155,6 +158,7 @@ def run_attacks(ctx) -> dict:
             for b in range(len(batches))]
     state = ctx.load_checkpoint() or {"next": 0, "outcomes": {}}
     undefended_cache: dict = {}  # in memory only: a resumed run recomputes (deterministically)
+    last_progress = [0.0]
     total = len(jobs) and sum(hi - lo for lo, hi in batches) * len(cfg.attacks) * ev.seeds * len(models)
     done = sum(batches[b][1] - batches[b][0] for _, _, _, b in jobs[:state["next"]])
     for j in range(state["next"], len(jobs)):
@@ -166,9 +170,16 @@ def run_attacks(ctx) -> dict:
         eval_seed = ctx.seed("eval", acfg.name, s)
         attack_seed = ctx.seed("attack", acfg.name, s)
 
-        def on_iteration(i, loss, success, _a=acfg.name, _s=s, _b=b, _n=len(uids), _m=m):
+        message = f"{acfg.name} seed {s}" + ("" if m == "original" else f" ({m})")
+
+        def on_iteration(i, loss, success, _a=acfg.name, _s=s, _b=b, _n=len(uids), _m=m, _done=done, _size=hi - lo,
+                         _msg=message, _iters=max(acfg.iterations, 1)):
             ctx.metric("attack_iter", i, attack=_a if _m == "original" else f"{_m}:{_a}", seed=_s, batch=_b, n=_n,
                        loss=loss, success=success)
+            now = time.monotonic()
+            if now - last_progress[0] >= PROGRESS_EVERY_S:  # a live bar within a long batch, not a write per step
+                last_progress[0] = now
+                ctx.progress(_done + _size * min(i + 1, _iters) // _iters, total, message=_msg)
 
         def batch_outcomes():
             if not len(uids):  # more ranks than examples in this batch
@@ -193,7 +204,7 @@ def run_attacks(ctx) -> dict:
         done += hi - lo
         ctx.metric("attack_batch", b, attack=acfg.name, model=m, seed=s, done=len(acc["single"]),
                    robust_acc=sum(acc["single"]) / len(acc["single"]))
-        ctx.progress(done, total, message=f"{acfg.name} seed {s}" + ("" if m == "original" else f" ({m})"))
+        ctx.progress(done, total, message=message)
     return summarize(cfg, state["outcomes"], len(data), list(models))
 
 

@@ -289,6 +289,29 @@ def test_launch_real_run_and_watch_plot_grow(tmp_path):
     asyncio.run(go())
 
 
+def test_launch_pressed_before_validation_finishes_waits_for_it(tmp_path):
+    """Ctrl+L right after the app opens (validation still running in its worker) launches once
+    the check has passed; the same on an invalid experiment launches nothing."""
+    good = _tiny_exp(tmp_path, n=8)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(DATA / "experiments" / "broken.toml", bad)
+
+    async def go(exp, expect_jobs):
+        app = make_app(tmp_path, tmp_path / "runs", exp)
+        async with app.run_test(size=SIZE) as pilot:
+            scr = app.screen
+            await until(pilot, lambda: scr.form is not None, what="form")
+            await pilot.press("ctrl+l")
+            await until(pilot, lambda: scr._checked, what="validation")
+            await pilot.pause(0.5)
+            assert len(app.launcher.jobs) == expect_jobs
+            for job in app.launcher.jobs:
+                app.launcher.cancel_job(job)
+    asyncio.run(go(good, 1))
+    asyncio.run(go(bad, 0))
+
+
 def test_cancel_marks_interrupted_then_resume(tmp_path):
     exp = _tiny_exp(tmp_path, n=32, classifier="slow_classifier")
     runs = tmp_path / "runs"

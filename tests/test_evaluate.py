@@ -216,3 +216,16 @@ protocols = ["clean", "purified", "single"]
     pgd_eot = rows[("pgd-eot-linf", "single")]["accuracy"]
     dwbox = rows[("dwbox-linf", "single")]["accuracy"]
     assert dwbox < pgd_eot < clean, (dwbox, pgd_eot, clean)
+
+
+def test_progress_moves_within_a_batch(tmp_path, monkeypatch):
+    """A long attack batch still moves the progress bar (per attack iteration, throttled)."""
+    from dbp_core import evaluate
+    monkeypatch.setattr(evaluate, "PROGRESS_EVERY_S", 0.0)
+    cfg = loads_config(CONFIG.format(n=8, batch=8, first=0, seeds=1), base_dir=str(tmp_path))
+    r = RunStore(tmp_path / "runs").create(cfg)
+    seen = []
+    assert run_study(r, cfg, on_progress=lambda stage, done, total: seen.append((done, total))) == "done"
+    assert seen[-1] == (16, 16)
+    assert {d for d, _ in seen} >= {2, 5, 8, 10, 13}  # 3 iterations of 8 examples, for 2 attacks
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)

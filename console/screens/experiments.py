@@ -34,6 +34,8 @@ class ExperimentsScreen(Screen):
         self.general: list[str] = []
         self.dirty = False
         self._generation = 0
+        self._checked = False  # the current document's validation has finished
+        self._launch_requested = False  # launch as soon as it has (and is valid)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -63,9 +65,10 @@ class ExperimentsScreen(Screen):
             lv.append(ListItem(Static(f"[b]{escape(f.path.name)}[/b]\n[dim]{escape(desc)}[/dim]", markup=True), name=str(f.path)))
         if not self.files:
             self.query_one("#exp-file", Static).update(f"no *.toml in {self.app.experiments_dir}")
-        else:
-            lv.index = 0
-            self.load(self.files[0].path)
+        else:  # start on the quickstart, the experiment a new user runs first
+            first = next((i for i, f in enumerate(self.files) if f.path.name == "quickstart.toml"), 0)
+            lv.index = first
+            self.load(self.files[first].path)
 
     @on(ListView.Selected, "#exp-list")
     @on(ListView.Highlighted, "#exp-list")
@@ -92,6 +95,7 @@ class ExperimentsScreen(Screen):
         if self.form is None:
             return
         self._generation += 1
+        self.valid, self._checked = False, False
         self.query_one("#exp-errors", Static).update("[dim]validating…[/dim]")
         self._validate(self.form, copy.deepcopy(self.form.data), self._generation)
 
@@ -103,7 +107,10 @@ class ExperimentsScreen(Screen):
     def _show_validation(self, form, generation, valid, errors, general) -> None:
         if form is not self.form or generation != self._generation:
             return  # a newer edit is being validated
-        self.valid, self.errors, self.general = valid, errors, general
+        self.valid, self.errors, self.general, self._checked = valid, errors, general, True
+        if self._launch_requested:
+            self._launch_requested = False
+            self.call_later(self.action_launch)
         try:
             self.form_widget().show_errors(errors)
         except Exception:  # the form is being rebuilt
@@ -164,6 +171,10 @@ class ExperimentsScreen(Screen):
     @on(Button.Pressed, "#launch")
     def action_launch(self) -> None:
         if self.form is None:
+            return
+        if not self._checked:  # a launch pressed right after a pick or an edit: wait for its validation
+            self._launch_requested = True
+            self.notify("validating… it launches when the check has passed")
             return
         if not self.valid:
             self.notify("the experiment has errors; fix them before launching", severity="error")
