@@ -293,11 +293,13 @@ def _batches(n: int, size: int) -> list[tuple[int, int]]:
 
 
 @register_stage("evaluate")
+@dist.all_ranks  # under torchrun every rank evaluates its shard of each batch
 def evaluate(ctx: StageContext) -> dict:
     """Clean accuracy and purified clean accuracy (one stochastic purification per example).
 
     The purification noise is replayed from ``ctx.seed("purified")``: addressed by uid, so the
-    numbers do not depend on batching and a resumed run reproduces them exactly.
+    numbers do not depend on batching, on the number of processes (each rank takes a strided
+    shard of every batch, merged back in uid order) or on an interruption and resume.
     Checkpoint: ``{"next_batch", "clean": [0/1 per example so far], "purified": [...]}``."""
     import torch
     cfg, res = ctx.cfg, ctx.resources
@@ -318,12 +320,25 @@ def evaluate(ctx: StageContext) -> dict:
     device = res.device
     for b in range(state["next_batch"], len(batches)):
         lo, hi = batches[b]
-        x, y, uids = data.x[lo:hi].to(device), data.y[lo:hi].to(device), data.uids[lo:hi].to(device)
-        with torch.no_grad():
-            if "clean" in protocols:
-                state["clean"] += (classifier(x).argmax(1) == y).int().tolist()
-            if purifier is not None:
-                state["purified"] += (classifier(purifier(x, uids)).argmax(1) == y).int().tolist()
+        sel = dist.shard_indices(lo, hi)  # slice(lo, hi) single-process; this rank's share under torchrun
+        x, y, uids = data.x[sel].to(device), data.y[sel].to(device), data.uids[sel].to(device)
+
+        def batch_outcomes():
+            out = {}
+            if not len(uids):  # more ranks than examples in this batch
+                return out
+            with torch.no_grad():
+                if "clean" in protocols:
+                    out["clean"] = (classifier(x).argmax(1) == y).int().tolist()
+                if purifier is not None:
+                    out["purified"] = (classifier(purifier(x, uids)).argmax(1) == y).int().tolist()
+            return out
+        if dist.is_distributed():
+            out = dist.merge_by_uid(dist.run_guarded(lambda: (uids.tolist(), batch_outcomes())))
+        else:
+            out = batch_outcomes()
+        for p in protocols:
+            state[p] += out.get(p, [])
         state["next_batch"] = b + 1
         if (b + 1) % cfg.output.checkpoint_every == 0 or b + 1 == len(batches):
             ctx.save_checkpoint(state)

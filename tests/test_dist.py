@@ -71,15 +71,18 @@ def test_merge_by_uid_restores_uid_order():
 
 def test_torchrun_two_ranks_equal_single_process(tmp_path):
     # 15 examples in batches of 7: shards of 4/3, 4/3 and 1/0 (an empty shard on rank 1)
-    text = CONFIG.format(n=15, batch=7, first=0, seeds=1)
+    text = CONFIG.format(n=15, batch=7, first=0, seeds=1).replace('stages = ["attacks"]',
+                                                                   'stages = ["evaluate", "attacks"]')
     proc, run = torchrun(tmp_path / "dist", text)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed run over 2 ranks" in proc.stderr
     multi = run.read_results()
     ref = single(tmp_path / "single", text)
     assert multi["environment"]["world_size"] == 2 and ref["environment"]["world_size"] == 1
-    a, b = multi["stages"]["attacks"], ref["stages"]["attacks"]
-    assert json.dumps(a["per_example"], sort_keys=True) == json.dumps(b["per_example"], sort_keys=True)
+    for stage in ("evaluate", "attacks"):  # both stages shard by uid
+        a, b = multi["stages"][stage], ref["stages"][stage]
+        assert json.dumps(a["per_example"], sort_keys=True) == json.dumps(b["per_example"], sort_keys=True)
+    assert len(multi["stages"]["evaluate"]["per_example"]["purified"]) == 15
     assert multi["accuracies"] == ref["accuracies"]
     assert multi["comparisons"] == ref["comparisons"]
     assert run.read_status()["state"] == "done"
