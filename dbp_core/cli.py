@@ -313,9 +313,20 @@ def cmd_show(args) -> int:
     if results:
         print("\naccuracies:")
         for row in results.get("accuracies", []):
-            what = row["protocol"] + (f" / {row['attack']}" if row.get("attack") else "")
-            print(f"  {row['stage']:<10} {what:<28} {_fmt_pct(row['accuracy']):>7}  "
+            model = f"{row['model']}: " if row.get("model") not in (None, "original") else ""
+            what = model + row["protocol"] + (f" / {row['attack']}" if row.get("attack") else "")
+            print(f"  {row['stage']:<10} {what:<36} {_fmt_pct(row['accuracy']):>7}  "
                   f"[{_fmt_pct(row['ci_low'])}, {_fmt_pct(row['ci_high'])}]  n={row['n']}")
+        comparisons = results.get("comparisons", [])
+        if comparisons:
+            print("\npaired differences (a - b, same examples and seeds):")
+            for c in comparisons:
+                print(f"  {c['a']:<30} - {c['b']:<30} {100 * c['diff']:+6.1f} pts  "
+                      f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]  ({c['what']})")
+        if results.get("headline"):
+            h = results["headline"]
+            print(f"\nheadline:   {h['protocol']}" + (f" / {h['attack']}" if h.get("attack") else "")
+                  + f" {_fmt_pct(h['accuracy'])} [{_fmt_pct(h['ci_low'])}, {_fmt_pct(h['ci_high'])}]")
     tail = run.read_log_tail(5)
     if tail:
         print("\nlog:\n  " + "\n  ".join(tail))
