@@ -89,6 +89,20 @@ class ConsoleApp(App):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """Screenshots (palette: Screenshot) go to ``<runs dir>/screenshots/``: Textual's default,
+        the user's Downloads folder, does not exist on a headless server."""
+        if path is None:
+            folder = Path(self.runs_dir) / "screenshots"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                path = str(folder)
+            except OSError as exc:
+                self.notify(f"cannot create {folder}: {exc}", severity="error")
+                return None
+        return super().deliver_screenshot(filename, path, time_format)
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Experiments", "Edit, save and launch experiment TOMLs",

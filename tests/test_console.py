@@ -360,3 +360,16 @@ def test_monitor_app_survives_broken_run_dirs(tmp_path):
             await pilot.pause(0.5)
             assert mon.query_one("#plot-success").points == 20  # a1 and b2, five iterations, two attacks each
     asyncio.run(go())
+
+
+def test_screenshot_lands_in_the_run_store(tmp_path):
+    """The palette's Screenshot saves an SVG under <runs>/screenshots/ (a headless server has no
+    Downloads folder, Textual's default)."""
+    async def go():
+        app = make_app(tmp_path, tmp_path / "runs")
+        async with app.run_test(size=SIZE) as pilot:
+            app.deliver_screenshot()
+            await until(pilot, lambda: list((tmp_path / "runs" / "screenshots").glob("*.svg")), what="screenshot")
+    asyncio.run(go())
+    svg = next((tmp_path / "runs" / "screenshots").glob("*.svg")).read_text()
+    assert svg.startswith("<svg") and "dbp console" in svg.replace("&#160;", " ")
