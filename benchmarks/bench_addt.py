@@ -1,24 +1,37 @@
 """Benchmark: one ADDT training step vs a plain diffusion training step, side by side.
 
-An ADDT step is K CGPO iterations (each a forward of the diffusion model and the classifier
-and a backward to delta) plus one training step (forward + backward to the weights + AdamW +
-EMA). Its floor is therefore about (1 + K) plain training steps: the ratio
-``ADDT step / ((1 + K) x plain step)`` is the overhead of our CGPO + RBGM + bookkeeping.
+An ADDT step is K CGPO iterations (each a forward of the diffusion model and the classifier and a
+backward to delta) plus one training step (forward + backward to the weights + AdamW + EMA).
+Floors, each part timed alone:
 
-    python benchmarks/bench_addt.py [--batch 32] [--iterations 5] [--repeats 5]
+* ``floor``: one plain DDPM training step (L_simple forward, backward, AdamW) + K bare CGPO passes
+  (the diffusion model's forward at x_t, the classifier's forward on the one-step estimate, the
+  cross-entropy, and the backward to x_t — the network work of a CGPO iteration, nothing else);
+* ``(1 + K) plain steps``: the coarser floor of the issue text.
+
+``ADDT step / floor`` is the overhead of our CGPO (noise, mixing, RBGM, bookkeeping) and of the
+trainer (addressed noise, EMA, statistics). All functions run round-robin in one process
+(benchmarks/_harness.py; one thread: thread CPU time): ratios are medians of per-round ratios,
+times the best.
+
+    python benchmarks/bench_addt.py [--batch 32] [--iterations 5] [--repeats 7]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
+try:
+    from . import _harness as H
+except ImportError:  # run as a script
+    import _harness as H
 
-def _setup(batch: int, iterations: int):
+
+def setup(batch: int, iterations: int):
     from dbp_core.addt import ADDTTrainer, CGPOSettings, TrainSettings
     from dbp_core.data import load_dataset
     from dbp_core.diffusion import linear_schedule
@@ -28,13 +41,15 @@ def _setup(batch: int, iterations: int):
     data = SimpleNamespace(x=d.x, y=d.y, uids=d.uids)
     clf = Normalized(zoo.default_classifier("digits"), *zoo.default_normalisation("digits")).eval()
     ab = linear_schedule().alpha_bar
-    trainer = lambda mult: ADDTTrainer(zoo.default_diffusion("digits"), clf, data, ab,  # noqa: E731
-                                       CGPOSettings(multiplier=mult, iterations=iterations),
-                                       TrainSettings(batch_size=batch, warmup=0), seed=0)
-    return trainer, data, ab
+
+    def trainer(mult: float):
+        return ADDTTrainer(zoo.default_diffusion("digits"), clf, data, ab,
+                           CGPOSettings(multiplier=mult, iterations=iterations),
+                           TrainSettings(batch_size=batch, warmup=0), seed=0)
+    return trainer, data, ab, clf
 
 
-def _plain_step(model, opt, x0, t, ab):
+def plain_step(model, opt, x0, t, ab):
     """What a plain DDPM fine-tuning step costs: L_simple forward, backward, AdamW."""
     a = ab[t].view(-1, 1, 1, 1)
     eps = torch.randn_like(x0)
@@ -44,42 +59,58 @@ def _plain_step(model, opt, x0, t, ab):
     opt.step()
 
 
-def _best(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def bare_cgpo_pass(model, clf, x_t, y, t, ab):
+    """The network work of one CGPO iteration: eps forward, classifier on the one-step estimate,
+    cross-entropy, backward to x_t (weights' gradients not computed)."""
+    a = ab[t].view(-1, 1, 1, 1)
+    u = x_t.detach().requires_grad_(True)
+    x0_hat = (u - (1 - a).sqrt() * model(u, t)) / a.sqrt()
+    loss = F.cross_entropy(clf((x0_hat + 1) * 0.5), y, reduction="none")
+    return torch.autograd.grad(loss.sum(), u)[0]
 
 
-def measure(batch: int = 32, iterations: int = 5, repeats: int = 5) -> dict[str, float]:
-    torch.set_num_threads(2)
-    make, data, ab = _setup(batch, iterations)
+def measure(batch: int = 32, iterations: int = 5, repeats: int = 7) -> H.Timings:
+    make, data, ab, clf = setup(batch, iterations)
     addt, control = make(0.03), make(0.0)
     model = control.model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(data.x.shape[0], generator=g)[:batch]
-    x0, t = data.x[idx] * 2 - 1, torch.randint(0, 1000, (batch,), generator=g)
-    return {
-        "plain_step": _best(lambda: _plain_step(model, opt, x0, t, ab), repeats),
-        "control_step": _best(control.train_step, repeats),
-        "addt_step": _best(addt.train_step, repeats),
+    x0, y, t = data.x[idx] * 2 - 1, data.y[idx], torch.randint(0, 1000, (batch,), generator=g)
+    a = ab[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=g)
+    cgpo_model = make(0.03).model.eval()
+
+    def cgpo_floor():
+        for _ in range(iterations):
+            bare_cgpo_pass(cgpo_model, clf, x_t, y, t, ab)
+
+    fns = {
+        "plain_step": lambda: plain_step(model, opt, x0, t, ab),
+        "cgpo_floor": cgpo_floor,
+        "control_step": control.train_step,
+        "addt_step": addt.train_step,
     }
+    return H.interleaved(fns, repeats)
 
 
-def report(t: dict[str, float], batch: int, iterations: int) -> list[str]:
-    floor = (1 + iterations) * t["plain_step"]
+def rows(T: H.Timings, batch: int, iterations: int) -> list[H.Row]:
+    area = f"ADDT digits, K = {iterations}, batch {batch}"
+    t = {k: T.best(k) for k in T}
+    ms = lambda v: f"{v * 1e3:.1f} ms"  # noqa: E731
     return [
-        f"## ADDT step (CGPO K = {iterations}, batch {batch}, digits UNet), 2 threads",
-        f"plain diffusion training step        {t['plain_step'] * 1e3:8.1f} ms",
-        f"our lambda = 0 step (no CGPO)         {t['control_step'] * 1e3:8.1f} ms  "
-        f"{t['control_step'] / t['plain_step']:5.2f}x plain (bookkeeping: EMA, addressed noise)",
-        f"ADDT step                             {t['addt_step'] * 1e3:8.1f} ms  "
-        f"{t['addt_step'] / t['plain_step']:5.2f}x plain",
-        f"ADDT step / floor (1 + K plain steps)  {t['addt_step'] / floor:5.2f}x   target <= 1.15",
+        H.Row(area, "ADDT step vs floor (plain step + K bare CGPO passes)",
+              T.ratio("addt_step", ("plain_step", "cgpo_floor")), target="<= 1.15",
+              detail=f"{ms(t['addt_step'])} vs {ms(t['plain_step'])} + {ms(t['cgpo_floor'])}"),
+        H.Row(area, "ADDT step vs (1 + K) plain training steps", T.ratio("addt_step", "plain_step", 1 + iterations),
+              target="<= 1.15", detail=f"{ms(t['addt_step'])} vs {1 + iterations} x {ms(t['plain_step'])}"),
+        H.Row(area, "ADDT step vs one plain diffusion training step", T.ratio("addt_step", "plain_step"),
+              detail=f"CGPO share of the step ~{1 - T.ratio('control_step', 'addt_step'):.0%}"),
+        H.Row(area, "our lambda = 0 step (no CGPO) vs plain step", T.ratio("control_step", "plain_step"),
+              detail=f"{ms(t['control_step'])}: addressed noise, EMA, grad clipping, statistics"),
+        H.Row(area, "CGPO iterations vs K bare CGPO passes",
+              statistics.median((a - c) / f for a, c, f in zip(T["addt_step"], T["control_step"], T["cgpo_floor"])),
+              detail="(ADDT step - lambda = 0 step) / bare passes, per round: CGPO's own overhead"),
     ]
 
 
@@ -87,9 +118,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--iterations", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
-    print("\n".join(report(measure(a.batch, a.iterations, a.repeats), a.batch, a.iterations)))
+    H.set_threads(a.threads)
+    t = measure(a.batch, a.iterations, a.repeats)
+    print(H.header(a.repeats))
+    print(H.render(rows(t, a.batch, a.iterations)))
 
 
 if __name__ == "__main__":

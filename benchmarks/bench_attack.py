@@ -1,50 +1,49 @@
 """Benchmark: one PGD-EOT iteration (EOT 10) on the defended digits model, side by side.
 
-* ``ours-batched``: ``dbp_core.attacks.eot_gradient`` — the 10 replicas purified side by side
-  in one batch (replica k on its own noise streams), one backward;
-* ``ours-chunk1``: the same function, one replica per forward (the memory-saving fallback);
+* ``ours-batched``: ``dbp_core.attacks.eot_gradient`` — the 10 replicas purified side by side in
+  one batch (replica k on its own noise streams), one backward; purifier grad mode ``full``
+  (plain autograd, like the loop it is compared with);
+* ``ours-batched-ckpt``: the same with grad mode ``checkpoint`` (the memory-bounded default);
+* ``ours-chunk1``: the same function, one replica per forward (``eot_chunk=1``, the fallback);
 * ``loop``: the per-replica Python loop peers write — for each replica a purification with
-  ``torch.randn`` noise and eager arithmetic, loss.backward(), gradients summed.
+  ``torch.randn`` noise and eager arithmetic, plain autograd, gradients summed.
 
-Each method runs in a fresh subprocess; time is the best of ``--repeats`` iterations after a
-warm-up, memory the growth of peak RSS during the first iteration (see bench_purify.py).
+An iteration = the EOT gradient + the Linf sign step and projection. All methods run round-robin
+in one process (benchmarks/_harness.py; one thread: thread CPU time): ratios are medians of per-round
+ratios over ``--repeats`` rounds, times the best.
 
-    python benchmarks/bench_attack.py [--batch 32] [--eot 10] [--steps 5]
+    python benchmarks/bench_attack.py [--batch 32] [--eot 10] [--steps 5] [--repeats 5]
 """
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
-import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-METHODS = ("ours-batched", "ours-chunk1", "loop")
+try:
+    from . import _harness as H
+except ImportError:  # run as a script
+    import _harness as H
+
+METHODS = ("ours-batched", "ours-batched-ckpt", "ours-chunk1", "loop")
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _setup(batch: int, steps: int):
+def setup(batch: int, steps: int):
+    from dbp_core.data import load_dataset
     from dbp_core.models import zoo
     from dbp_core.models.defended import DefendedClassifier
     from dbp_core.purify import Purifier
-    eps_model = zoo.default_diffusion("digits").requires_grad_(False)
+    eps_model = zoo.default_diffusion("digits")  # weights not frozen, as the study loads them
     clf = zoo.default_classifier("digits").requires_grad_(False)
     mean, std = zoo.default_normalisation("digits")
-    purifier = Purifier(eps_model, t_star=0.2, steps=steps, grad_mode="full")
-    model = DefendedClassifier(clf, purifier, mean, std)
-    from dbp_core.data import load_dataset
+    models = {mode: DefendedClassifier(clf, Purifier(eps_model, t_star=0.2, steps=steps, grad_mode=mode), mean, std)
+              for mode in ("full", "checkpoint")}
     d = load_dataset("digits", "test")
-    return model, d.x[:batch], d.y[:batch], d.uids[:batch]
+    return models, d.x[:batch], d.y[:batch], d.uids[:batch]
 
 
-def _loop_gradient(model, x, y, eot: int):
+def loop_gradient(model, x, y, eot: int):
     """The peer's loop: a DiffPure purification per replica with torch.randn, plain autograd."""
     p = model.purifier
     ab = p.schedule.alpha_bar
@@ -61,47 +60,35 @@ def _loop_gradient(model, x, y, eot: int):
     return grad
 
 
-def run_one(method: str, batch: int, eot: int, steps: int, repeats: int) -> dict:
-    torch.set_num_threads(2)
+def iteration_fns(models, x, y, uids, eot: int) -> dict:
     from dbp_core.attacks import eot_gradient
-    model, x, y, uids = _setup(batch, steps)
-    with torch.no_grad():
-        model(x, uids, seed=0)
-    base = _rss_mb()
-    fns = {
-        "ours-batched": lambda: eot_gradient(model, x, y, uids, eot, seed=1)[0],
-        "ours-chunk1": lambda: eot_gradient(model, x, y, uids, eot, chunk=1, seed=1)[0],
-        "loop": lambda: _loop_gradient(model, x, y, eot),
+    eps_step, eps = 2 / 255, 8 / 255
+
+    def pgd_step(grad):  # the rest of a Linf PGD iteration
+        return (x + (x + eps_step * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+
+    return {
+        "ours-batched": lambda: pgd_step(eot_gradient(models["full"], x, y, uids, eot, seed=1)[0]),
+        "ours-batched-ckpt": lambda: pgd_step(eot_gradient(models["checkpoint"], x, y, uids, eot, seed=1)[0]),
+        "ours-chunk1": lambda: pgd_step(eot_gradient(models["full"], x, y, uids, eot, chunk=1, seed=1)[0]),
+        "loop": lambda: pgd_step(loop_gradient(models["full"], x, y, eot)),
     }
-    fn = fns[method]
-    fn()
-    mem = _rss_mb() - base
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"method": method, "seconds": min(times), "peak_mb": mem}
 
 
-def measure(batch: int = 32, eot: int = 10, steps: int = 5, repeats: int = 3) -> dict[str, dict]:
-    out = {}
-    for m in METHODS:
-        r = subprocess.run([sys.executable, __file__, "--one", m, "--batch", str(batch), "--eot", str(eot),
-                            "--steps", str(steps), "--repeats", str(repeats)], capture_output=True, text=True, check=True)
-        out[m] = json.loads(r.stdout.strip().splitlines()[-1])
+def measure(batch: int = 32, eot: int = 10, steps: int = 5, repeats: int = 5) -> H.Timings:
+    models, x, y, uids = setup(batch, steps)
+    return H.interleaved(iteration_fns(models, x, y, uids, eot), repeats)
+
+
+def rows(T: H.Timings, batch: int, eot: int, steps: int) -> list[H.Row]:
+    area = f"PGD-EOT {eot}, batch {batch}, {steps}-step chain"
+    t = {k: T.best(k) for k in T}
+    out = [H.Row(area, "ours-batched (full) vs per-replica loop: speed-up", T.ratio("loop", "ours-batched"),
+                 target=">= 1.3", detail=f"{t['ours-batched']:.3f} s vs {t['loop']:.3f} s per iteration")]
+    for m, label in (("ours-batched-ckpt", "ours-batched (checkpoint, the default mode)"),
+                     ("ours-chunk1", "ours one replica per forward (eot_chunk=1)")):
+        out.append(H.Row(area, f"{label} vs loop: speed-up", T.ratio("loop", m), detail=f"{t[m]:.3f} s"))
     return out
-
-
-def report(res: dict[str, dict], batch: int, eot: int, steps: int) -> list[str]:
-    loop = res["loop"]["seconds"]
-    rows = [f"## PGD-EOT iteration: EOT {eot}, batch {batch}, {steps}-step chain (digits UNet), 2 threads",
-            f"{'method':16s} {'s/iter':>8s} {'peak MB':>8s} {'speed-up vs loop':>17s}"]
-    for m in METHODS:
-        r = res[m]
-        rows.append(f"{m:16s} {r['seconds']:8.3f} {r['peak_mb']:8.0f} {loop / r['seconds']:16.2f}x")
-    rows.append("target: ours-batched >= 1.3x the per-replica loop")
-    return rows
 
 
 def main(argv=None):
@@ -109,13 +96,13 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--eot", type=int, default=10)
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--one", choices=METHODS, help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
-    if a.one:
-        print(json.dumps(run_one(a.one, a.batch, a.eot, a.steps, a.repeats)))
-        return
-    print("\n".join(report(measure(a.batch, a.eot, a.steps, a.repeats), a.batch, a.eot, a.steps)))
+    H.set_threads(a.threads)
+    t = measure(a.batch, a.eot, a.steps, a.repeats)
+    print(H.header(a.repeats))
+    print(H.render(rows(t, a.batch, a.eot, a.steps)))
 
 
 if __name__ == "__main__":

@@ -1,185 +1,329 @@
-"""Benchmark: one purification gradient d/dx sum(purify(x)), side by side.
+"""Benchmark: one purification gradient d/dx <w, purify(x)>, side by side.
 
-Methods, same network (the shipped digits UNet, or a random one of the same config), same batch:
+Methods, same network and batch (``--arch digits``: the shipped digits UNet on 1x8x8, batch 32;
+``--arch cifar``: a diffusers UNet2DModel with the google/ddpm-cifar10-32 configuration, random
+weights, on 3x32x32, batch 4):
 
 * ``ours-full`` / ``ours-checkpoint`` / ``ours-segments``: ``dbp_core.purify.Purifier`` per grad mode;
 * ``plain``: the loop peers write — torch.randn noise, eager posterior-mean arithmetic, plain autograd;
-* ``diffusers``: ``diffusers.DDPMScheduler`` (fixed_large, no clipping, custom timesteps) loop, plain autograd;
-* ``floor``: the network's own forward+backward summed over the steps, timed alone.
+* ``peer-ckpt``: the same loop with each step under ``torch.utils.checkpoint(use_reentrant=False)``;
+* ``diffusers``: a ``diffusers.DDPMScheduler`` loop (fixed_large, no clipping, custom timesteps);
+* ``floor``: the network's own forward + backward (to its input) summed over the steps, timed alone;
+* ``floor-ckpt``: what per-step checkpointing must do at least: per step a forward without a graph,
+  then a forward + backward (2 forwards + 1 backward);
+* ``floor-seg``: the network work of ``segments``: (2S - segments) forwards without a graph and S
+  forward + backward.
 
-Memory: every (method, steps) runs in a fresh subprocess; we report the growth of the process's
-peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) during the first gradient,
-over the RSS after setup (model loaded, one no-grad forward). This counts everything the
-allocator really took (activations, saved tensors, noise), unlike tracemalloc, which does not see
-torch's allocations. It is coarse (page granularity, allocator caching), so compare within a run.
-Time: the best of ``--repeats`` gradients after that first one.
+Gradients are taken with ``torch.autograd.grad(out, x, w)`` (as attacks do; the weights are not
+frozen, so nothing may compute their gradients needlessly). Time: all methods of one chain length
+run round-robin in one process (benchmarks/_harness.py: ratios are medians of per-round ratios over
+``--repeats`` rounds, times the best; with one thread the clock is the thread's CPU time).
+Memory: each (method, steps) in a fresh process: the high-water mark of torch's CPU allocator
+during one gradient (exact, from the profiler's allocation events) and the growth of the
+process's peak RSS. A method whose memory, extrapolated from its two
+shorter chains, would exceed ``--mem-limit-gb`` is skipped at the longer chain (the row says so).
 
-    python benchmarks/bench_purify.py                 # 10- and 100-step chains
-    python benchmarks/bench_purify.py --steps 10 100 1000   # 1000 is slow on CPU (minutes per method)
+    python benchmarks/bench_purify.py                         # 10/100/1000 steps, digits
+    python benchmarks/bench_purify.py --steps 10 100 --repeats 3   # quicker
+    python benchmarks/bench_purify.py --arch cifar --steps 5 --repeats 2 --no-memory
 """
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
+import math
 import sys
-import time
 
 import torch
 
-METHODS = ("floor", "ours-full", "ours-checkpoint", "ours-segments", "plain", "diffusers")
+try:
+    from . import _harness as H
+except ImportError:  # run as a script
+    import _harness as H
+
+TIME_METHODS = ("floor", "floor-ckpt", "floor-seg", "ours-full", "ours-checkpoint", "ours-segments", "plain",
+                "peer-ckpt", "diffusers")
+MEM_METHODS = ("ours-full", "ours-checkpoint", "ours-segments", "plain", "peer-ckpt", "diffusers")
+
+# google/ddpm-cifar10-32 config.json (diffusers UNet2DModel; 35.7 M parameters). Attention at
+# 16x16 on both paths: down block 1 and up block 2 (up blocks run from the lowest resolution).
+CIFAR10_DDPM_CONFIG = dict(
+    sample_size=32, in_channels=3, out_channels=3, center_input_sample=False,
+    time_embedding_type="positional", freq_shift=1, flip_sin_to_cos=False,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(128, 256, 256, 256), layers_per_block=2, mid_block_scale_factor=1,
+    downsample_padding=0, act_fn="silu", attention_head_dim=None, norm_num_groups=32, norm_eps=1e-6,
+)
+
+ARCHS = {"digits": dict(batch=32, shape=(1, 8, 8)), "cifar": dict(batch=4, shape=(3, 32, 32))}
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+def cifar_unet(seed: int = 0):
+    """The CIFAR-10 DDPM architecture with random weights, as ``eps_model(x, t)`` (eval mode)."""
+    from diffusers import UNet2DModel
+
+    from dbp_core.models.loaders import DiffusersEps
+    torch.manual_seed(seed)
+    return DiffusersEps(UNet2DModel(**CIFAR10_DDPM_CONFIG)).eval()
 
 
-def _setup(batch: int):
-    from dbp_core.models.unet import UNet
-    from dbp_core.train import DEFAULT_UNET
+def make_net(arch: str):
+    if arch == "cifar":
+        return cifar_unet()
     try:
         from dbp_core.models.zoo import default_diffusion
-        net = default_diffusion("digits")
-    except Exception:  # noqa: BLE001 — weights not shipped yet: same architecture, random weights
-        net = UNet(DEFAULT_UNET).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    x = torch.rand(batch, 1, 8, 8)
-    uids = torch.arange(batch)
+        return default_diffusion("digits")
+    except Exception:  # noqa: BLE001 — weights not shipped: same architecture, random weights
+        from dbp_core.models.unet import UNet, UNetConfig
+        return UNet(UNetConfig(base_channels=16, channel_mult=(1, 2, 2))).eval()
+
+
+def setup(arch: str, batch: int | None = None):
+    net = make_net(arch)
+    b = batch or ARCHS[arch]["batch"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(b, *ARCHS[arch]["shape"], generator=g)
+    w = torch.randn(x.shape, generator=g)  # the output gradient: <w, purify(x)>
     with torch.no_grad():
-        net(x, torch.zeros(batch, dtype=torch.long))
-    return net, x, uids
+        net(x, torch.zeros(b, dtype=torch.long))
+    return net, x, w, torch.arange(b)
 
 
-def _t_star(steps: int) -> float:
+def t_star_for(steps: int) -> float:
     return 0.1 if steps <= 100 else 1.0
 
 
-def _make(method: str, steps: int, net, x, uids):
+def make_method(method: str, steps: int, net, x, w, uids, segments: int | None = None, wrt: str = "x"):
+    """A function computing one purification gradient (or the floor's network work).
+
+    ``wrt="x"``: the gradient an attack needs, ``torch.autograd.grad(out, x, w)`` (the weights'
+    gradients are not computed). ``wrt="x+weights"``: ``out.backward(w)`` with the weights
+    requiring grad — what a loop calling ``loss.backward()`` on an unfrozen model computes (the
+    weights' gradients too, accumulated into ``.grad``, which is cleared before each call)."""
+    from torch.utils.checkpoint import checkpoint
+
     from dbp_core import noise
     from dbp_core.diffusion import linear_schedule, reverse_chain
     from dbp_core.purify import Purifier
 
-    t_star = _t_star(steps)
+    t_star = t_star_for(steps)
     schedule = linear_schedule()
-    n = schedule.steps_for(t_star)
-    chain = reverse_chain(schedule, n, steps, "ddpm")
+    chain = reverse_chain(schedule, schedule.steps_for(t_star), steps, "ddpm")
+    ts = [st.t for st in chain]
     b = x.shape[0]
+    tt = [torch.full((b,), t, dtype=torch.long) for t in ts]
+
+    params = [p for p in net.parameters() if p.requires_grad]
+
+    def grad_of(fn):
+        def run():
+            v = x.detach().requires_grad_()
+            if wrt == "x":
+                return torch.autograd.grad(fn(v), v, w)[0]
+            for p in params:
+                p.grad = None
+            fn(v).backward(w)
+            return v.grad
+        return run
 
     if method.startswith("ours-"):
-        pur = Purifier(net, t_star=t_star, steps=steps, noise=noise.stochastic(), grad_mode=method[5:])
-        return lambda v: pur(v, uids)
+        pur = Purifier(net, t_star=t_star, steps=steps, noise=noise.stochastic(), grad_mode=method[5:],
+                       segments=segments)
+        return grad_of(lambda v: pur(v, uids))
 
-    if method == "plain":
+    if method in ("plain", "peer-ckpt"):
         ab = schedule.alpha_bar
-        ts = [st.t for st in chain]
 
-        def plain(v):
+        def step(xt, i):
+            t = ts[i]
+            ab_prev = ab[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
+            alpha = ab[t] / ab_prev
+            eps = net(xt, tt[i])
+            mean = (xt - (1 - alpha) / (1 - ab[t]).sqrt() * eps) / alpha.sqrt()
+            return mean + (1 - alpha).sqrt() * torch.randn_like(xt) if i + 1 < len(ts) else mean
+
+        def loop(v):
             xt = ab[ts[0]].sqrt() * (2 * v - 1) + (1 - ab[ts[0]]).sqrt() * torch.randn_like(v)
-            for i, t in enumerate(ts):
-                ab_prev = ab[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
-                alpha = ab[t] / ab_prev
-                eps = net(xt, torch.full((b,), t, dtype=torch.long))
-                mean = (xt - (1 - alpha) / (1 - ab[t]).sqrt() * eps) / alpha.sqrt()
-                xt = mean + ((1 - alpha).sqrt() * torch.randn_like(v) if i + 1 < len(ts) else 0)
+            for i in range(len(ts)):
+                xt = checkpoint(step, xt, i, use_reentrant=False) if method == "peer-ckpt" else step(xt, i)
             return (xt + 1) / 2
-        return plain
+        return grad_of(loop)
 
     if method == "diffusers":
         from diffusers import DDPMScheduler
         sch = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                             variance_type="fixed_large", clip_sample=False)
-        sch.set_timesteps(timesteps=[st.t for st in chain])
+        sch.set_timesteps(timesteps=ts)
 
         def diff(v):
-            t0 = torch.tensor([chain[0].t])
-            xt = sch.add_noise(2 * v - 1, torch.randn_like(v), t0)
+            xt = sch.add_noise(2 * v - 1, torch.randn_like(v), torch.tensor([ts[0]]))
             for t in sch.timesteps:
-                eps = net(xt, t.expand(b))
-                xt = sch.step(eps, t, xt).prev_sample
+                xt = sch.step(net(xt, t.expand(b)), t, xt).prev_sample
             return (xt + 1) / 2
-        return diff
+        return grad_of(diff)
 
-    if method == "floor":
-        ts = [st.t for st in chain]
+    if method.startswith("floor"):
+        n = len(ts)
+        segs = min(segments or max(1, math.ceil(math.sqrt(n))), n)
+        per = math.ceil(n / segs)
+        extra = {"floor": 0, "floor-ckpt": n, "floor-seg": 2 * n - len(range(0, n, per))}[method]
+        u0 = (2 * x - 1)
 
-        def floor(v):  # the network alone: forward+backward at each step, nothing else
-            u = (2 * v - 1).detach().requires_grad_()
-            for t in ts:
-                net(u, torch.full((b,), t, dtype=torch.long)).sum().backward()
-            return None
+        def floor():  # the network alone; the input is the same image at every step
+            with torch.no_grad():
+                for i in range(extra):
+                    net(u0, tt[i % n])
+            for i in range(n):
+                u = u0.detach().requires_grad_()
+                torch.autograd.grad(net(u, tt[i]), [u] + (params if wrt != "x" else []), w)
         return floor
     raise ValueError(method)
 
 
-def _grad(fn, x):
-    v = x.clone().requires_grad_()
-    out = fn(v)
-    if out is not None:
-        out.sum().backward()
-    return v.grad
+# --- time: every method of one chain length round-robin in this process ---
+
+def measure_time(arch: str, steps: int, methods, repeats: int, batch: int | None = None,
+                 warmup: int = 1, wrt: str = "x") -> H.Timings:
+    net, x, w, uids = setup(arch, batch)
+    fns = {m: make_method(m, steps, net, x, w, uids, wrt=wrt) for m in methods}
+    if not warmup:  # warm the kernels on a 1-step chain instead of a whole round
+        for m in methods:
+            make_method(m, 1, net, x, w, uids, wrt=wrt)()
+    return H.interleaved(fns, repeats, warmup)
 
 
-def run_one(method: str, steps: int, batch: int, repeats: int, threads: int) -> dict:
-    torch.set_num_threads(threads)
-    net, x, uids = _setup(batch)
-    fn = _make(method, steps, net, x, uids)
-    base = _rss_mb()
-    t0 = time.perf_counter()
-    _grad(fn, x)
-    first = time.perf_counter() - t0
-    peak = _rss_mb() - base
-    times = [first]
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        _grad(fn, x)
-        times.append(time.perf_counter() - t0)
-    return {"method": method, "steps": steps, "time_s": min(times), "peak_mb": peak}
+# --- memory: one (method, steps) per fresh process ---
+
+def memory_one(arch: str, method: str, steps: int, batch: int | None = None) -> dict:
+    net, x, w, uids = setup(arch, batch)
+    fn = make_method(method, steps, net, x, w, uids)
+    make_method(method, 2, net, x, w, uids)()  # warm-up: kernels, oneDNN primitives, lazy imports
+    H.reset_peak_rss()
+    base, peak0 = H.current_rss_mb(), H.peak_rss_mb()
+    fn()
+    rss_growth = max(0.0, H.peak_rss_mb() - max(base, peak0))
+    alloc, _ = H.alloc_high_water(fn)
+    return {"method": method, "steps": steps, "alloc_mb": alloc, "rss_growth_mb": rss_growth,
+            "rss_peak_mb": H.peak_rss_mb(), "rss_base_mb": base}
+
+
+def measure_memory(arch: str, steps_list, methods, mem_limit_gb: float, batch: int | None = None,
+                   threads: int = 1, log=None, methods_at: dict | None = None) -> dict[tuple[str, int], dict]:
+    """``methods_at``: {steps: methods} restricts the methods measured at some chain lengths."""
+    out: dict[tuple[str, int], dict] = {}
+    for m in methods:
+        seen: list[tuple[int, float]] = []
+        for s in sorted(steps_list):
+            if methods_at and s in methods_at and m not in methods_at[s]:
+                continue
+            if len(seen) >= 2:
+                (s1, m1), (s2, m2) = seen[-2:]
+                est = m2 + (m2 - m1) * (s - s2) / (s2 - s1)
+                if est > mem_limit_gb * 1024:
+                    out[(m, s)] = {"method": m, "steps": s, "skipped": True, "est_mb": est}
+                    continue
+            argv = [__file__, "--arch", arch, "--one-mem", m, str(s), "--threads", str(threads)]
+            if batch:
+                argv += ["--batch", str(batch)]
+            r = H.run_json(argv)
+            out[(m, s)] = r
+            seen.append((s, r["alloc_mb"]))
+            if log:
+                log(f"memory {arch} {m} {s} steps: {r['alloc_mb']:.1f} MB allocator peak")
+    return out
+
+
+# --- rows of the one table ---
+
+def time_rows(arch: str, steps: int, T: H.Timings, wrt: str = "x") -> list[H.Row]:
+    area = f"purify {arch}, {steps} steps" + (", grad wrt x + weights" if wrt != "x" else "")
+    t = {k: T.best(k) for k in T}
+    s = lambda k: f"{t[k]:.3g} s"  # noqa: E731
+    rows = []
+
+    def add(what, a, b, target="", speedup=False):
+        if a in t and b in t:
+            value = T.ratio(b, a) if speedup else T.ratio(a, b)
+            rows.append(H.Row(area, what, value, target=target, detail=f"{s(a)} vs {s(b)}"))
+
+    add("ours-full vs floor (network fwd+bwd alone)", "ours-full", "floor", "<= 1.10")
+    add("floor of any per-step checkpointing vs floor (1 + F/(F+B))", "floor-ckpt", "floor")
+    add("ours-checkpoint vs its floor (2 fwd + 1 bwd)", "ours-checkpoint", "floor-ckpt", "<= 1.10")
+    add("ours-segments vs its floor (3 fwd + 1 bwd - segments)", "ours-segments", "floor-seg", "<= 1.10")
+    # not a target but the issue's rule for the default mode: segments only where it costs < 15%
+    add("ours-segments time vs ours-checkpoint (segments default iff < 1.15)", "ours-segments", "ours-checkpoint")
+    for other in ("plain", "diffusers"):
+        add(f"speed-up of ours-full over {other} loop", "ours-full", other, speedup=True)
+    add("speed-up of ours-checkpoint over peer per-step checkpoint", "ours-checkpoint", "peer-ckpt", speedup=True)
+    # the headline target on the CIFAR-10 architecture: memory-bounded modes at <= 1.4x the plain loop
+    bound = "<= 1.4" if arch == "cifar" else ""
+    add("ours-checkpoint time vs plain loop", "ours-checkpoint", "plain", bound)
+    add("ours-segments time vs plain loop", "ours-segments", "plain", bound)
+    add("peer per-step checkpoint time vs plain loop", "peer-ckpt", "plain")
+    return rows
+
+
+def memory_rows(arch: str, mem: dict[tuple[str, int], dict]) -> list[H.Row]:
+    area = f"memory {arch}"
+    rows = []
+    steps_all = sorted({s for _, s in mem})
+    for m in MEM_METHODS:
+        for s in steps_all:
+            r = mem.get((m, s))
+            if r is None:
+                continue
+            if r.get("skipped"):
+                rows.append(H.Row(area, f"{m} allocator peak, {s} steps", None, unit="MB",
+                                  note=f"skipped: ~{r['est_mb'] / 1024:.1f} GB extrapolated"))
+            else:
+                rows.append(H.Row(area, f"{m} allocator peak, {s} steps", r["alloc_mb"], unit="MB",
+                                  detail=f"peak RSS growth {r['rss_growth_mb']:.0f} MB"))
+    a = lambda m, s: mem.get((m, s), {}).get("alloc_mb")  # noqa: E731
+    if a("ours-segments", 1000) and a("ours-segments", 100):
+        rows.append(H.Row(area, "ours-segments memory 1000 vs 100 steps",
+                          a("ours-segments", 1000) / a("ours-segments", 100), target="<= 1.5",
+                          detail=f"{a('ours-segments', 1000):.1f} vs {a('ours-segments', 100):.1f} MB"))
+    if a("ours-checkpoint", 1000) and a("ours-checkpoint", 100):
+        rows.append(H.Row(area, "ours-checkpoint memory 1000 vs 100 steps",
+                          a("ours-checkpoint", 1000) / a("ours-checkpoint", 100),
+                          detail=f"{a('ours-checkpoint', 1000):.1f} vs {a('ours-checkpoint', 100):.1f} MB"))
+    if a("ours-segments", 100) and a("plain", 100):
+        rows.append(H.Row(area, "ours-segments vs plain loop memory, 100 steps",
+                          a("ours-segments", 100) / a("plain", 100), target="<= 0.2",
+                          detail=f"{a('ours-segments', 100):.1f} vs {a('plain', 100):.1f} MB"))
+    return rows
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, nargs="+", default=[10, 100])
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=2)
-    # 1 thread by default: on a shared 2-core machine, 2 OpenMP threads per process are up to 20x
-    # slower (threads wait at every barrier for a descheduled peer); pass --threads 2 on an idle box.
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", choices=tuple(ARCHS), default="digits")
+    ap.add_argument("--steps", type=int, nargs="+", default=[10, 100, 1000])
+    ap.add_argument("--methods", nargs="+", default=list(TIME_METHODS), choices=TIME_METHODS)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--one", nargs=2, metavar=("METHOD", "STEPS"), help=argparse.SUPPRESS)
+    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--wrt", choices=("x", "x+weights"), default="x",
+                    help="gradient wrt the input only (attacks) or also the weights (loss.backward())")
+    ap.add_argument("--mem-limit-gb", type=float, default=8.0)
+    ap.add_argument("--one-mem", nargs=2, metavar=("METHOD", "STEPS"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.one:
-        print(json.dumps(run_one(a.one[0], int(a.one[1]), a.batch, a.repeats, a.threads)))
+    H.set_threads(a.threads)
+    if a.one_mem:
+        H.emit(memory_one(a.arch, a.one_mem[0], int(a.one_mem[1]), a.batch))
         return
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rows = []
-    for steps in a.steps:
-        for m in a.methods:
-            r = subprocess.run([sys.executable, __file__, "--one", m, str(steps), "--batch", str(a.batch),
-                                "--repeats", str(a.repeats), "--threads", str(a.threads)],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                print(f"{m} {steps}: failed\n{r.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-            print(f"  done {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
-    print(f"\nbatch {a.batch} x 1x8x8, digits UNet, {a.threads} threads; time = best of {a.repeats + 1}; "
-          "peak = growth of peak RSS during the first gradient (fresh process)")
-    print(f"{'steps':>5} {'method':16s} {'time s':>8} {'x floor':>8} {'peak MB':>8} {'x ckpt-mem':>10}")
-    for steps in a.steps:
-        sel = {r["method"]: r for r in rows if r["steps"] == steps}
-        fl = sel.get("floor", {}).get("time_s")
-        ck = sel.get("ours-checkpoint", {}).get("peak_mb")
-        for m in a.methods:
-            if m not in sel:
-                continue
-            r = sel[m]
-            ratio = f"{r['time_s'] / fl:8.2f}" if fl else "       -"
-            mem = f"{r['peak_mb'] / ck:10.2f}" if ck else "         -"
-            print(f"{steps:5d} {m:16s} {r['time_s']:8.3f} {ratio} {r['peak_mb']:8.1f} {mem}")
-    seg = {r["steps"]: r["peak_mb"] for r in rows if r["method"] == "ours-segments"}
-    if 100 in seg and 1000 in seg:
-        print(f"segments peak memory 1000 vs 100 steps: {seg[1000] / max(seg[100], 1e-9):.2f}x")
+    for s in a.steps:
+        t = measure_time(a.arch, s, a.methods, a.repeats, a.batch, wrt=a.wrt)
+        log(f"time {a.arch} {s} steps: " + ", ".join(f"{k} {t.best(k):.3g}s" for k in t))
+        rows += time_rows(a.arch, s, t, a.wrt)
+    if not a.no_memory:
+        mem = measure_memory(a.arch, a.steps, [m for m in MEM_METHODS if m in a.methods], a.mem_limit_gb, a.batch,
+                             a.threads, log)
+        rows += memory_rows(a.arch, mem)
+    print(f"{a.arch}: batch {a.batch or ARCHS[a.arch]['batch']}; {H.header(a.repeats)}")
+    print(H.render(rows))
 
 
 if __name__ == "__main__":

@@ -307,7 +307,8 @@ class PurifierConfig(_Section):
     sampler: Literal["ddpm", "ddim"] = Field("ddpm", description="'ddpm' (stochastic reverse) or 'ddim' (eta = 0)")
     grad_mode: Literal["none", "full", "checkpoint", "segments"] = Field(
         "checkpoint", description="How attacks differentiate through the chain: 'checkpoint' per step "
-        "(default), 'full' autograd, 'segments', or 'none'")
+        "(default: one image kept per step), 'full' autograd (every step's activations), 'segments' "
+        "(~2 sqrt(steps) images kept, 1.2-1.3x checkpoint's time: for long chains at large batches), or 'none'")
     segments: Optional[int] = Field(None, ge=1, description="Checkpointed segments when grad_mode = 'segments' "
                                     "(default ceil(sqrt(steps)): memory ~ 2 sqrt(steps) images)")
     variance: Literal["fixed_large", "fixed_small"] = Field(

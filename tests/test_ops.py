@@ -274,3 +274,75 @@ def test_fallback_without_extension_gives_the_same_values(tmp_path):
     assert torch.equal(got["normal"], ops.normal((2, 3, 4, 4), 5, 1, u, 2))
     assert torch.equal(got["step"], ops.ddpm_step(x, x, 0.9, 0.2, 0.1, 5, 1, u, 2))
     assert torch.equal(got["rbgm"], ops.rbgm(x, 5, 1, u, 2))
+
+
+# --- the vectorised noise path (AVX2 Philox, eight blocks per instruction) ---
+
+@needs_extension
+def test_noise_tails_chunks_and_wide_addresses_equal_reference():
+    """Every remainder of the eight-block SIMD groups and of the 1024-element chunks, and address
+    words that only fit in 64 bits (taken modulo 2^32), give the reference's floats."""
+    gen = torch.Generator().manual_seed(11)
+    uids = torch.tensor([0, 2**32 - 1, 2**40 + 5, -3])
+    for n in [*range(1, 41), 1023, 1024, 1025, 1056, 2047, 4096 + 36]:
+        for seed in (0, 2**64 - 1, 0x0123456789ABCDEF):
+            step = int(torch.randint(0, 2**32, (1,), generator=gen))
+            s = ops._signed64(seed)
+            assert torch.equal(ops.normal((4, n), seed, 2**32 - 1, uids, step),
+                               ref.normal((4, n), s, 2**32 - 1, uids, step)), (n, seed)
+    x = torch.randn(4, 3, 33, 31, generator=gen)
+    assert torch.equal(ops.ddpm_step(x, x, 0.9, 0.2, 0.1, 7, 3, uids, 9),
+                       ref.ddpm_step(x, x, torch.tensor(0.9), torch.tensor(0.2), torch.tensor(0.1), 7, 3, uids, 9))
+
+
+_PORTABLE_SCRIPT = r"""
+import sys, torch
+from dbp_core import ops
+u = torch.tensor([5, 2**33 + 1, 17])
+x = torch.randn(3, 2, 45, 23, generator=torch.Generator().manual_seed(0))
+torch.save({"normal": ops.normal((3, 5000), 2**64 - 7, 4, u, 123),
+            "step": ops.ddpm_step(x, x, 0.9, 0.2, 0.1, 99, 1, u, 7),
+            "q": ops.q_sample(x, 0.8, 0.6, 3, 2, u, 1),
+            "rbgm": ops.rbgm(x, 5, 1, u, 2)}, sys.argv[1])
+"""
+
+
+@needs_extension
+def test_portable_and_avx2_noise_paths_agree(tmp_path):
+    """DBP_DISABLE_AVX2=1 selects the portable Philox: both paths give the same bits."""
+    import os
+
+    out = {}
+    for flag in ("1", "0"):
+        path = tmp_path / f"noise{flag}.pt"
+        subprocess.run([sys.executable, "-c", _PORTABLE_SCRIPT, str(path)], check=True,
+                       env=dict(os.environ, DBP_DISABLE_AVX2=flag))
+        out[flag] = torch.load(path)
+    for k in out["1"]:
+        assert torch.equal(out["1"][k], out["0"][k]), k
+    u = torch.tensor([5, 2**33 + 1, 17])
+    assert torch.equal(out["1"]["normal"], ref.normal((3, 5000), ops._signed64(2**64 - 7), 4, u, 123))
+
+
+# --- on a machine with a GPU (CI here has none: this runs where a device exists) ---
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and ops.backend() == "extension (cpu, cuda)"),
+                    reason="needs a CUDA device and the CUDA build")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_kernels_equal_the_cpu_kernels(dtype):
+    """The GPU runs the same __host__ __device__ math: every op gives the CPU's bits."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 3, 17, 19, generator=gen, dtype=dtype)
+    uids = _uids(5, gen)
+    per = torch.rand(5, generator=gen, dtype=dtype)
+    cpu = {"normal": ops.normal((5, 3, 17, 19), 2**63 + 1, 4, uids, 9, dtype),
+           "q": ops.q_sample(x, per, 1 - per, 5, 1, uids, 2),
+           "step": ops.ddpm_step(x, x.flip(0), per, 0.3, per / 4, 7, 2, uids, 3),
+           "rbgm": ops.rbgm(x, 5, 1, uids, 2)}
+    d = torch.device("cuda")
+    gpu = {"normal": ops.normal((5, 3, 17, 19), 2**63 + 1, 4, uids.to(d), 9, dtype),
+           "q": ops.q_sample(x.to(d), per.to(d), (1 - per).to(d), 5, 1, uids.to(d), 2),
+           "step": ops.ddpm_step(x.to(d), x.flip(0).to(d), per.to(d), 0.3, (per / 4).to(d), 7, 2, uids.to(d), 3),
+           "rbgm": ops.rbgm(x.to(d), 5, 1, uids.to(d), 2)}
+    for k in cpu:
+        assert gpu[k].device.type == "cuda" and torch.equal(cpu[k], gpu[k].cpu()), k

@@ -162,3 +162,90 @@ def test_segments_count_and_variance_reach_the_purifier():
     assert Purifier(TinyEps(), steps=25).segments == 5  # default ceil(sqrt(S))
     with pytest.raises(ValueError, match="segments"):
         Purifier(TinyEps(), steps=10, segments=0)
+
+
+# --- the checkpointed chain (one autograd node): what it must keep of autograd's semantics ---
+
+class DropoutEps(TinyEps):
+    """TinyEps with dropout: in train mode every call draws from the global RNG."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.3)
+
+    def forward(self, x, t):
+        return self.drop(super().forward(x, t))
+
+
+def _mode_grads(model_fn, mode, steps=9, seed_rng=5, **kwargs):
+    torch.manual_seed(seed_rng)
+    model = model_fn()
+    x = torch.rand(2, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).requires_grad_()
+    pur = Purifier(model, steps=steps, noise=noise.replay(11), grad_mode=mode, **kwargs)
+    out = pur(x, torch.tensor([3, 8]))
+    out.sum().backward()
+    params = model.parameters() if isinstance(model, torch.nn.Module) else []
+    return out.detach(), x.grad, [p.grad for p in params], torch.get_rng_state()
+
+
+@pytest.mark.parametrize("mode", ["checkpoint", "segments"])
+def test_checkpointing_replays_the_rng_of_a_dropout_network(mode):
+    """Dropout masks drawn in the forward are drawn again in the recomputation, and the global RNG
+    ends where plain autograd leaves it."""
+    make = lambda: DropoutEps().train()  # noqa: E731
+    out_f, gx_f, gw_f, rng_f = _mode_grads(make, "full")
+    out, gx, gw, rng = _mode_grads(make, mode)
+    assert torch.equal(out, out_f)
+    assert torch.allclose(gx, gx_f, rtol=1e-10, atol=1e-13)
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-13) for a, b in zip(gw, gw_f))
+    assert torch.equal(rng, rng_f)
+
+
+@pytest.mark.parametrize("mode", ["checkpoint", "segments"])
+def test_plain_callable_eps_model_uses_torch_checkpoint_and_agrees(mode):
+    net = TinyEps()
+    make = lambda: (lambda x, t: net(x, t))  # noqa: E731  (not an nn.Module: parameters unseen)
+    _, gx_f, _, _ = _mode_grads(make, "full")
+    _, gx, _, _ = _mode_grads(make, mode)
+    assert torch.allclose(gx, gx_f, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("mode", ["checkpoint", "segments"])
+def test_gradient_wrt_input_only_leaves_weights_alone(mode):
+    """torch.autograd.grad(out, x) must not compute (or accumulate) the weights' gradients."""
+    grads = {}
+    for m in ("full", mode):
+        model = TinyEps()
+        x = torch.rand(3, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+        out = Purifier(model, steps=12, noise=noise.replay(2), grad_mode=m)(x, torch.tensor([0, 1, 2]))
+        grads[m] = torch.autograd.grad(out.pow(2).sum(), x)[0]
+        assert all(p.grad is None for p in model.parameters())
+    assert torch.allclose(grads[mode], grads["full"], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("mode", ["checkpoint", "segments"])
+def test_weights_only_and_repeated_backward(mode):
+    """Gradients to the weights when the input needs none; retain_graph lets a second backward
+    see the same kept inputs."""
+    res = {}
+    for m in ("full", mode):
+        model = TinyEps()
+        x = torch.rand(2, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+        out = Purifier(model, steps=10, noise=noise.replay(9), grad_mode=m)(x, torch.tensor([4, 5]))
+        out.sum().backward(retain_graph=True)
+        first = [p.grad.clone() for p in model.parameters()]
+        out.sum().backward()
+        res[m] = first, [p.grad for p in model.parameters()]
+    for a, b in zip(res["full"][0] + res["full"][1], res[mode][0] + res[mode][1]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-13)
+    for a, b in zip(*res[mode]):
+        assert torch.allclose(b, 2 * a, rtol=1e-12, atol=1e-14)
+
+
+def test_no_gradient_needed_builds_no_graph():
+    x = torch.rand(2, 1, 4, 4, dtype=torch.float64)
+    model = TinyEps().requires_grad_(False)
+    out = Purifier(model, steps=6, noise=noise.replay(1), grad_mode="checkpoint")(x, torch.tensor([0, 1]))
+    assert not out.requires_grad
+    ref = Purifier(model, steps=6, noise=noise.replay(1), grad_mode="none")(x, torch.tensor([0, 1]))
+    assert torch.equal(out, ref)

@@ -2,6 +2,9 @@
 // Python ValueError that names the op, the argument and what was expected.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include <cmath>
 #include <string>
 
 namespace dbp {
@@ -49,6 +52,22 @@ inline void check_like(const at::Tensor& a, const at::Tensor& ref, const char* o
                     a.scalar_type(), ", ", a.device());
 }
 
+// Whether every value of a coefficient is finite. A float/double CPU tensor
+// (the usual case: a few scalars per call) is read directly, without the
+// three small tensor ops and the allocation of isfinite(c).all().
+inline bool all_finite(const at::Tensor& c) {
+  if (c.device().is_cpu() && (c.scalar_type() == at::kFloat || c.scalar_type() == at::kDouble)) {
+    const auto cc = c.contiguous();
+    bool ok = true;
+    AT_DISPATCH_FLOATING_TYPES(cc.scalar_type(), "dbp_all_finite", [&] {
+      const scalar_t* p = cc.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < cc.numel(); ++i) ok = ok && std::isfinite(p[i]);
+    });
+    return ok;
+  }
+  return at::isfinite(c).all().item<bool>();
+}
+
 // A per-sample coefficient: one value or one per sample, finite. Returned
 // contiguous, in the data's dtype and on its device.
 inline at::Tensor coefficient(const at::Tensor& c, const at::Tensor& x, const char* op, const char* name) {
@@ -57,8 +76,7 @@ inline at::Tensor coefficient(const at::Tensor& c, const at::Tensor& x, const ch
   TORCH_CHECK_VALUE(c.numel() == 1 || (c.dim() == 1 && c.numel() == x.size(0)), "dbp.", op,
                     ": argument '", name, "' must hold one value or one per sample (", x.size(0),
                     "), got shape ", c.sizes());
-  TORCH_CHECK_VALUE(at::isfinite(c).all().item<bool>(), "dbp.", op, ": argument '", name,
-                    "' must be finite, got ", c.to(at::kCPU));
+  TORCH_CHECK_VALUE(all_finite(c), "dbp.", op, ": argument '", name, "' must be finite, got ", c.to(at::kCPU));
   return c.reshape({c.numel()}).to(x.device(), x.scalar_type()).contiguous();
 }
 
