@@ -157,6 +157,37 @@ def run_json(argv: list[str], timeout: float | None = None) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def memory_sweep(methods, steps_list, run_one: Callable[[str, int], dict], mem_key: str, limit_mb: float,
+                 also_estimate: tuple[str, ...] = (), wanted: Callable[[str, int], bool] | None = None,
+                 log: Callable[[str], None] | None = None, describe: Callable[[dict], str] = str) -> dict:
+    """{(method, steps): run_one(method, steps)} for every method and chain length, shortest first.
+
+    A length whose ``mem_key`` (MB), extrapolated linearly from the method's two previous
+    lengths, exceeds ``limit_mb`` is not run: it is recorded as ``{"skipped": True, "est_mb": ...}``
+    plus ``est_<key>`` for each key of ``also_estimate``, extrapolated the same way."""
+    out: dict[tuple[str, int], dict] = {}
+    for m in methods:
+        seen: list[tuple[int, dict]] = []
+        for s in sorted(steps_list):
+            if wanted and not wanted(m, s):
+                continue
+            if len(seen) >= 2:
+                (s1, r1), (s2, r2) = seen[-2:]
+                grow = (s - s2) / (s2 - s1)
+                est = {k: r2[k] + (r2[k] - r1[k]) * grow for k in (mem_key, *also_estimate)}
+                if est[mem_key] > limit_mb:
+                    out[(m, s)] = {"method": m, "steps": s, "skipped": True, "est_mb": est[mem_key],
+                                   **{f"est_{k}": est[k] for k in also_estimate}}
+                    if log:
+                        log(f"{m} {s} steps: skipped, ~{est[mem_key] / 1024:.1f} GB extrapolated")
+                    continue
+            r = out[(m, s)] = run_one(m, s)
+            seen.append((s, r))
+            if log:
+                log(f"{m} {s} steps: {describe(r)}")
+    return out
+
+
 def emit(obj: dict) -> None:
     """The last stdout line of a ``--one`` subprocess."""
     print(json.dumps(obj), flush=True)

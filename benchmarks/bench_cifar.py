@@ -65,26 +65,12 @@ def one(method: str, steps: int, second_run_max: int) -> dict:
 
 
 def measure(steps_list, methods, mem_limit_gb: float, second_run_max: int, log=None) -> dict:
-    out: dict[tuple[str, int], dict] = {}
-    for m in methods:
-        seen: list[tuple[int, dict]] = []
-        for s in sorted(steps_list):
-            if len(seen) >= 2:
-                (s1, r1), (s2, r2) = seen[-2:]
-                grow = (s - s2) / (s2 - s1)
-                est = r2["peak_mb"] + (r2["peak_mb"] - r1["peak_mb"]) * grow
-                if est > mem_limit_gb * 1024:
-                    out[(m, s)] = {"method": m, "steps": s, "skipped": True, "est_mb": est,
-                                   "est_seconds": r2["seconds"] + (r2["seconds"] - r1["seconds"]) * grow}
-                    if log:
-                        log(f"cifar {m} {s} steps: skipped, ~{est / 1024:.1f} GB extrapolated")
-                    continue
-            r = H.run_json([__file__, "--one", m, str(s), "--second-run-max", str(second_run_max)])
-            out[(m, s)] = r
-            seen.append((s, r))
-            if log:
-                log(f"cifar {m} {s} steps: peak {r['peak_mb']:.0f} MB, {r['seconds']:.1f} s")
-    return out
+    def run_one(m: str, s: int) -> dict:
+        return H.run_json([__file__, "--one", m, str(s), "--second-run-max", str(second_run_max)])
+
+    return H.memory_sweep(methods, steps_list, run_one, "peak_mb", mem_limit_gb * 1024, also_estimate=("seconds",),
+                          log=log and (lambda msg: log(f"cifar {msg}")),
+                          describe=lambda r: f"peak {r['peak_mb']:.0f} MB, {r['seconds']:.1f} s")
 
 
 def rows(res: dict) -> list[H.Row]:

@@ -210,27 +210,14 @@ def memory_one(arch: str, method: str, steps: int, batch: int | None = None) -> 
 def measure_memory(arch: str, steps_list, methods, mem_limit_gb: float, batch: int | None = None,
                    threads: int = 1, log=None, methods_at: dict | None = None) -> dict[tuple[str, int], dict]:
     """``methods_at``: {steps: methods} restricts the methods measured at some chain lengths."""
-    out: dict[tuple[str, int], dict] = {}
-    for m in methods:
-        seen: list[tuple[int, float]] = []
-        for s in sorted(steps_list):
-            if methods_at and s in methods_at and m not in methods_at[s]:
-                continue
-            if len(seen) >= 2:
-                (s1, m1), (s2, m2) = seen[-2:]
-                est = m2 + (m2 - m1) * (s - s2) / (s2 - s1)
-                if est > mem_limit_gb * 1024:
-                    out[(m, s)] = {"method": m, "steps": s, "skipped": True, "est_mb": est}
-                    continue
-            argv = [__file__, "--arch", arch, "--one-mem", m, str(s), "--threads", str(threads)]
-            if batch:
-                argv += ["--batch", str(batch)]
-            r = H.run_json(argv)
-            out[(m, s)] = r
-            seen.append((s, r["alloc_mb"]))
-            if log:
-                log(f"memory {arch} {m} {s} steps: {r['alloc_mb']:.1f} MB allocator peak")
-    return out
+    def run_one(m: str, s: int) -> dict:
+        argv = [__file__, "--arch", arch, "--one-mem", m, str(s), "--threads", str(threads)]
+        return H.run_json(argv + (["--batch", str(batch)] if batch else []))
+
+    wanted = (lambda m, s: s not in methods_at or m in methods_at[s]) if methods_at else None
+    return H.memory_sweep(methods, steps_list, run_one, "alloc_mb", mem_limit_gb * 1024, wanted=wanted,
+                          log=log and (lambda msg: log(f"memory {arch} {msg}")),
+                          describe=lambda r: f"{r['alloc_mb']:.1f} MB allocator peak")
 
 
 # --- rows of the one table ---

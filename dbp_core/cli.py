@@ -490,10 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dbp: invalid config: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except UserError as exc:
-        print(f"dbp: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (RunLocked, RunFileError, RunStoreError) as exc:  # run already running, damaged run file, bad store
+    except (UserError, RunLocked, RunFileError, RunStoreError) as exc:  # bad input, run already running,
+        # damaged run file, unusable store
         print(f"dbp: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:  # `dbp runs | head`

@@ -27,7 +27,7 @@ from typing import Any, Callable
 __all__ = ["world", "is_distributed", "init_from_env", "shutdown", "shard", "shard_indices", "gather_objects",
            "broadcast_object", "guarded", "barrier", "report_failure", "wrap_ddp", "unwrap", "all_ranks",
            "PeerFailed", "settle", "ddp_loss_scale", "env_world_size", "is_main", "FollowerRun", "run_guarded",
-           "merge_by_uid"]
+           "merge_by_uid", "outcomes_by_uid"]
 
 _GROUP = None  # the gloo group used for object exchanges (the default group may be NCCL)
 _FAILED = False  # this rank already took part in an exchange that reported a failure
@@ -262,6 +262,18 @@ def ddp_loss_scale(local_n: int, global_n: int) -> float:
 
 def unwrap(model):
     return getattr(model, "module", model)
+
+
+def outcomes_by_uid(uids, fn: Callable[[], dict[str, list]]) -> dict[str, list]:
+    """Per-example outcomes of a sharded batch: ``fn()`` (a dict of lists over this rank's
+    ``uids``) on every rank, merged in uid order (single-process: ``fn()`` itself). A rank
+    without examples (more ranks than examples) contributes nothing and does not call ``fn``;
+    a rank whose ``fn`` raises fails every rank (:func:`run_guarded`)."""
+    def mine() -> dict[str, list]:
+        return fn() if len(uids) else {}
+    if not is_distributed():
+        return mine()
+    return merge_by_uid(run_guarded(lambda: (uids.tolist(), mine())))
 
 
 def merge_by_uid(parts: list[tuple[list[int], dict[str, list]]]) -> dict[str, list]:

@@ -182,8 +182,6 @@ def run_attacks(ctx) -> dict:
                 ctx.progress(_done + _size * min(i + 1, _iters) // _iters, total, message=_msg)
 
         def batch_outcomes():
-            if not len(uids):  # more ranks than examples in this batch
-                return {}
             attack = build_attack(acfg, eval_seed=eval_seed, attack_seed=attack_seed, on_iteration=on_iteration)
             x_adv = attack(attacker_model(res, acfg, defended), x, y, uids)
             fresh = [ctx.seed("fresh", acfg.name, s, r) for r in range(ev.n_repurify)]
@@ -192,10 +190,7 @@ def run_attacks(ctx) -> dict:
                 out["undefended"] = _undefended(classifier, acfg, x, y, uids, attack_seed, undefended_cache,
                                                 where=tuple(uids.tolist()))
             return out
-        if dist.is_distributed():  # every rank's share, merged in uid order (a failed rank fails all)
-            out = dist.merge_by_uid(dist.run_guarded(lambda: (uids.tolist(), batch_outcomes())))
-        else:
-            out = batch_outcomes()
+        out = dist.outcomes_by_uid(uids, batch_outcomes)  # every rank's share, in uid order
         acc = state["outcomes"].setdefault(outcome_key(m, acfg.name, s), {})
         for k, v in out.items():
             acc.setdefault(k, []).extend(v)

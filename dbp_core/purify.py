@@ -231,8 +231,7 @@ class _RngStates:
         self.index = [0] * count
 
     def capture(self, k: int) -> None:
-        cpu = torch.get_rng_state()
-        dev = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        cpu, dev = _rng_state(self.device)
         if self.unique:
             last_cpu, last_dev = self.unique[-1]
             if torch.equal(cpu, last_cpu) and (dev is None or torch.equal(dev, last_dev)):

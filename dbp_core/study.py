@@ -325,18 +325,13 @@ def evaluate(ctx: StageContext) -> dict:
 
         def batch_outcomes():
             out = {}
-            if not len(uids):  # more ranks than examples in this batch
-                return out
             with torch.no_grad():
                 if "clean" in protocols:
                     out["clean"] = (classifier(x).argmax(1) == y).int().tolist()
                 if purifier is not None:
                     out["purified"] = (classifier(purifier(x, uids)).argmax(1) == y).int().tolist()
             return out
-        if dist.is_distributed():
-            out = dist.merge_by_uid(dist.run_guarded(lambda: (uids.tolist(), batch_outcomes())))
-        else:
-            out = batch_outcomes()
+        out = dist.outcomes_by_uid(uids, batch_outcomes)  # every rank's share, in uid order
         for p in protocols:
             state[p] += out.get(p, [])
         state["next_batch"] = b + 1

@@ -16,6 +16,7 @@ import pytest
 
 from dbp_core import cli
 from dbp_core.runs import Run, RunStore
+from tests.test_evaluate import CONFIG as EVALUATE_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_PURIFY = (ROOT / "dbp_core" / "purify.py").exists()
@@ -474,43 +475,10 @@ def test_threads_applied_before_the_stages_and_recorded(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- SIGKILL mid-attack, then resume
 
-ATTACK_CONFIG = """
-name = "attack-kill"
-seed = 3
-device = "cpu"
-stages = ["attacks"]
-
-[data]
-dataset = "tests.plugins:tiny_dataset"
-n_examples = 24
-batch_size = 8
-
-[models]
-classifier = "tests.plugins:slow_classifier"
-diffusion = "tests.plugins:tiny_eps"
-
-[purifier]
-t_star = 0.2
-steps = 3
-grad_mode = "full"
-
-[[attacks]]
-kind = "pgd-eot"
-eps = 0.1
-step = 0.03
-iterations = 3
-eot = 2
-
-[[attacks]]
-kind = "dwbox"
-eps = 0.1
-step = 0.03
-iterations = 3
-
-[evaluation]
-protocols = ["purified", "undefended", "single", "repurify", "majority", "fresh-noise"]
-n_repurify = 3
-"""
+# the attacks-stage config of test_evaluate, with a classifier slow enough to be killed mid-stage
+ATTACK_CONFIG = EVALUATE_CONFIG.format(n=24, batch=8, first=0, seeds=1).replace(
+    '"tests.plugins:tiny_classifier"', '"tests.plugins:slow_classifier"')
+assert "slow_classifier" in ATTACK_CONFIG
 
 
 def attack_comparable(results: dict) -> dict:
