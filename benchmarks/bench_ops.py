@@ -21,7 +21,7 @@ except ImportError:  # run as a script
 
 
 def measure(n: int, repeats: int) -> H.Timings:
-    from dbp_core import _reference as ref
+    from dbp_core.ops import reference as ref
     from dbp_core import ops
 
     B = 16

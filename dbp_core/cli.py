@@ -7,9 +7,7 @@ never a traceback; a failed run's traceback is in its ``log.txt``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import sys
 import time
@@ -78,71 +76,30 @@ def _open_run(args):
         raise UserError(str(exc)) from None
 
 
-def _experiment_from_id(run_id: str) -> str:
-    """'<date>-<time>-<experiment>-<token>' → experiment (for runs whose status.json is damaged)."""
-    parts = run_id.split("-", 2)
-    return parts[2].rsplit("-", 1)[0] if len(parts) == 3 and "-" in parts[2] else "?"
-
-
-def _safe_status(run) -> tuple[dict, str | None]:
-    """(status, problem): a damaged status.json gives state '?' and the problem instead of raising."""
-    from .runs import RunFileError
-    try:
-        return run.read_status() or {}, None
-    except RunFileError as exc:
-        return {"state": "?", "experiment": _experiment_from_id(run.id), "message": str(exc)}, str(exc)
-
-
-def _safe_results(run) -> tuple[dict | None, str | None]:
-    from .runs import RunFileError
-    try:
-        return run.read_results(), None
-    except RunFileError as exc:
-        return None, str(exc)
-
-
 def _load(args):
     from .config import load_config
-    return load_config(args.file, overrides=args.set or [])
-
-
-def _fmt_pct(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
-
-
-def _fmt_progress(status: dict) -> str:
-    p = status.get("progress") or {}
-    if p.get("total"):
-        return f"{p.get('stage', '')} {p.get('done', 0)}/{p['total']}".strip()
-    return "-"
-
-
-def _headline(results: dict | None) -> str:
-    h = (results or {}).get("headline")
-    if not h:
-        return "-"
-    what = h["protocol"] + (f"/{h['attack']}" if h.get("attack") else "")
-    return f"{what} {_fmt_pct(h['accuracy'])} [{_fmt_pct(h['ci_low'])}, {_fmt_pct(h['ci_high'])}]"
+    from .preflight import preflight
+    return preflight(load_config(args.file, overrides=args.set or []), args.file)
 
 
 def _execute(run, cfg, args) -> int:
-    from .study import run_study
+    from .results import headline_text, read_run
+    from .runner import run_study
     display = ProgressDisplay(enabled=False if args.no_progress else None)
     try:
         state = run_study(run, cfg, on_progress=display)
     finally:
         display.close()
-        if hasattr(run, "unlock"):
-            run.unlock()  # taken by _prepare_run / _prepare_resume (run_study keeps a lock it did not take)
-    status = run.read_status(check_alive=False) or {}
+        run.unlock()  # taken by _prepare_run / _prepare_resume (run_study keeps a lock it did not take)
+    view = read_run(run.path, check_alive=False)
     if state == "done":
-        print(f"\n{_headline(run.read_results())}" if run.read_results() else "")
+        print(f"\n{headline_text(view.headline)}" if view.headline else "")
         print(run.path)
         return EXIT_OK
     if state == "interrupted":
         print(f"dbp: interrupted; resume with: dbp resume {run.id}\n{run.path}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"dbp: run failed: {status.get('message', '')}\n(traceback in {run.log_path})\n{run.path}",
+    print(f"dbp: run failed: {view.status.message if view.status else ''}\n(traceback in {run.log_path})\n{run.path}",
           file=sys.stderr)
     return EXIT_FAILED
 
@@ -189,21 +146,23 @@ def _prepare_resume(args):
         raise UserError(str(exc)) from None
     try:
         try:
-            status = run.read_status(persist=True) or {}
+            status = run.read_status(persist=True)
         except RunFileError as exc:
             raise UserError(f"run {run.id} cannot be resumed: {exc}") from None
-        state = status.get("state")
+        state = status.state if status else None
         if state == "done":
             run.unlock()
             print(f"run {run.id} is already done\n{run.path}")
             return EXIT_OK
         if state == "running":  # alive, yet it did not hold the lock: a dbp without run locks
-            raise UserError(f"run {run.id} is already running (pid {status.get('pid')} on {status.get('host')})")
+            raise UserError(f"run {run.id} is already running (pid {status.pid} on {status.host})")
         run.mark_running()
         try:
-            cfg = run.read_config()
+            from .preflight import preflight
+            cfg = preflight(run.read_config(), str(run.config_path))
         except ConfigError:
-            run.write_status(**{k: v for k, v in (run.claimed_from or {}).items() if k != "updated"})
+            if run.claimed_from is not None:  # put the status back as it was
+                run.write_status(**{k: v for k, v in run.claimed_from.to_dict().items() if k != "updated"})
             raise
     except BaseException:
         run.unlock()
@@ -257,8 +216,9 @@ def _distributed(args, prepare) -> int:
         if rank == 0:
             print(f"distributed run over {world} ranks", file=sys.stderr)
             return _execute(prepared[0], prepared[1], args)
-        from .study import run_study
-        run = dist.FollowerRun(shared[2], shared[1])
+        from .runner import run_study
+        from .runs import FollowerRun
+        run = FollowerRun(shared[2], shared[1], rank=rank)
         state = run_study(run, shared[3])
         if state == "done":
             return EXIT_OK
@@ -270,17 +230,13 @@ def _distributed(args, prepare) -> int:
 
 
 def cmd_runs(args) -> int:
-    runs = _store(args).list()
+    from .results import headline_text, list_runs
+    views = list_runs(_store(args).root)
     rows = []
-    for run in runs:  # a damaged run is listed with state '?' (and a warning), never ends the listing
-        status, problem = _safe_status(run)
-        results, results_problem = _safe_results(run)
-        for p in (problem, results_problem):
-            if p:
-                print(f"dbp: warning: {p}", file=sys.stderr)
-        headline = "? (damaged results.json)" if results_problem else _headline(results)
-        rows.append((run.id, status.get("experiment", "?"), status.get("state", "?"), _fmt_progress(status),
-                     headline))
+    for v in views:  # a damaged run is listed as 'damaged' (and a warning), never ends the listing
+        for p in v.problems:
+            print(f"dbp: warning: {p}", file=sys.stderr)
+        rows.append((v.id, v.experiment, v.state, v.progress_text(), headline_text(v.headline)))
     if args.json:
         print(json.dumps([dict(zip(("id", "experiment", "state", "progress", "headline"), r)) for r in rows], indent=2))
         return EXIT_OK
@@ -299,65 +255,50 @@ def cmd_runs(args) -> int:
 
 
 def cmd_show(args) -> int:
-    run = _open_run(args)
-    status, problem = _safe_status(run)
-    results, results_problem = _safe_results(run)
-    print(f"run:        {run.id}\nfolder:     {run.path}")
-    print(f"experiment: {status.get('experiment', '?')}\nstate:      {status.get('state', '?')}"
-          + (f" — {status['message']}" if status.get("message") else ""))
-    eta = status.get("eta")
-    show_eta = status.get("state") == "running" and isinstance(eta, (int, float)) and eta > 0
-    print(f"progress:   {_fmt_progress(status)}" + (f", eta {eta:.0f} s" if show_eta else ""))
-    if results_problem:
-        print(f"results:    ? ({results_problem})")
-    if results:
+    from .results import fmt_pct, headline_text, read_run
+    view = read_run(_open_run(args).path)
+    status = view.status
+    print(f"run:        {view.id}\nfolder:     {view.path}")
+    message = status.message if status else view.status_problem
+    print(f"experiment: {view.experiment}\nstate:      {view.state}" + (f" — {message}" if message else ""))
+    eta = status.eta if status else None
+    show_eta = view.state == "running" and eta is not None and eta > 0
+    print(f"progress:   {view.progress_text()}" + (f", eta {eta:.0f} s" if show_eta else ""))
+    if view.results:
         print("\naccuracies:")
-        for row in results.get("accuracies", []):
+        for row in view.rows:
             model = f"{row['model']}: " if row.get("model") not in (None, "original") else ""
             what = model + row["protocol"] + (f" / {row['attack']}" if row.get("attack") else "")
-            print(f"  {row['stage']:<10} {what:<36} {_fmt_pct(row['accuracy']):>7}  "
-                  f"[{_fmt_pct(row['ci_low'])}, {_fmt_pct(row['ci_high'])}]  n={row['n']}")
-        comparisons = results.get("comparisons", [])
-        if comparisons:
+            print(f"  {row.get('stage', ''):<10} {what:<36} {fmt_pct(row['accuracy']):>7}  "
+                  f"[{fmt_pct(row['ci_low'])}, {fmt_pct(row['ci_high'])}]  n={row['n']}")
+        if view.comparisons:
             print("\npaired differences (a - b, same examples and seeds):")
-            for c in comparisons:
+            for c in view.comparisons:
                 print(f"  {c['a']:<30} - {c['b']:<30} {100 * c['diff']:+6.1f} pts  "
-                      f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]  ({c['what']})")
-        if results.get("headline"):
-            h = results["headline"]
-            print(f"\nheadline:   {h['protocol']}" + (f" / {h['attack']}" if h.get("attack") else "")
-                  + f" {_fmt_pct(h['accuracy'])} [{_fmt_pct(h['ci_low'])}, {_fmt_pct(h['ci_high'])}]")
-    tail = run.read_log_tail(5)
+                      f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]  ({c.get('what', '')})")
+        if view.headline:
+            print(f"\nheadline:   {headline_text(view.headline).replace('/', ' / ', 1)}")
+    tail = view.log_tail(5)
     if tail:
         print("\nlog:\n  " + "\n  ".join(tail))
-    if problem or results_problem:  # shown as far as possible, but the run is damaged: exit 2
-        for p in (problem, results_problem):
-            if p:
-                print(f"dbp: error: {p}", file=sys.stderr)
+    if view.problems:  # shown as far as possible, but the run is damaged: exit 2
+        for p in view.problems:
+            print(f"dbp: error: {p}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 
 
-EXPORT_COLUMNS = ("run_id", "experiment", "stage", "protocol", "attack", "n", "correct", "accuracy",
-                  "ci_low", "ci_high", "confidence")
-
-
 def cmd_export(args) -> int:
     import io
-    from .runs import RunFileError
-    run = _open_run(args)
-    try:
-        results = run.read_results()
-    except RunFileError as exc:
-        raise UserError(f"run {run.id} cannot be exported: {exc}") from None
-    if results is None:
-        raise UserError(f"run {run.id} has no results.json yet (state: {_safe_status(run)[0].get('state')})")
+    from .results import export_rows, read_run, write_csv
+    view = read_run(_open_run(args).path)
+    results_problem = next((p for p in view.problems if "results.json" in p), None)
+    if results_problem:
+        raise UserError(f"run {view.id} cannot be exported: {results_problem}")
+    if view.results is None:
+        raise UserError(f"run {view.id} has no results.json yet (state: {view.state})")
     buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in results.get("accuracies", []):
-        if isinstance(row, dict):
-            writer.writerow({"run_id": results.get("run_id"), "experiment": results.get("experiment"), **row})
+    write_csv(export_rows([view]), stream=buf)
     if args.csv in (None, "-"):
         sys.stdout.write(buf.getvalue())
         return EXIT_OK
@@ -418,9 +359,15 @@ def cmd_train(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 def cmd_console(args) -> int:
-    from console.app import main as console_main  # lazy: Textual is only needed here
-    return console_main(experiments=args.experiments, runs_dir=getattr(args, "runs_dir", None),
-                        max_parallel=args.max_parallel)
+    """The console is its own program (``python -m console``): the core never imports the UI."""
+    argv = [sys.executable, "-m", "console", "--experiments", args.experiments,
+            "--max-parallel", str(args.max_parallel)]
+    if getattr(args, "runs_dir", None):
+        argv += ["--runs-dir", str(args.runs_dir)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+    return EXIT_OK  # pragma: no cover — execv does not return
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,26 +8,37 @@ overrides, and one error type, :class:`ConfigError`, whose message names the
 file, the dotted field path (``attacks[0].eps``), the value given and what was
 expected — with a "did you mean" suggestion for unknown keys.
 
-Defaults follow DiffPure / the paper (``paper/NOTES.md``) for CIFAR-10:
+Defaults follow DiffPure / the paper (docs/science.md) for CIFAR-10:
 t* = 0.1, Linf eps 8/255 with step 2/255, L2 eps 0.5 with step 0.1,
 20 iterations, EOT 10; ADDT lr 2e-4, 500 warm-up steps, AdamW (0.95, 0.999),
 weight decay 1e-6, EMA 0.9999 / power 0.75, lambda 0.03 clamped at 0.3,
 5 CGPO iterations. Field descriptions and bounds are kept in the models
 (``json_schema()`` / ``ExperimentConfig.model_fields``) for the console's form.
+
+This module is the schema only: option names come from the light registries
+(``attacks/registry.py``, ``purifier/registry.py``, ``models/registry.py``,
+``stages/registry.py``), and it imports neither torch nor the runner, so the console
+validates a TOML without loading either. Checks that need torch or the files a config names
+(a CUDA device, checkpoint contents) are made by ``dbp_core.preflight`` before a run.
 """
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
 import re
 import sys
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       PrivateAttr, field_validator, model_validator)
+
+from .attacks.registry import KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, kind_names
+from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSIFIER_FORMATS, DATASETS, DIFFUSION_FORMATS,
+                              SPLIT_SIZES, SPLITS)
+from .plugins import is_import_path, resolve_import_path
+from .purifier.registry import GRAD_MODES, SAMPLERS, VARIANCES
+from .stages.registry import DEFAULT_PROTOCOLS, PROTOCOLS, PURIFYING_PROTOCOLS, stage_names
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,11 +53,7 @@ __all__ = [
     "ATTACK_KINDS", "PROTOCOLS",
 ]
 
-IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-ATTACK_KINDS = ("pgd", "pgd-eot", "dwbox", "dwbox-forward", "bpda", "apgd-eot")
-PROTOCOLS = ("clean", "purified", "undefended", "single", "repurify", "majority", "fresh-noise")
-DATASETS = ("digits", "cifar10")
-DATASET_CHANNELS = {"digits": 1, "cifar10": 3}
+ATTACK_KINDS = kind_names()
 
 
 # --------------------------------------------------------------------------- errors
@@ -87,40 +94,6 @@ def format_loc(loc: tuple) -> str:
 
 
 # --------------------------------------------------------------------------- helpers
-
-def is_import_path(value: str) -> bool:
-    return bool(IMPORT_PATH.match(value))
-
-
-def resolve_import_path(value: str) -> Any:
-    """``package.module:attr.attr`` → the object; raises ValueError saying what failed.
-
-    The current working directory is importable (as with ``python -m``), so a
-    plugin next to where ``dbp`` is run needs no installation."""
-    module_name, _, attr_path = value.partition(":")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.append(cwd)
-    try:
-        obj = importlib.import_module(module_name)
-    except SystemExit as exc:  # a module that calls sys.exit() on import must not end `dbp check`
-        raise ValueError(f"cannot import module '{module_name}' (it called sys.exit({exc.code!r}) while "
-                         "being imported); expected a module that defines the callable") from None
-    except Exception as exc:  # noqa: BLE001 — any import failure is a config error
-        raise ValueError(f"cannot import module '{module_name}' ({type(exc).__name__}: {exc})") from None
-    for attr in attr_path.split("."):
-        try:
-            obj = getattr(obj, attr)
-        except AttributeError:
-            raise ValueError(f"module '{module_name}' has no attribute '{attr_path}'") from None
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 — a property / module __getattr__ that raises
-            what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
-            raise ValueError(f"looking up '{attr}' of '{value}' failed ({what}); expected an attribute "
-                             "that can be read") from None
-    if not callable(obj):
-        raise ValueError(f"'{value}' is not callable (got {type(obj).__name__})")
-    return obj
-
 
 def _base_dir(info: ValidationInfo) -> Path:
     ctx = info.context or {}
@@ -168,39 +141,13 @@ def _no_bool(v: Any) -> Any:
     return v
 
 
-@lru_cache(maxsize=None)
-def _builtin_split_size(dataset: str, split: str) -> int | None:
-    """Examples in a built-in dataset's split: digits from dbp_core.data (its fixed split),
-    CIFAR-10 50,000 train / 10,000 test; None when unknown."""
-    if dataset == "cifar10":
-        return {"train": 50000, "test": 10000}.get(split)
-    if dataset == "digits":
-        from .data import digits_split  # imports torch: only when a bound has to be checked
-        return int(digits_split(split).size)
-    return None
-
-
-def _cuda_problem() -> str | None:
-    """None when torch sees a CUDA device, else what is available instead."""
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover — torch is a dependency
-        return f"torch cannot be imported ({exc}); available: nothing"
-    if torch.cuda.is_available():
-        return None
-    built = getattr(torch.version, "cuda", None)
-    why = (f"torch {torch.__version__} is built with CUDA {built} but sees no CUDA device" if built
-           else f"torch {torch.__version__} is built without CUDA")
-    return f"{why}; available: 'cpu' (or 'auto', which picks cuda when there is one)"
-
-
 # --------------------------------------------------------------------------- sections
 
 class DataConfig(_Section):
     dataset: str = Field("digits", description="'digits' (embedded scikit-learn digits, 8x8), 'cifar10' "
                          "(local cifar-10-batches-py folder in `root`) or an import path returning an ImageSet")
     root: Optional[str] = Field(None, description="Dataset folder (cifar10); relative to the config file")
-    split: Literal["train", "test"] = Field("test", description="Which split to evaluate on")
+    split: Literal[SPLITS] = Field("test", description="Which split to evaluate on")
     n_examples: Optional[int] = Field(None, ge=1, description="How many examples (default: all; the paper: 1024)")
     first: int = Field(0, ge=0, description="Index of the first example (order = 'first') ")
     order: Literal["first", "random"] = Field(
@@ -241,7 +188,7 @@ class DataConfig(_Section):
     def _within_split(self) -> "DataConfig":
         if self.n_examples is None and self.first == 0:
             return self
-        size = _builtin_split_size(self.dataset, self.split)
+        size = SPLIT_SIZES.get(self.dataset, {}).get(self.split)
         if size is None:
             return self
         where = f"{self.dataset}/{self.split} has {size} examples"
@@ -260,14 +207,14 @@ class DataConfig(_Section):
 class ModelsConfig(_Section):
     classifier: str = Field("default", description="'default' (the shipped model for the dataset), a "
                             "checkpoint path, or an import path 'package.module:callable' returning an nn.Module")
-    classifier_format: Literal["auto", "dbp", "robustbench"] = Field(
+    classifier_format: Literal[CLASSIFIER_FORMATS] = Field(
         "auto", description="Checkpoint format of `classifier` when it is a path")
     mean: Optional[list[float]] = Field(None, description="Classifier input normalisation mean, per channel "
                                         "(default: none, or the default model's own)")
     std: Optional[list[float]] = Field(None, description="Classifier input normalisation std, per channel")
     diffusion: str = Field("default", description="'default', 'none' (no purification), a checkpoint file, a "
                            "diffusers folder (UNet2DModel layout) or an import path returning eps_model(x_t, t)")
-    diffusion_format: Literal["auto", "dbp", "diffusers"] = Field(
+    diffusion_format: Literal[DIFFUSION_FORMATS] = Field(
         "auto", description="Format of `diffusion` when it is a path")
     trust_pickle: bool = Field(False, description="Allow loading pickled (non weights-only) checkpoints; "
                                "only for files you trust")
@@ -304,36 +251,37 @@ class PurifierConfig(_Section):
     t_star: float = Field(0.1, gt=0, le=1, description="Diffusion time purified to, as a fraction of the "
                           "training steps (DiffPure: 0.1 = 100 of 1000)")
     steps: int = Field(100, ge=1, description="Reverse steps from t* to 0 (respaced; 100 = the full chain at t*=0.1)")
-    sampler: Literal["ddpm", "ddim"] = Field("ddpm", description="'ddpm' (stochastic reverse) or 'ddim' (eta = 0)")
-    grad_mode: Literal["none", "full", "checkpoint", "segments"] = Field(
+    sampler: Literal[SAMPLERS] = Field("ddpm", description="'ddpm' (stochastic reverse) or 'ddim' (eta = 0)")
+    grad_mode: Literal[GRAD_MODES] = Field(
         "checkpoint", description="How attacks differentiate through the chain: 'checkpoint' per step "
         "(default: one image kept per step), 'full' autograd (every step's activations), 'segments' "
         "(~2 sqrt(steps) images kept, 1.2-1.3x checkpoint's time: for long chains at large batches), or 'none'")
     segments: Optional[int] = Field(None, ge=1, description="Checkpointed segments when grad_mode = 'segments' "
                                     "(default ceil(sqrt(steps)): memory ~ 2 sqrt(steps) images)")
-    variance: Literal["fixed_large", "fixed_small"] = Field(
+    variance: Literal[VARIANCES] = Field(
         "fixed_large", description="Reverse variance: 'fixed_large' (beta_t, as DiffPure) or 'fixed_small' (posterior)")
 
 
 class AttackConfig(_Section):
     name: Optional[str] = Field(None, description="Label in results (default: '<kind>-<norm>'); unique")
-    kind: str = Field(..., description="pgd | pgd-eot | dwbox | dwbox-forward | bpda | apgd-eot, or an import "
-                      "path to attack(model, x, y, uids, cfg) -> x_adv")
-    norm: Literal["linf", "l2"] = Field("linf", description="Threat model")
+    kind: str = Field(..., description=" | ".join(ATTACK_KINDS) + ", or an import path to "
+                      "attack(model, x, y, uids, cfg) -> x_adv")
+    norm: Literal[NORMS] = Field("linf", description="Threat model")
     eps: Optional[float] = Field(None, gt=0, description="Budget in [0,1] pixel units (default 8/255 Linf, 0.5 L2)")
     step: Optional[float] = Field(None, gt=0, description="Step size (default eps/4 Linf = 2/255, 0.1 L2)")
     iterations: int = Field(20, ge=1, description="Attack iterations")
-    eot: Optional[int] = Field(None, ge=1, description="Purifications averaged per gradient (default 10 for "
-                               "pgd-eot/apgd-eot, 1 otherwise)")
+    eot: Optional[int] = Field(None, ge=1, description="Purifications averaged per gradient (default: "
+                               + ", ".join(f"{k.eot} for {k.name}" for k in KINDS.values() if k.eot != 1)
+                               + ", 1 otherwise)")
     eot_chunk: Optional[int] = Field(None, ge=1, description="Replicas per forward pass (default: all at once)")
     random_start: bool = Field(False, description="Start from a random point in the eps-ball")
-    noise: Optional[Literal["stochastic", "replay", "replay-forward"]] = Field(
+    noise: Optional[Literal[NOISE_KNOWLEDGE]] = Field(
         None, description="What the attacker knows of the defence's noise: nothing ('stochastic'), every draw "
         "('replay', DW-box) or the forward draw only ('replay-forward'); default from kind")
     surrogate_steps: Optional[int] = Field(None, ge=1, description="Reverse steps of the attacker's chain "
                                            "(default: the defence's)")
-    surrogate_sampler: Optional[Literal["ddpm", "ddim"]] = Field(None, description="Sampler of the attacker's chain")
-    loss: Literal["ce", "dlr"] = Field("ce", description="Attack loss")
+    surrogate_sampler: Optional[Literal[SAMPLERS]] = Field(None, description="Sampler of the attacker's chain")
+    loss: Literal[LOSSES] = Field("ce", description="Attack loss")
     selection_samples: Optional[int] = Field(
         None, ge=1, description="apgd-eot: fresh purifications per iterate for the stochastic selection rule "
         "(the authors' AutoAttack fix: 20); default: the iterate's EOT replicas")
@@ -360,7 +308,8 @@ class AttackConfig(_Section):
 
     @model_validator(mode="after")
     def _defaults_and_rules(self) -> "AttackConfig":
-        builtin = self.kind in ATTACK_KINDS
+        kind = KINDS.get(self.kind)  # None: a plugin attack
+        builtin = kind is not None
         if self.eps is None:
             self.eps = 8 / 255 if self.norm == "linf" else 0.5
         if self.norm == "linf" and self.eps > 1:
@@ -369,23 +318,25 @@ class AttackConfig(_Section):
         if self.step is None:
             self.step = self.eps / 4 if self.norm == "linf" else self.eps / 5
         if self.noise is None:
-            self.noise = {"dwbox": "replay", "dwbox-forward": "replay-forward"}.get(self.kind, "stochastic")
+            self.noise = kind.noise if builtin else "stochastic"
         if self.eot is None:
-            self.eot = 10 if self.kind in ("pgd-eot", "apgd-eot") else 1
+            self.eot = kind.eot if builtin else 1
         if self.name is None:
             self.name = f"{self.kind if builtin else self.kind.rpartition(':')[2]}-{self.norm}"
-        if self.kind in ("dwbox", "dwbox-forward"):
+        replaying = [k.name for k in KINDS.values() if k.noise != "stochastic"]
+        if builtin and kind.noise != "stochastic":
             if self.eot != 1:
                 raise _FieldError("eot", self.eot, "DW-box knows the defence's noise, so EOT must be 1")
-            want = "replay" if self.kind == "dwbox" else "replay-forward"
-            if self.noise != want:
-                raise _FieldError("noise", self.noise, f"kind '{self.kind}' implies noise = '{want}'")
+            if self.noise != kind.noise:
+                raise _FieldError("noise", self.noise, f"kind '{self.kind}' implies noise = '{kind.noise}'")
         elif builtin and self.noise != "stochastic":
-            raise _FieldError("noise", self.noise, f"kind '{self.kind}' attacks fresh noise; use kind 'dwbox' "
-                              "or 'dwbox-forward' for noise replay")
-        if self.selection_samples is not None and self.kind != "apgd-eot":
-            raise _FieldError("selection_samples", self.selection_samples, "only kind 'apgd-eot' has a selection "
-                              "rule; remove it or use kind = 'apgd-eot'")
+            raise _FieldError("noise", self.noise, f"kind '{self.kind}' attacks fresh noise; use kind "
+                              + " or ".join(f"'{k}'" for k in replaying) + " for noise replay")
+        selecting = [k.name for k in KINDS.values() if k.selection]
+        if self.selection_samples is not None and not (builtin and kind.selection):
+            raise _FieldError("selection_samples", self.selection_samples, "only kind "
+                              + " or ".join(f"'{k}'" for k in selecting) + " has a selection rule; remove it or use "
+                              + " or ".join(f"kind = '{k}'" for k in selecting))
         if builtin and self.options:
             raise _FieldError("options", self.options, "`options` are only for plugin attacks (kind = "
                               "'package.module:callable')")
@@ -393,9 +344,8 @@ class AttackConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    protocols: list[Literal["clean", "purified", "undefended", "single", "repurify", "majority",
-                            "fresh-noise"]] = Field(
-        default_factory=lambda: ["clean", "purified", "undefended", "single", "repurify", "fresh-noise"],
+    protocols: list[Literal[PROTOCOLS]] = Field(
+        default_factory=lambda: list(DEFAULT_PROTOCOLS),
         description="clean / purified: accuracy without attack; undefended: the bare classifier under the same "
         "attack; single: one fresh purification per adversarial example (the paper); repurify: average and "
         "worst case over n_repurify purifications; majority: majority vote over them; fresh-noise: DW-box "
@@ -471,7 +421,8 @@ class ExperimentConfig(_Section):
     description: str = Field("", description="What the experiment reproduces")
     seed: int = Field(0, ge=0, lt=2**63, description="Master seed; every noise seed is derived from it")
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="'auto' = cuda when available; "
-                                                   "'cuda' is checked against the devices torch sees")
+                                                   "'cuda' is checked against the devices torch sees "
+                                                   "(by dbp check / dbp run)")
     threads: Optional[int] = Field(None, ge=1, description="Intra-op CPU threads of torch for the run "
                                    "(default: torch's own choice, usually one per core)")
     stages: list[str] = Field(default_factory=lambda: ["evaluate"],
@@ -498,19 +449,9 @@ class ExperimentConfig(_Section):
             raise ValueError("expected 1-64 characters: letters, digits, '_', '.', '-' (it becomes part of run ids)")
         return v
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if v == "cuda":
-            problem = _cuda_problem()
-            if problem:
-                raise ValueError(f"no CUDA device: {problem}")
-        return v
-
     @field_validator("stages")
     @classmethod
     def _stages(cls, v: list[str]) -> list[str]:
-        from .study import stage_names  # light: study imports torch only inside stages
         known = stage_names()
         for s in v:
             if s not in known and not is_import_path(s):
@@ -541,7 +482,7 @@ class ExperimentConfig(_Section):
             field = "trajectory" if self.analysis.trajectory else "landscape"
             raise _FieldError(("analysis", field), True, "analyses follow an attack: add an [[attacks]] entry")
         if self.models.diffusion == "none":
-            needs = [p for p in self.evaluation.protocols if p in ("purified", "repurify", "majority", "fresh-noise")]
+            needs = [p for p in self.evaluation.protocols if p in PURIFYING_PROTOCOLS]
             # the default list is fine (the stages skip what needs purification): a run's frozen
             # config.toml spells every default out and must load again on resume
             default = EvaluationConfig.model_fields["protocols"].get_default(call_default_factory=True)

@@ -1,4 +1,4 @@
-"""Scale-out on ``torch.distributed`` (DESIGN.md §4 "Scale-out"; docs/scale-out.md).
+"""Scale-out on ``torch.distributed`` (docs/scale-out.md; docs/design.md, "Scale-out").
 
 ``dbp run FILE`` under ``torchrun --nproc-per-node N`` (one process per rank) shards the
 ``attacks`` evaluation by example and gathers per-example outcomes on every rank; rank 0
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 __all__ = ["world", "is_distributed", "init_from_env", "shutdown", "shard", "shard_indices", "gather_objects",
            "broadcast_object", "guarded", "barrier", "report_failure", "wrap_ddp", "unwrap", "all_ranks",
-           "PeerFailed", "settle", "ddp_loss_scale", "env_world_size", "is_main", "FollowerRun", "run_guarded",
+           "PeerFailed", "settle", "ddp_loss_scale", "env_world_size", "is_main", "run_guarded",
            "merge_by_uid", "outcomes_by_uid"]
 
 _GROUP = None  # the gloo group used for object exchanges (the default group may be NCCL)
@@ -293,47 +293,3 @@ def merge_by_uid(parts: list[tuple[list[int], dict[str, list]]]) -> dict[str, li
             values += list(v or [])
         merged[k] = [values[i] for i in order] if len(values) == len(uids) else values
     return merged
-
-
-class FollowerRun:
-    """What ranks > 0 get instead of a :class:`dbp_core.runs.Run`: same id, every write a
-    no-op (rank 0 alone writes the store), no checkpoints (rank 0 broadcasts them).
-    ``path`` is a private scratch folder, removed by :meth:`close`."""
-
-    def __init__(self, run_id: str, main_path: str | None = None):
-        import tempfile
-        from pathlib import Path
-        self.id = run_id
-        self.main_path = main_path
-        self.path = Path(tempfile.mkdtemp(prefix=f"dbp-rank{world()[0]}-"))
-
-    def write_status(self, **fields: Any) -> dict:
-        return dict(fields)
-
-    def mark_running(self) -> dict:
-        return {}
-
-    def append_metric(self, kind: str, step: int | None = None, **values: Any) -> dict:
-        return {"kind": kind, "step": step, **values}
-
-    def write_results(self, results: dict) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        pass
-
-    def save_checkpoint(self, name: str, obj: Any) -> None:
-        return None
-
-    def load_checkpoint(self, name: str) -> Any | None:
-        return None
-
-    def read_status(self, **_: Any) -> dict | None:
-        return None
-
-    def read_results(self) -> dict | None:
-        return None
-
-    def close(self) -> None:
-        import shutil
-        shutil.rmtree(self.path, ignore_errors=True)

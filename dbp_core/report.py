@@ -27,7 +27,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .runs import read_metrics
+from .results import MetricsView, read_run
 
 __all__ = ["RunData", "load_run", "write_report", "write_reports", "FIGURES"]
 
@@ -37,74 +37,50 @@ FIGURES = ("attack_success", "accuracy", "trajectory", "landscape_1d", "landscap
 # --------------------------------------------------------------------------- reading
 
 class RunData:
-    """Everything a report reads from one run folder (missing parts are None / empty)."""
+    """Everything a report reads from one run folder, through :mod:`dbp_core.results`
+    (missing parts are None / empty)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.results = _json(self.path / "results.json")
-        self.status = _json(self.path / "status.json") or {}
+        self.view = read_run(self.path)
+        self.metrics = MetricsView(self.path)
+        self.metrics.poll()
         self.trajectory = _json(self.path / "analysis" / "trajectory.json")
         self.landscape = _json(self.path / "analysis" / "landscape.json")
-        self.events, _, self.bad_lines = read_metrics(self.path / "metrics.jsonl")
 
     @property
     def id(self) -> str:
-        return (self.results or {}).get("run_id") or self.path.name
+        return self.view.id
 
     @property
     def label(self) -> str:
-        exp = (self.results or {}).get("experiment") or self.status.get("experiment")
-        return f"{exp} ({self.id[-6:]})" if exp else self.id
+        return self.view.label
+
+    @property
+    def results(self) -> dict | None:
+        return self.view.results
+
+    @property
+    def state(self) -> str:
+        return self.view.state
 
     @property
     def rows(self) -> list[dict]:
-        return list((self.results or {}).get("accuracies") or [])
+        return self.view.rows
 
     @property
     def comparisons(self) -> list[dict]:
-        return list((self.results or {}).get("comparisons") or [])
+        return self.view.comparisons
+
+    @property
+    def bad_lines(self) -> int:
+        return self.metrics.bad_lines
 
     def attack_curves(self) -> dict[str, dict[str, list[float]]]:
-        """Per attack: iteration -> success and loss averaged over seeds and batches (weighted
-        by batch size). A batch re-run after a resume counts once (its last events)."""
-        last: dict[tuple, dict] = {}
-        for e in self.events:
-            if e.get("kind") != "attack_iter" or e.get("step") is None or e.get("attack") is None:
-                continue
-            last[(e["attack"], e.get("stage"), e.get("seed"), e.get("batch"), int(e["step"]))] = e
-        acc: dict[str, dict[int, list[float]]] = {}
-        for (attack, _, _, _, step), e in last.items():
-            n = float(e.get("n") or 1)
-            s = acc.setdefault(attack, {}).setdefault(step, [0.0, 0.0, 0.0, 0.0])
-            if _finite(e.get("success")):
-                s[0] += n * float(e["success"])
-                s[1] += n
-            if _finite(e.get("loss")):
-                s[2] += n * float(e["loss"])
-                s[3] += n
-        curves = {}
-        for attack, steps in acc.items():
-            it = sorted(steps)
-            curves[attack] = {"iteration": it,
-                              "success": [steps[i][0] / steps[i][1] if steps[i][1] else math.nan for i in it],
-                              "loss": [steps[i][2] / steps[i][3] if steps[i][3] else math.nan for i in it]}
-        return curves
+        return self.metrics.attack_curves()
 
     def addt_curves(self) -> dict[str, tuple[list[int], list[float]]]:
-        """``addt_step`` fields per step (the last event of a step wins, e.g. after a resume)."""
-        by_step: dict[tuple, dict] = {}
-        for e in self.events:
-            if e.get("kind") == "addt_step" and e.get("step") is not None:
-                by_step[(e.get("variant"), int(e["step"]))] = e
-        curves: dict[str, tuple[list[int], list[float]]] = {}
-        for (variant, step), e in sorted(by_step.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-            for field in ("loss", "cgpo_loss_init", "cgpo_loss_final", "lambda_mean"):
-                if _finite(e.get(field)):
-                    key = field if variant is None else f"{field}/{variant}"
-                    xs, ys = curves.setdefault(key, ([], []))
-                    xs.append(step)
-                    ys.append(float(e[field]))
-        return curves
+        return self.metrics.addt_curves()
 
 
 def load_run(path: str | Path) -> RunData:
@@ -400,8 +376,8 @@ def write_report(run: RunData, out_dir: Path | None = None) -> dict[str, Any]:
     res = run.results or {}
     head = res.get("headline")
     lines = [f"# Report: {run.id}", ""]
-    meta = [("experiment", res.get("experiment") or run.status.get("experiment")),
-            ("description", res.get("description")), ("state", run.status.get("state")),
+    meta = [("experiment", run.view.experiment),
+            ("description", res.get("description")), ("state", run.state),
             ("seed", res.get("seed")), ("data", "/".join(str(v) for v in (res.get("data") or {}).values()) or None),
             ("backend", (res.get("environment") or {}).get("backend")),
             ("ranks", (res.get("environment") or {}).get("world_size"))]

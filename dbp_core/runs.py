@@ -1,4 +1,5 @@
-"""The run store (DESIGN.md §4): one folder per run, plain files, crash-safe.
+"""The write side of the run store (docs/design.md, "The run folder"): one folder per run,
+plain files, crash-safe. The read side is :mod:`dbp_core.results`.
 
 ``<root>/<run-id>/``
   ``config.toml``    the resolved config, frozen at creation
@@ -7,6 +8,7 @@
   ``results.json``   the final table — replaced atomically, only when the run is done
   ``checkpoints/``   stage checkpoints — replaced atomically
   ``log.txt``        human-readable log, tracebacks of failures
+  ``analysis/``, ``models/``, ``report/``  files stages and reports write (``Run.artifact_path``)
   ``.lock``          flock'ed by the one process running the run (its pid inside); see Run.lock
 
 Every file that is rewritten goes through :func:`atomic_write` (temp file in the
@@ -15,6 +17,10 @@ only ever sees the old or the new version. The writer is a plain process; the
 reader side (:meth:`Run.read_status`, :class:`MetricsReader`) tolerates dead
 writers and half-written last lines; a status/results file damaged by something else
 raises :class:`RunFileError` (a ValueError naming the file).
+
+``status.json`` is a :class:`RunStatus`, read and written here alone. A process that runs a
+run writes it through a :class:`RunWriter`: a :class:`Run`, or under torchrun on ranks > 0 a
+:class:`FollowerRun`, which writes nothing (rank 0 owns the store).
 """
 from __future__ import annotations
 
@@ -24,12 +30,14 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
-__all__ = ["RunStore", "Run", "RunNotFound", "RunLocked", "RunFileError", "RunStoreError", "MetricsReader",
-           "atomic_write", "STATES", "pid_alive", "default_runs_dir"]
+__all__ = ["RunStore", "Run", "FollowerRun", "RunWriter", "RunStatus", "Progress", "RunNotFound", "RunLocked",
+           "RunFileError", "RunStoreError", "MetricsReader", "atomic_write", "STATES", "pid_alive",
+           "default_runs_dir", "parse_run_id", "RunId"]
 
 STATES = ("queued", "running", "done", "failed", "interrupted")
 FINAL_STATES = ("done", "failed", "interrupted")
@@ -129,7 +137,7 @@ def _read_json(path: Path) -> Any | None:
         return None
 
 
-def _read_json_object(path: Path) -> dict | None:
+def read_json_object(path: Path) -> dict | None:
     """A JSON object file written by the run store; None if absent, RunFileError if damaged."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -147,6 +155,122 @@ def _read_json_object(path: Path) -> dict | None:
     if not isinstance(obj, dict):
         raise RunFileError(path, f"holds a JSON {type(obj).__name__}; expected a JSON object written by dbp")
     return obj
+
+
+# --------------------------------------------------------------------------- status.json
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the current stage is: ``done`` of ``total`` units (examples, steps), total unknown: None."""
+    stage: str | None = None
+    done: float = 0
+    total: float | None = None
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_STATUS_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "experiment": (lambda v: isinstance(v, str), "a string"),
+    "pid": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "host": (lambda v: isinstance(v, str), "a string"),
+    "proc_start": (lambda v: isinstance(v, str), "a string"),
+    "created": (_is_num, "a number (unix time)"),
+    "started": (_is_num, "a number (unix time)"),
+    "updated": (_is_num, "a number (unix time)"),
+    "eta": (_is_num, "a number of seconds"),
+    "message": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """``status.json``: what a run is doing. ``state`` is one of :data:`STATES`."""
+    state: str
+    experiment: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    proc_start: str | None = None
+    created: float | None = None
+    started: float | None = None
+    updated: float | None = None
+    progress: Progress = field(default_factory=Progress)
+    eta: float | None = None
+    message: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, path: str | os.PathLike = "status.json") -> "RunStatus":
+        """Validate the shape of a parsed ``status.json``; :class:`RunFileError` names the field."""
+        def bad(name: str, value: Any, expected: str):
+            text = json.dumps(value, default=str)
+            return RunFileError(path, f"field '{name}' holds {text[:60]}; expected {expected}")
+        state = data.get("state")
+        if state not in STATES:
+            raise bad("state", state, "one of " + ", ".join(STATES))
+        values: dict[str, Any] = {"state": state}
+        for name, (ok, expected) in _STATUS_TYPES.items():
+            v = data.get(name)
+            if v is not None and not ok(v):
+                raise bad(name, v, expected)
+            values[name] = v
+        values["message"] = values["message"] or ""
+        p = data.get("progress")
+        if p is None:
+            p = {}
+        if not isinstance(p, dict):
+            raise bad("progress", p, "an object {stage, done, total}")
+        stage, done, total = p.get("stage"), p.get("done", 0), p.get("total")
+        if stage is not None and not isinstance(stage, str):
+            raise bad("progress.stage", stage, "a string")
+        if not _is_num(done):
+            raise bad("progress.done", done, "a number")
+        if total is not None and not _is_num(total):
+            raise bad("progress.total", total, "a number")
+        values["progress"] = Progress(stage, done, total)
+        return cls(**values)
+
+    def updated_with(self, **changes: Any) -> "RunStatus":
+        """A copy with ``changes`` (``progress`` may be given as a dict)."""
+        if isinstance(changes.get("progress"), dict):
+            changes["progress"] = Progress(**changes["progress"])
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"unknown status field(s): {', '.join(sorted(unknown))}")
+        if "state" in changes and changes["state"] not in STATES:
+            raise ValueError(f"status state must be one of {STATES}, got {changes['state']!r}")
+        status = replace(self, **changes)
+        try:  # what is written must read back: the same checks as the reader's
+            RunStatus.from_dict(status.to_dict())
+        except RunFileError as exc:
+            raise ValueError(f"bad status: {exc.problem}") from None
+        return status
+
+
+# --------------------------------------------------------------------------- run ids
+
+RUN_ID = re.compile(r"(?P<stamp>\d{8}-\d{6})-(?P<experiment>[A-Za-z0-9][A-Za-z0-9_.-]*)-(?P<token>[0-9a-f]{6,})")
+
+
+@dataclass(frozen=True)
+class RunId:
+    """``<yyyymmdd>-<hhmmss>-<experiment>-<token>``, as :meth:`RunStore.new_id` makes them."""
+    stamp: str
+    experiment: str
+    token: str
+
+
+def parse_run_id(run_id: str) -> RunId | None:
+    """The parts of a run id, or None for a folder name that is not one."""
+    m = RUN_ID.fullmatch(run_id)
+    return RunId(m["stamp"], m["experiment"], m["token"]) if m else None
 
 
 # --------------------------------------------------------------------------- liveness
@@ -258,10 +382,10 @@ class Run:
 
     def __post_init__(self):
         self.path = Path(self.path)
-        self._status: dict | None = None
         self._metrics_fh = None
         self._lock_fd: int | None = None
-        self.claimed_from: dict | None = None  # the status mark_running replaced (first call only)
+        self._status: RunStatus | None = None
+        self.claimed_from: RunStatus | None = None  # the status mark_running replaced (first call only)
 
     # paths
     @property
@@ -330,25 +454,25 @@ class Run:
                 break
             time.sleep(0.01)
         try:
-            pid = (self.read_status(check_alive=False) or {}).get("pid")
-            return int(pid) if pid is not None else None
-        except (ValueError, TypeError):
+            return (self.read_status(check_alive=False) or RunStatus(state="queued")).pid
+        except RunFileError:
             return None
 
     # ---- writer side
-    def write_status(self, **fields: Any) -> dict:
-        """Merge ``fields`` into the status and replace ``status.json`` atomically.
-        Always stamps ``updated``; ``state`` must be one of STATES."""
-        status = dict(self._status if self._status is not None else (self.read_status(check_alive=False) or {}))
-        status.update(fields)
-        if status.get("state") not in STATES:
-            raise ValueError(f"status state must be one of {STATES}, got {status.get('state')!r}")
-        status["updated"] = time.time()
-        atomic_write_json(self.status_path, status)
+    def write_status(self, **changes: Any) -> RunStatus:
+        """Apply ``changes`` to the status and replace ``status.json`` atomically; always stamps
+        ``updated``. The first write of a run must give ``state``."""
+        current = self._status if self._status is not None else self.read_status(check_alive=False)
+        if current is None:
+            if "state" not in changes:
+                raise ValueError(f"the first status of run {self.id} must give a state")
+            current = RunStatus(state=changes["state"])
+        status = current.updated_with(**changes, updated=time.time())
+        atomic_write_json(self.status_path, status.to_dict())
         self._status = status
         return status
 
-    def mark_running(self) -> dict:
+    def mark_running(self) -> RunStatus:
         """Claim the run for this process (pid, host, process start time); remove temp files
         a killed writer left (the real files are intact: they are only ever replaced). Temp files
         of a live process — another writer, or this one — are left alone. The status replaced
@@ -359,14 +483,12 @@ class Run:
                     tmp.unlink(missing_ok=True)
         if self.claimed_from is None:
             try:
-                self.claimed_from = dict(self.read_status(check_alive=False) or {})
+                self.claimed_from = self.read_status(check_alive=False) or RunStatus(state="queued")
             except RunFileError:
-                self.claimed_from = {}
-        now = time.time()
+                self.claimed_from = RunStatus(state="queued")
+            self._status = self.claimed_from
         return self.write_status(state="running", pid=os.getpid(), host=socket.gethostname(),
-                                 proc_start=_proc_start(os.getpid()), started=now, message="",
-                                 progress=(self._status or {}).get("progress", {"done": 0, "total": None}),
-                                 eta=None)
+                                 proc_start=_proc_start(os.getpid()), started=time.time(), message="", eta=None)
 
     def append_metric(self, kind: str, step: int | None = None, **values: Any) -> dict:
         """Append one event line ``{"time", "kind", "step", **values}`` and flush it."""
@@ -407,6 +529,21 @@ class Run:
         import torch
         return torch.load(target, map_location="cpu", weights_only=True)
 
+    def artifact_path(self, relative: str | os.PathLike) -> Path:
+        """``<run>/<relative>`` for a file or folder a stage or report writes; its parents are made.
+        Refuses a path that leaves the run folder."""
+        target = self.path / relative
+        if ".." in Path(relative).parts or Path(relative).is_absolute():
+            raise ValueError(f"{relative}: expected a path inside the run folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def write_json(self, relative: str | os.PathLike, obj: Any) -> Path:
+        """Write ``obj`` as JSON to ``<run>/<relative>`` atomically."""
+        target = self.artifact_path(relative)
+        atomic_write_json(target, obj)
+        return target
+
     def close(self) -> None:
         """Close the metrics file (the lock, if held, is released by :meth:`unlock`)."""
         if self._metrics_fh is not None:
@@ -414,33 +551,33 @@ class Run:
             self._metrics_fh = None
 
     # ---- reader side
-    def read_status(self, *, check_alive: bool = True, persist: bool = False) -> dict | None:
-        """The status, or None if there is none yet. With ``check_alive``, a 'running' run whose
-        process is gone (dead pid, reused pid, zombie; or on another host, no update for
-        STALE_REMOTE_S) is reported 'interrupted' — and written so with ``persist``."""
-        status = _read_json_object(self.status_path)  # RunFileError if damaged
-        if status is None or not check_alive or status.get("state") != "running":
+    def read_status(self, *, check_alive: bool = True, persist: bool = False) -> RunStatus | None:
+        """The status, or None if there is none yet; :class:`RunFileError` (naming the file and
+        field) if ``status.json`` is damaged. With ``check_alive``, a 'running' run whose process
+        is gone (dead pid, reused pid, zombie; or on another host, no update for STALE_REMOTE_S)
+        is reported 'interrupted' — and written so with ``persist``."""
+        data = read_json_object(self.status_path)
+        if data is None:
+            return None
+        status = RunStatus.from_dict(data, self.status_path)
+        if not check_alive or status.state != "running" or not self._is_stale(status):
             return status
-        if self._is_stale(status):
-            status = {**status, "state": "interrupted",
-                      "message": f"process {status.get('pid')} on {status.get('host')} is gone"}
-            if persist:
-                self._status = None
-                status = self.write_status(**status)
+        status = status.updated_with(state="interrupted",
+                                     message=f"process {status.pid} on {status.host} is gone")
+        if persist:
+            self._status = status
+            status = self.write_status()
         return status
 
     @staticmethod
-    def _is_stale(status: dict) -> bool:
-        try:
-            if status.get("host") == socket.gethostname():
-                return not pid_alive(int(status.get("pid") or 0), status.get("proc_start"))
-            return time.time() - float(status.get("updated") or 0) > STALE_REMOTE_S
-        except (TypeError, ValueError):  # a pid / time that is not a number: nobody can be running it
-            return True
+    def _is_stale(status: RunStatus) -> bool:
+        if status.host == socket.gethostname():
+            return not pid_alive(status.pid or 0, status.proc_start)
+        return time.time() - (status.updated or 0) > STALE_REMOTE_S
 
     def read_results(self) -> dict | None:
         """results.json, or None before the run is done; RunFileError if the file is damaged."""
-        return _read_json_object(self.results_path)
+        return read_json_object(self.results_path)
 
     def read_config(self):
         from .config import load_config
@@ -454,6 +591,88 @@ class Run:
             return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
         except FileNotFoundError:
             return []
+
+
+# --------------------------------------------------------------------------- writers
+
+class RunWriter(Protocol):
+    """What a process running a run writes through (:class:`Run` or :class:`FollowerRun`)."""
+    id: str
+    path: Path
+    claimed_from: RunStatus | None
+
+    def lock(self) -> bool: ...
+    def unlock(self) -> None: ...
+    def read_status(self, *, check_alive: bool = True, persist: bool = False) -> RunStatus | None: ...
+    def mark_running(self) -> RunStatus | None: ...
+    def write_status(self, **changes: Any) -> RunStatus | None: ...
+    def append_metric(self, kind: str, step: int | None = None, **values: Any) -> dict: ...
+    def write_results(self, results: dict) -> None: ...
+    def log(self, message: str) -> None: ...
+    def save_checkpoint(self, name: str, obj: Any) -> Path | None: ...
+    def load_checkpoint(self, name: str) -> Any | None: ...
+    def artifact_path(self, relative: str | os.PathLike) -> Path: ...
+    def write_json(self, relative: str | os.PathLike, obj: Any) -> Path | None: ...
+    def close(self) -> None: ...
+
+
+class FollowerRun:
+    """What ranks > 0 of a torchrun job run through instead of a :class:`Run`: the same id, every
+    write a no-op (rank 0 alone writes the store), no checkpoints (rank 0 broadcasts them). Files
+    a stage writes go to a private scratch folder (``path``), removed by :meth:`close`."""
+
+    claimed_from: RunStatus | None = None
+
+    def __init__(self, run_id: str, main_path: str | os.PathLike | None = None, rank: int = 1):
+        import tempfile
+        self.id = run_id
+        self.main_path = main_path
+        self.path = Path(tempfile.mkdtemp(prefix=f"dbp-rank{rank}-"))
+
+    def lock(self) -> bool:
+        return False  # rank 0 holds the run's lock
+
+    def unlock(self) -> None:
+        pass
+
+    def read_status(self, **_: Any) -> RunStatus | None:
+        return None
+
+    def mark_running(self) -> RunStatus | None:
+        return None
+
+    def write_status(self, **changes: Any) -> RunStatus | None:
+        return None
+
+    def append_metric(self, kind: str, step: int | None = None, **values: Any) -> dict:
+        return {"kind": kind, "step": step, **values}
+
+    def write_results(self, results: dict) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+    def save_checkpoint(self, name: str, obj: Any) -> None:
+        return None
+
+    def load_checkpoint(self, name: str) -> Any | None:
+        return None
+
+    def artifact_path(self, relative: str | os.PathLike) -> Path:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def write_json(self, relative: str | os.PathLike, obj: Any) -> None:
+        return None
+
+    def read_results(self) -> dict | None:
+        return None
+
+    def close(self) -> None:
+        import shutil
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the store

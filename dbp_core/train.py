@@ -24,14 +24,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import noise, ops
-from .data import ImageSet, load_digits
-from .diffusion import Schedule, eps_prediction_loss, linear_schedule, reverse_chain, reverse_step
+from . import ops
 from .models.classifiers import DIGITS_MEAN, DIGITS_STD, DigitsCNN
+from .models.datasets import ImageSet, load_digits
 from .models.defended import DefendedClassifier
 from .models.loaders import save_checkpoint
+from .models.normalized import Normalized
 from .models.unet import UNet, UNetConfig
-from .purify import Purifier
+from .purifier import noise
+from .purifier.diffusion import Schedule, eps_prediction_loss, linear_schedule, reverse_chain, reverse_step
+from .purifier.purifier import Purifier
 
 DEFAULT_UNET = UNetConfig(in_channels=1, base_channels=16, channel_mult=(1, 2, 2), attention=True)
 DEFAULT_DDPM_STEPS = 2000
@@ -62,7 +64,7 @@ def train_classifier(train: ImageSet, seed: int, epochs: int = 20, batch: int = 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     model = DigitsCNN(width=16)
-    norm = DefendedClassifier(model, torch.nn.Identity(), DIGITS_MEAN, DIGITS_STD)
+    norm = Normalized(model, DIGITS_MEAN, DIGITS_STD)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     n = len(train)
     total = epochs * math.ceil(n / batch)
@@ -76,7 +78,7 @@ def train_classifier(train: ImageSet, seed: int, epochs: int = 20, batch: int = 
             x = _shift(train.x[idx], gen)
             sig = torch.rand(x.shape[0], 1, 1, 1, generator=gen) * 0.1
             x = x + sig * torch.randn(x.shape, generator=gen)
-            loss = F.cross_entropy(norm.classify(x), train.y[idx])
+            loss = F.cross_entropy(norm(x), train.y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -181,16 +183,16 @@ def evaluate(classifier, ddpm, seed: int, progress: bool = True) -> dict:
     """The printed targets: clean accuracy, purified accuracy (t* = 0.1; 10- and 100-step DDPM
     chains, replayed seed), share of confident samples."""
     test = load_digits("test")
-    plain = DefendedClassifier(classifier, torch.nn.Identity(), DIGITS_MEAN, DIGITS_STD)
-    m = {"classifier_clean_test_acc": accuracy(lambda x, u: plain.classify(x), test)}
+    plain = Normalized(classifier, DIGITS_MEAN, DIGITS_STD)
+    m = {"classifier_clean_test_acc": accuracy(lambda x, u: plain(x), test)}
     for steps in (10, 100):
         pur = Purifier(ddpm, t_star=0.1, steps=steps, noise=noise.replay(seed), grad_mode="none")
         d = DefendedClassifier(classifier, pur, DIGITS_MEAN, DIGITS_STD)
         m[f"purified_clean_test_acc_t0.1_{steps}steps"] = accuracy(d, test, batch=360)
     xs = sample(ddpm, 200, (1, 8, 8), steps=50, seed=seed)
-    p = torch.softmax(plain.classify(xs), 1).max(1).values
+    p = torch.softmax(plain(xs), 1).max(1).values
     m["samples_confident_share"] = (p >= CONFIDENT).float().mean().item()
-    m["samples_class_histogram"] = torch.bincount(plain.classify(xs).argmax(1), minlength=10).tolist()
+    m["samples_class_histogram"] = torch.bincount(plain(xs).argmax(1), minlength=10).tolist()
     return m
 
 

@@ -241,7 +241,7 @@ def _stage_run(tmp_path, text, name="r"):
 def test_addt_stage_resumes_bit_identically_through_the_run_store(tmp_path, monkeypatch):
     import signal
 
-    from dbp_core.addt import stage
+    from dbp_core.stages import addt as stage
     from dbp_core.models.loaders import load_checkpoint
     from dbp_core.study import Interrupted, run_study
     text = STAGE_CONFIG.replace('stages = ["addt", "attacks"]', 'stages = ["addt"]').replace("steps = 3", "steps = 4")

@@ -247,7 +247,7 @@ def test_surrogate_chain_is_what_the_attacker_differentiates():
     from types import SimpleNamespace
 
     from dbp_core.config import AttackConfig, PurifierConfig
-    from dbp_core.evaluate import attacker_model
+    from dbp_core.stages.attacks import attacker_model
     defended = tiny_defended(torch.float64, steps=3)
     res = SimpleNamespace(cfg=SimpleNamespace(purifier=PurifierConfig(t_star=0.1, steps=3, grad_mode="full")))
     same = attacker_model(res, AttackConfig(kind="pgd-eot"), defended)

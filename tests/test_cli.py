@@ -103,7 +103,7 @@ def test_run_in_process_writes_results(tmp_path, capsys, monkeypatch):
         assert r["n"] == 48 and r["accuracy"] == r["correct"] / 48
         assert 0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1 and r["ci_high"] - r["ci_low"] > 0.01
     assert res["headline"]["protocol"] == ("purified" if HAVE_PURIFY else "clean")
-    assert run.read_status()["state"] == "done"
+    assert run.read_status().state == "done"
     events = run.metrics().read()
     assert [e["kind"] for e in events][0] == "start" and events[-1]["kind"] == "done"
     assert [e["step"] for e in events if e["kind"] == "eval"] == list(range(12))
@@ -146,7 +146,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, reference):
     # every file is whole: JSON parses, results absent, checkpoint consistent with what was done
     raw = json.loads(run.status_path.read_text())
     assert raw["state"] == "running"
-    assert run.read_status()["state"] == "interrupted"
+    assert run.read_status().state == "interrupted"
     assert run.read_results() is None and not run.results_path.exists()
     ckpt = run.load_checkpoint("evaluate.json")
     assert 1 <= ckpt["next_batch"] < 40 and len(ckpt["clean"]) == 2 * ckpt["next_batch"]
@@ -156,7 +156,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, reference):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert out.strip().splitlines()[-1] == str(run.path)
-    assert run.read_status()["state"] == "done"
+    assert run.read_status().state == "done"
     assert comparable(run.read_results()) == comparable(reference)
     kinds = [e["kind"] for e in run.metrics().read()]
     assert kinds[0] == "start" and "resume" in kinds and kinds[-1] == "done"
@@ -191,7 +191,7 @@ def test_failure_records_traceback_and_exits_1(tmp_path, capsys, monkeypatch):
     assert "exploded on purpose" in err and "Traceback" not in err
     run = only_run(runs)
     status = run.read_status()
-    assert status["state"] == "failed" and "exploded on purpose" in status["message"]
+    assert status.state == "failed" and "exploded on purpose" in status.message
     assert "Traceback" in run.log_path.read_text()
     assert not run.results_path.exists()
     assert run.load_checkpoint("evaluate.json")["next_batch"] == 3
@@ -211,7 +211,7 @@ def test_two_concurrent_runs_stay_apart(tmp_path):
     for run in store.list():
         events = run.metrics().read()
         assert [e["step"] for e in events if e["kind"] == "eval"] == list(range(6))  # one run's events only
-        pids.add(run.read_status()["pid"])
+        pids.add(run.read_status().pid)
     assert pids == {p.pid for p in procs}
 
 
@@ -231,7 +231,8 @@ def test_runs_show_export(tmp_path, capsys, monkeypatch):
     csv_path = tmp_path / "out.csv"
     assert cli.main(["export", run.id, "--csv", str(csv_path)]) == 0
     lines = csv_path.read_text().splitlines()
-    assert lines[0].startswith("run_id,experiment,stage,protocol") and lines[1].startswith(run.id + ",tiny,evaluate,clean")
+    from dbp_core.results import EXPORT_COLUMNS  # the one column set of dbp export and the console
+    assert lines[0] == ",".join(EXPORT_COLUMNS) and lines[1].startswith(run.id + ",tiny,done,evaluate,,clean")
     assert cli.main(["export", run.id, "--csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("run_id,")
     assert cli.main(["resume", run.id]) == 0
@@ -314,16 +315,16 @@ def test_damaged_status_is_listed_as_unknown_not_a_crash(tmp_path, capsys, monke
     assert cli.main(["--runs-dir", str(runs), "runs", "--json"]) == 0
     captured = capsys.readouterr()
     rows = {r["id"]: r for r in json.loads(captured.out)}
-    assert rows[bad.id]["state"] == "?" and rows[bad.id]["experiment"] == "bad"
+    assert rows[bad.id]["state"] == "damaged" and rows[bad.id]["experiment"] == "bad"
     assert rows[good.id]["state"] == "done"
     assert str(bad.status_path) in captured.err and "Traceback" not in captured.err
     assert cli.main(["--runs-dir", str(runs), "runs"]) == 0
     table = capsys.readouterr().out
     assert bad.id in table and good.id in table
-    # show: what can be shown, state '?', and an error naming the file (exit 2)
+    # show: what can be shown, state 'damaged', and an error naming the file (exit 2)
     assert cli.main(["--runs-dir", str(runs), "show", bad.id]) == 2
     captured = capsys.readouterr()
-    assert "state:      ?" in captured.out and "clean" in captured.out
+    assert "state:      damaged" in captured.out and "clean" in captured.out
     assert f"dbp: error: {bad.status_path}" in captured.err and "expected a JSON object" in captured.err
     assert cli.main(["--runs-dir", str(runs), "resume", bad.id]) == 2
     err = capsys.readouterr().err
@@ -369,7 +370,7 @@ def _interrupted_run(tmp_path, n=80) -> tuple[Path, Run]:
     wait_for_lines(run.metrics_path, 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    assert run.read_status()["state"] == "interrupted"
+    assert run.read_status().state == "interrupted"
     return runs, run
 
 
@@ -384,7 +385,7 @@ def test_two_resumes_at_once_one_runs_the_other_exits_2(tmp_path):
     assert f"dbp: error: run {run.id} is already running (pid {winner.pid})" in loser_err, loser_err
     assert "Traceback" not in loser_err
     status = run.read_status()
-    assert status["state"] == "done" and status["pid"] == winner.pid
+    assert status.state == "done" and status.pid == winner.pid
     kinds = [e["kind"] for e in run.metrics().read()]
     assert kinds.count("resume") == 1 and kinds[-1] == "done"  # the loser wrote nothing
     evals = [e["step"] for e in run.metrics().read() if e["kind"] == "eval"]
@@ -404,7 +405,7 @@ def test_resume_while_the_run_is_running_exits_2(tmp_path):
         out, err = second.communicate(timeout=60)
         assert second.returncode == 2, err
         assert f"run {run.id} is already running (pid {proc.pid})" in err and "Traceback" not in err
-        assert proc.poll() is None and run.read_status()["pid"] == proc.pid
+        assert proc.poll() is None and run.read_status().pid == proc.pid
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
@@ -417,7 +418,7 @@ def test_resume_marks_the_run_running_right_after_locking(tmp_path, monkeypatch)
     seen = {}
 
     def read_config(self):  # the state when the (slow) config load begins
-        seen.update(self.read_status(check_alive=False))
+        seen.update(self.read_status(check_alive=False).to_dict())
         return original(self)
     original = Run.read_config
     monkeypatch.setattr(Run, "read_config", read_config)
@@ -427,7 +428,7 @@ def test_resume_marks_the_run_running_right_after_locking(tmp_path, monkeypatch)
     try:
         assert prepared_run.locked
         assert seen["state"] == "running" and seen["pid"] == os.getpid()
-        assert prepared_run.claimed_from["state"] == "interrupted"
+        assert prepared_run.claimed_from.state == "interrupted"
     finally:
         prepared_run.unlock()
 
@@ -441,7 +442,7 @@ def test_resume_with_an_invalid_frozen_config_restores_the_state(tmp_path, capsy
     err = capsys.readouterr().err
     assert "dbp: invalid config" in err and "seed" in err and str(run.config_path) in err
     status = Run(run.path).read_status()
-    assert status["state"] == "interrupted" and status["message"] == "killed" and status["pid"] is None
+    assert status.state == "interrupted" and status.message == "killed" and status.pid is None
     assert Run(run.path).lock() is True  # released
 
 
@@ -510,14 +511,14 @@ def test_sigkill_in_attacks_then_resume_matches_uninterrupted(tmp_path, monkeypa
     proc.communicate()
     run = Run(ckpt.parent.parent)
     assert json.loads(run.status_path.read_text())["state"] == "running"
-    assert run.read_status()["state"] == "interrupted"
+    assert run.read_status().state == "interrupted"
     assert run.read_results() is None and not run.results_path.exists()
     state = run.load_checkpoint("attacks.json")  # whole: parses, and mid-way through the 6 jobs
     assert 1 <= state["next"] < 6
     proc = dbp("resume", run.id, runs=runs, DBP_TEST_DELAY="0")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert run.read_status()["state"] == "done"
+    assert run.read_status().state == "done"
     assert attack_comparable(run.read_results()) == attack_comparable(reference)
     kinds = [e["kind"] for e in run.metrics().read()]
     assert kinds[0] == "start" and "resume" in kinds and kinds[-1] == "done"

@@ -85,7 +85,7 @@ def test_torchrun_two_ranks_equal_single_process(tmp_path):
     assert len(multi["stages"]["evaluate"]["per_example"]["purified"]) == 15
     assert multi["accuracies"] == ref["accuracies"]
     assert multi["comparisons"] == ref["comparisons"]
-    assert run.read_status()["state"] == "done"
+    assert run.read_status().state == "done"
     assert not list(tmp_path.glob("dist/runs/*/checkpoints/.*tmp*"))
 
 
@@ -96,8 +96,8 @@ def test_a_failing_rank_fails_the_whole_run_cleanly(tmp_path):
     assert proc.returncode != 0
     assert "rank 1 of 2 failed" in proc.stderr and "exploded on purpose" in proc.stderr
     status = run.read_status()
-    assert status["state"] == "failed"
-    assert "rank 1 of 2 failed: RuntimeError: classifier on rank 1 exploded on purpose" in status["message"]
+    assert status.state == "failed"
+    assert "rank 1 of 2 failed: RuntimeError: classifier on rank 1 exploded on purpose" in status.message
     assert not run.results_path.exists()  # no results written half-way
     stages = run.load_checkpoint("stages.json") or {}
     assert "attacks" not in stages
@@ -180,8 +180,8 @@ def test_a_rank_failing_inside_ddp_training_fails_the_run_with_its_message(tmp_p
                                                                     "DBP_DIST_TIMEOUT": "150"})
     assert proc.returncode != 0
     status = run.read_status()
-    assert status["state"] == "failed"
-    assert "rank 1 of 2 failed: RuntimeError: classifier on rank 1 exploded on purpose" in status["message"]
+    assert status.state == "failed"
+    assert "rank 1 of 2 failed: RuntimeError: classifier on rank 1 exploded on purpose" in status.message
     assert "exploded on purpose" in run.log_path.read_text()
     assert not run.results_path.exists()
     done = [m["step"] for m in run.metrics().read() if m["kind"] == "addt_step"]

@@ -220,7 +220,7 @@ protocols = ["clean", "purified", "single"]
 
 def test_progress_moves_within_a_batch(tmp_path, monkeypatch):
     """A long attack batch still moves the progress bar (per attack iteration, throttled)."""
-    from dbp_core import evaluate
+    from dbp_core.stages import attacks as evaluate
     monkeypatch.setattr(evaluate, "PROGRESS_EVERY_S", 0.0)
     cfg = loads_config(CONFIG.format(n=8, batch=8, first=0, seeds=1), base_dir=str(tmp_path))
     r = RunStore(tmp_path / "runs").create(cfg)

@@ -12,7 +12,7 @@ import pytest
 import scipy.stats
 import torch
 
-from dbp_core import _reference as ref
+from dbp_core.ops import reference as ref
 from dbp_core import ops
 
 needs_extension = pytest.mark.skipif(ops.backend() == "reference", reason="extension not built")

@@ -35,7 +35,7 @@ def test_create_writes_frozen_config_and_queued_status(tmp_path):
     assert run.id.split("-")[2] == "exp" and run.path.parent == tmp_path
     assert run.read_config().model_dump() == cfg.model_dump()
     status = run.read_status()
-    assert status["state"] == "queued" and status["experiment"] == "exp"
+    assert status.state == "queued" and status.experiment == "exp"
     assert run.checkpoints_dir.is_dir() and run.log_path.exists()
     with pytest.raises(ValueError):
         run.write_status(state="bogus")
@@ -68,8 +68,8 @@ def test_dead_pid_reported_interrupted_and_persisted(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     run.write_status(state="running", pid=child.pid, host=socket.gethostname(), proc_start=None)
-    assert run.read_status(check_alive=False)["state"] == "running"
-    assert run.read_status()["state"] == "interrupted"
+    assert run.read_status(check_alive=False).state == "running"
+    assert run.read_status().state == "interrupted"
     assert json.loads(run.status_path.read_text())["state"] == "running"  # not persisted by default
     Run(run.path).read_status(persist=True)
     assert json.loads(run.status_path.read_text())["state"] == "interrupted"
@@ -78,19 +78,19 @@ def test_dead_pid_reported_interrupted_and_persisted(tmp_path):
 def test_live_pid_is_running_and_reused_pid_is_not(tmp_path):
     run = RunStore(tmp_path).create(experiment="e")
     run.mark_running()
-    assert run.read_status()["state"] == "running"
+    assert run.read_status().state == "running"
     run.write_status(proc_start="1")  # same pid, different process start: pid was reused
-    assert run.read_status()["state"] == "interrupted"
+    assert run.read_status().state == "interrupted"
 
 
 def test_remote_host_judged_by_heartbeat(tmp_path):
     run = RunStore(tmp_path).create(experiment="e")
     run.write_status(state="running", pid=1, host="elsewhere")
-    assert run.read_status()["state"] == "running"
+    assert run.read_status().state == "running"
     status = json.loads(run.status_path.read_text())
     status["updated"] = time.time() - 3600
     run.status_path.write_text(json.dumps(status))
-    assert Run(run.path).read_status()["state"] == "interrupted"
+    assert Run(run.path).read_status().state == "interrupted"
 
 
 def test_metrics_reader_waits_for_partial_last_line(tmp_path):
@@ -219,7 +219,7 @@ def test_create_retries_on_an_id_clash(tmp_path, monkeypatch):
     second = store.create(experiment="e")  # draws the same token once, then a fresh one
     assert first.id == "20000101-000000-e-aaaaaaaaaa" and second.id == "20000101-000000-e-bbbbbbbbbb"
     assert len(calls) == 3
-    assert first.read_status()["state"] == second.read_status()["state"] == "queued"
+    assert first.read_status().state == second.read_status().state == "queued"
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.id, second.id]
     monkeypatch.setattr(runs_mod, "_id_token", lambda: "aaaaaaaaaa")  # every draw clashes: a clear error
     from dbp_core.runs import RunStoreError
@@ -242,10 +242,15 @@ def test_damaged_status_and_results_raise_a_named_error(tmp_path, content):
         assert str(run.path) in str(info.value) and "expected a JSON object" in str(info.value)
 
 
-def test_status_with_non_numeric_pid_is_interrupted(tmp_path):
+def test_status_with_non_numeric_pid_is_refused_and_reads_as_damaged(tmp_path):
+    from dbp_core.runs import RunFileError
     run = RunStore(tmp_path).create(experiment="e")
-    run.write_status(state="running", pid="x", host=socket.gethostname())
-    assert Run(run.path).read_status()["state"] == "interrupted"
+    with pytest.raises(ValueError, match="field 'pid'"):
+        run.write_status(state="running", pid="x", host=socket.gethostname())
+    status = json.loads(run.status_path.read_text())
+    run.status_path.write_text(json.dumps({**status, "state": "running", "pid": "x"}))
+    with pytest.raises(RunFileError, match="field 'pid' holds \"x\"; expected an integer"):
+        Run(run.path).read_status()
 
 
 def test_store_root_that_is_a_file(tmp_path):

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import noise as noise_mod
 from .. import ops
+from ..purifier import noise as noise_mod
 
 
 def lambda_t(alpha_bar: torch.Tensor, multiplier: float = 0.03, clamp: float = 0.3) -> torch.Tensor:

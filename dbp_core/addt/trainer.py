@@ -18,10 +18,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import dist
-from .. import noise as noise_mod
-from .. import ops
+from .. import dist, ops
 from ..attacks.base import derive_seed
+from ..purifier import noise as noise_mod
 from .cgpo import CGPOSettings, cgpo, diffuse, lambda_t, mixed_noise
 
 

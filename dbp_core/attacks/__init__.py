@@ -6,14 +6,16 @@
 * ``DWBox`` (dwbox.py): PGD replaying the defence's evaluation seed.
 * ``BPDA`` (bpda.py): identity backward through the purifier (weak baseline).
 * ``APGD`` (apgd.py): APGD-CE with EOT and the corrected selection rule.
-"""
-from .apgd import APGD
-from .base import NoisePlan, PlainModel, as_attack_model, derive_seed, success_rate
-from .bpda import BPDA, StraightThrough
-from .dwbox import DWBox
-from .eot import eot_gradient
-from .lp import ascent_direction, project, random_start
-from .pgd import PGD
+* ``registry.py``: the kinds an ``[[attacks]]`` entry can name, and how each is built.
 
-__all__ = ["APGD", "BPDA", "DWBox", "PGD", "NoisePlan", "PlainModel", "StraightThrough", "as_attack_model",
-           "ascent_direction", "derive_seed", "eot_gradient", "project", "random_start", "success_rate"]
+The package is light: each name is imported on first use (``dbp_core._lazy``).
+"""
+from .._lazy import exports
+
+__getattr__, __dir__ = exports(__name__, {
+    "APGD": ".apgd", "BPDA": ".bpda", "StraightThrough": ".bpda", "DWBox": ".dwbox", "PGD": ".pgd",
+    "NoisePlan": ".base", "PlainModel": ".base", "as_attack_model": ".base", "derive_seed": ".base",
+    "success_rate": ".base", "eot_gradient": ".eot", "ascent_direction": ".lp", "project": ".lp",
+    "random_start": ".lp", "build_attack": ".registry",
+})
+__all__ = __dir__()

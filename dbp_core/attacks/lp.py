@@ -12,8 +12,8 @@ import math
 import torch
 
 from .. import ops
+from .names import NORMS
 
-NORMS = ("linf", "l2")
 _TINY = 1e-10  # guards the L2 normalisation of a zero gradient
 
 

@@ -1,4 +1,4 @@
-"""The defended model of DBP: ``classifier(normalise(purifier(x, uids)))`` (DESIGN.md §1)."""
+"""The defended model of DBP: ``classifier(purifier(x, uids))`` (docs/design.md, "The defended model")."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,26 +6,28 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .normalized import Normalized
+
 
 class DefendedClassifier(nn.Module):
-    """Logits of the classifier on purified inputs, with the classifier's own normalisation.
+    """Logits of the classifier on purified inputs.
 
+    ``classifier`` maps [0, 1] images to logits; pass ``mean`` / ``std`` to wrap it in
+    :class:`~dbp_core.models.normalized.Normalized` when it expects normalised inputs.
     ``forward(x, uids, **purify_kwargs)`` forwards ``replicas=`` / ``replica=`` / ``seed=`` to the
     purifier; with ``replicas=K`` the logits are [K * B, classes], replica-major."""
 
-    def __init__(self, classifier: nn.Module, purifier: nn.Module, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, classifier: nn.Module, purifier: nn.Module, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
         super().__init__()
-        self.classifier = classifier
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither")
+        self.classifier = Normalized(classifier, mean, std) if mean is not None else classifier
         self.purifier = purifier
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits without purification (the undefended classifier)."""
-        return self.classifier(self.normalise(x))
+        return self.classifier(x)
 
     def forward(self, x: torch.Tensor, uids: torch.Tensor, **purify_kwargs) -> torch.Tensor:
         return self.classify(self.purifier(x, uids, **purify_kwargs))

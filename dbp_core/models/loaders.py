@@ -209,3 +209,22 @@ def load_diffusers_unet(folder: str | Path, trust_pickle: bool = False) -> Diffu
             load_state_dict_strict(unet, sd, d / name)
             return DiffusersEps(unet).eval()
     raise CheckpointError(f"{d}: no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin")
+
+
+def load_model_file(path: str | Path, role: str, fmt: str = "auto", trust_pickle: bool = False) -> nn.Module:
+    """A classifier / eps model from a local file or folder, per ``models.<role>_format``:
+    'dbp' (our safetensors + json checkpoint), 'robustbench' (WRN-28-10 state dict),
+    'diffusers' (UNet2DModel folder); 'auto' picks by what is on disk."""
+    path = Path(path)
+    if fmt == "auto":
+        if path.is_dir():
+            fmt = "diffusers"
+        elif path.suffix in (".json", ".safetensors") or path.with_suffix(".json").is_file():
+            fmt = "dbp"
+        else:
+            fmt = "robustbench" if role == "classifier" else "dbp"
+    if fmt == "dbp":
+        return load_checkpoint(path)
+    if fmt == "robustbench":
+        return load_robustbench_wrn(path, trust_pickle=trust_pickle)
+    return load_diffusers_unet(path, trust_pickle=trust_pickle)

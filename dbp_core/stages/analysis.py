@@ -2,15 +2,15 @@
 written to ``<run>/analysis/{trajectory,landscape}.json`` (read by reports)."""
 from __future__ import annotations
 
-from .. import noise as noise_mod
+from ..analysis.landscape import loss_landscape
+from ..analysis.trajectory import attack_trajectory
 from ..attacks import NoisePlan
 from ..models.defended import DefendedClassifier
-from ..runs import atomic_write_json
-from .landscape import loss_landscape
-from .trajectory import attack_trajectory
+from ..purifier import noise as noise_mod
+from .context import StageContext
 
 
-def run_analysis(ctx) -> dict:
+def run(ctx: StageContext) -> dict:
     cfg, res = ctx.cfg, ctx.resources
     an = cfg.analysis
     if not cfg.attacks:
@@ -19,12 +19,10 @@ def run_analysis(ctx) -> dict:
     purifier = res.purifier(noise_mod.stochastic())
     if purifier is None:
         raise ValueError("stage 'analysis' needs a diffusion model (models.diffusion must not be 'none')")
-    model = DefendedClassifier(res.classifier(), purifier, [0.0], [1.0]).to(res.device)
+    model = DefendedClassifier(res.classifier(), purifier).to(res.device)  # the classifier normalises
     data = res.data()
     n = min(an.examples, len(data))
     x, y, uids = (t[:n].to(res.device) for t in (data.x, data.y, data.uids))
-    out_dir = ctx.run.path / "analysis"
-    out_dir.mkdir(exist_ok=True)
     summary = {"attack": acfg.name, "examples": n}
     if an.trajectory:
         replicas = max(acfg.eot, 2)
@@ -37,15 +35,15 @@ def run_analysis(ctx) -> dict:
             for i, loss in enumerate(traj[label]["loss"]):
                 ctx.metric("trajectory", i, noise=label, loss=loss, cos_successive=traj[label]["cos_successive"][i],
                            cos_replicas=traj[label]["cos_replicas"][i])
-        atomic_write_json(out_dir / "trajectory.json", {"attack": acfg.name, "replicas": replicas, **traj})
-        summary["trajectory"] = "analysis/trajectory.json"
+        summary["trajectory"] = ctx.write_json("analysis/trajectory.json",
+                                               {"attack": acfg.name, "replicas": replicas, **traj})
         ctx.progress(1, 2 if an.landscape else 1, message="trajectory done")
     if an.landscape:
         radius = an.landscape_radius or 2 * acfg.eps
         land = loss_landscape(model, x, y, uids, radius=radius, grid=an.landscape_grid, dims=an.landscape_dims,
                               fixed_seed=ctx.seed("landscape", "fixed"),
                               fresh_seed=lambda i: ctx.seed("landscape", "fresh", i))
-        atomic_write_json(out_dir / "landscape.json", {"attack": acfg.name, "radius": radius, **land})
-        summary["landscape"] = "analysis/landscape.json"
+        summary["landscape"] = ctx.write_json("analysis/landscape.json",
+                                              {"attack": acfg.name, "radius": radius, **land})
         ctx.progress(2 if an.trajectory else 1, 2 if an.trajectory else 1, message="landscape done")
     return summary

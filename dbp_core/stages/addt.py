@@ -11,9 +11,11 @@ import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..diffusion import linear_schedule
-from .cgpo import CGPOSettings
-from .trainer import ADDTTrainer, TrainSettings
+from .. import dist
+from ..addt.cgpo import CGPOSettings
+from ..addt.trainer import ADDTTrainer, TrainSettings
+from ..purifier.diffusion import linear_schedule
+from .context import StageContext
 
 CHECKPOINT_EVERY = 25  # steps; a checkpoint holds model, EMA and optimiser state
 
@@ -40,7 +42,8 @@ def save_like_source(model, dest: Path) -> Path:
     raise TypeError(f"cannot save a {type(model).__name__}: ADDT saves our UNet or a diffusers UNet2DModel")
 
 
-def run_addt(ctx) -> dict:
+@dist.all_ranks
+def run(ctx: StageContext) -> dict:
     cfg, res = ctx.cfg, ctx.resources
     a = cfg.addt
     base = res.eps_model()
@@ -73,7 +76,7 @@ def run_addt(ctx) -> dict:
                 state["current"] = {"label": label, "trainer": trainer.state_dict()}
                 ctx.save_checkpoint(state, tensors=True)
             ctx.progress(n_done * a.steps + trainer.step, total, message=f"ADDT {label}")
-        path = save_like_source(trainer.evaluation_model(), ctx.run.path / "models" / label)
+        path = save_like_source(trainer.evaluation_model(), ctx.artifact_path(f"models/{label}"))
         state["finished"][label] = summary[label] = {"model": str(path), "steps": trainer.step,
                                                      "multiplier": s.multiplier}
         state["current"] = None

@@ -1,4 +1,4 @@
-"""The attack study's evaluation protocol (DESIGN.md §1, issue 5): the ``attacks`` stage.
+"""The ``attacks`` stage: the attack study's evaluation protocol (docs/results.md, docs/science.md).
 
 For every attack of the config, every attack seed s < ``evaluation.seeds`` and every
 batch of examples (uid order), the attack runs against the attacker's model and the
@@ -24,34 +24,17 @@ import time
 
 import torch
 
-from . import dist
-from . import noise as noise_mod
-from .attacks import APGD, BPDA, PGD, DWBox, NoisePlan, PlainModel
-from .models.defended import DefendedClassifier
-from .stats import accuracy_row, paired_difference
+from .. import dist
+from ..attacks import APGD, PGD, PlainModel
+from ..attacks.registry import KINDS, build_attack
+from ..models.defended import DefendedClassifier
+from ..models.loaders import load_model_file
+from ..purifier import noise as noise_mod
+from ..purifier.purifier import Purifier
+from ..stats import accuracy_row, paired_difference
+from .context import StageContext
 
 PROGRESS_EVERY_S = 1.0  # status.json updates from inside an attack batch, at most this often
-PGD_FAMILY = ("pgd", "pgd-eot", "dwbox", "dwbox-forward", "bpda", "apgd-eot")
-
-
-def build_attack(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):
-    """The attack object of one ``[[attacks]]`` entry; its noise plan follows ``acfg.noise``."""
-    common = dict(norm=acfg.norm, eps=acfg.eps, iterations=acfg.iterations, eot_chunk=acfg.eot_chunk,
-                  start_seed=attack_seed, loss=acfg.loss, on_iteration=on_iteration)
-    fresh = NoisePlan("fresh", attack_seed)
-    if acfg.kind in ("dwbox", "dwbox-forward"):
-        return DWBox(eval_seed, forward_only=acfg.kind == "dwbox-forward", step=acfg.step,
-                     random_start=acfg.random_start, **common)
-    if acfg.kind == "bpda":
-        return BPDA(step=acfg.step, random_start=acfg.random_start, eot=acfg.eot, noise=fresh, **common)
-    if acfg.kind == "apgd-eot":
-        return APGD(eot=acfg.eot, noise=fresh, random_start=acfg.random_start,
-                    selection_samples=acfg.selection_samples, **common)
-    if acfg.kind in ("pgd", "pgd-eot"):
-        return PGD(step=acfg.step, random_start=acfg.random_start, eot=acfg.eot, noise=fresh, **common)
-    from .config import resolve_import_path  # a plugin: attack(model, x, y, uids, cfg) -> x_adv
-    plugin = resolve_import_path(acfg.kind)
-    return lambda model, x, y, uids: plugin(model, x, y, uids, acfg)
 
 
 def attacker_model(res, acfg, defended: DefendedClassifier) -> DefendedClassifier:
@@ -59,11 +42,10 @@ def attacker_model(res, acfg, defended: DefendedClassifier) -> DefendedClassifie
     if acfg.surrogate_steps is None and acfg.surrogate_sampler is None:
         return defended
     pc = res.cfg.purifier
-    from .purify import Purifier
     surrogate = Purifier(defended.purifier.eps_model, t_star=pc.t_star, steps=acfg.surrogate_steps or pc.steps,
                          sampler=acfg.surrogate_sampler or pc.sampler, grad_mode=pc.grad_mode,
                          segments=pc.segments, variance=pc.variance)
-    return DefendedClassifier(defended.classifier, surrogate, [0.0], [1.0])
+    return DefendedClassifier(defended.classifier, surrogate)
 
 
 def _correct(model, x, y, uids, seed) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,9 +89,10 @@ def _undefended(classifier, acfg, x, y, uids, attack_seed, cache: dict, where) -
     """The bare classifier under the same attack settings (no purifier, EOT 1). PGD, PGD-EOT,
     DW-box and BPDA of equal settings are one and the same attack on a deterministic classifier
     (and so are the fine-tuned variants, which share the classifier): computed once per batch."""
-    if acfg.kind not in PGD_FAMILY:
+    kind = KINDS.get(acfg.kind)
+    if kind is None or kind.undefended is None:
         return []
-    apgd = acfg.kind == "apgd-eot"
+    apgd = kind.undefended == "apgd"
     key = (where, apgd, acfg.norm, acfg.eps, None if apgd else acfg.step, acfg.iterations, acfg.loss,
            acfg.random_start, attack_seed if acfg.random_start else None)
     if key not in cache:
@@ -134,18 +117,24 @@ def defences(ctx) -> dict[str, DefendedClassifier]:
         if purifier is None:
             raise ValueError("stage 'attacks' attacks a purified classifier: models.diffusion must not be 'none'")
         if path is not None:
-            from .study import load_model_file
             purifier.eps_model = load_model_file(path, "diffusion", "auto", res.cfg.models.trust_pickle).to(res.device)
-        # the classifier normalises its own input
-        out[label] = DefendedClassifier(classifier, purifier, [0.0], [1.0]).to(res.device)
+        out[label] = DefendedClassifier(classifier, purifier).to(res.device)  # the classifier normalises
     return out
+
+
+def _replays(acfg) -> bool:
+    """Does the attacker replay the defence's noise (DW-box)? Then its examples are also judged
+    under fresh noise."""
+    kind = KINDS.get(acfg.kind)
+    return kind is not None and kind.noise != "stochastic"
 
 
 def outcome_key(model: str, attack: str, seed: int) -> str:
     return f"{attack}/{seed}" if model == "original" else f"{model}:{attack}/{seed}"
 
 
-def run_attacks(ctx) -> dict:
+@dist.all_ranks  # under torchrun every rank attacks its shard of each batch
+def run(ctx: StageContext) -> dict:
     """The ``attacks`` stage (see the module docstring). Checkpoints after every batch."""
     cfg, res = ctx.cfg, ctx.resources
     if not cfg.attacks:
@@ -153,7 +142,7 @@ def run_attacks(ctx) -> dict:
     data, classifier, device = res.data(), res.classifier(), res.device
     models = defences(ctx)
     ev = cfg.evaluation
-    batches = [(i, min(i + cfg.data.batch_size, len(data))) for i in range(0, len(data), cfg.data.batch_size)]
+    batches = data.batches(cfg.data.batch_size)
     jobs = [(m, a, s, b) for m in models for a in range(len(cfg.attacks)) for s in range(ev.seeds)
             for b in range(len(batches))]
     state = ctx.load_checkpoint() or {"next": 0, "outcomes": {}}
@@ -237,7 +226,7 @@ def summarize(cfg, outcomes: dict, n_examples: int, models: list[str] = ("origin
             for protocol, key, enabled_by in ROWS:
                 if enabled_by not in ev.protocols:
                     continue
-                if protocol == "fresh-noise" and acfg.kind not in ("dwbox", "dwbox-forward"):
+                if protocol == "fresh-noise" and not _replays(acfg):
                     continue  # for a stochastic attacker this is the same as `single`
                 pooled = _pooled(outcomes, acfg.name, key, ev.seeds, model)
                 if not pooled:
@@ -252,7 +241,7 @@ def summarize(cfg, outcomes: dict, n_examples: int, models: list[str] = ("origin
             if "repurify" in ev.protocols:
                 compare("attack vs no attack, worst of N", model, acfg.name, "repurify-worst",
                         model, acfg.name, "purified-worst")
-            if acfg.kind.startswith("dwbox"):
+            if _replays(acfg):
                 compare("replayed vs fresh noise", model, acfg.name, "single", model, acfg.name, "fresh-noise")
         for i, a in enumerate(cfg.attacks):
             for b in cfg.attacks[i + 1:]:

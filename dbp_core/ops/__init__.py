@@ -1,9 +1,9 @@
-"""The Python face of the ``dbp`` custom ops (DESIGN.md §3).
+"""The Python face of the ``dbp`` custom ops (docs/design.md, "The ops layer").
 
 ``torch.ops.dbp.{normal, q_sample, ddpm_step, rbgm}`` come from the compiled
 extension ``dbp_core._C`` (CPU kernels, plus CUDA kernels when built with
 CUDA). Without it, the same schemas are defined here with the pure-PyTorch
-reference (``dbp_core._reference``) as their kernel, after one warning. Either
+reference (``dbp_core.ops.reference``) as their kernel, after one warning. Either
 way this module registers the autograd formulas and fake kernels, so callers
 never see the difference except in speed; ``backend()`` says which is live.
 
@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from . import _reference as ref
+from . import reference as ref
 
 SCHEMAS = {
     "normal": "(int[] shape, int seed, int stream, Tensor uids, int step, ScalarType? dtype=None) -> Tensor",
@@ -30,7 +30,7 @@ SCHEMAS = {
 
 _EXTENSION_ERROR: str | None = None
 try:
-    from . import _C  # noqa: F401  (loading the library registers the ops)
+    from .. import _C  # noqa: F401  (loading the library registers the ops)
 except ImportError as exc:  # not built: fall back to the reference
     _EXTENSION_ERROR = str(exc)
 
@@ -251,7 +251,7 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, c_x, c_eps, sigma, seed: int
 
 
 def rbgm(g: torch.Tensor, seed: int, stream: int, uids: torch.Tensor, step: int) -> torch.Tensor:
-    """Rank-based Gaussian mapping (NOTES.md, ADDT step 3): per image channel of g
+    """Rank-based Gaussian mapping (docs/science.md, RBGM): per image channel of g
     ([B, C, ...]; [B, N] is one row per sample) an addressed Gaussian sample,
     sorted, placed in the rank order of g. No gradient."""
     return torch.ops.dbp.rbgm(g, _signed64(seed), int(stream), uids, int(step))

@@ -1,0 +1,131 @@
+"""The reverse chain checkpointed as one autograd node (the ``checkpoint`` and ``segments``
+gradient modes of :class:`~dbp_core.purifier.purifier.Purifier`; docs/design.md, "Gradients").
+
+The forward runs every step without a graph and keeps the input of every ``per_segment``-th
+step; the backward recovers each segment's step inputs (no graph) and re-runs one step's
+network at a time with a graph. The purifier supplies the steps (``ChainPlan.step``) and the
+backward of one step (``Purifier._step_vjp``); this module owns the bookkeeping: kept inputs,
+the RNG states that make dropout replay, and which gradients the running backward asks for.
+"""
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+
+class ChainPlan:
+    """What a checkpointed chain needs besides its tensors (passed through Function.apply)."""
+
+    def __init__(self, purifier, seed: int, uids: torch.Tensor, replica: int, replicas: int,
+                 per_segment: int):
+        self.purifier, self.seed, self.uids = purifier, seed, uids
+        self.replica, self.replicas, self.per_segment = replica, replicas, per_segment
+
+    def step(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        return self.purifier._step(x, i, self.seed, self.uids, self.replica, self.replicas)
+
+
+def _rng_state(device: torch.device):
+    """The global RNG states a network's random ops (dropout) draw from on ``device``."""
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(device: torch.device, state) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+class _RngStates:
+    """The RNG states at the kept steps. A network that draws no random numbers leaves the state
+    unchanged from step to step: consecutive equal states are stored once (a CPU state is 5 KB,
+    more than a small image)."""
+
+    def __init__(self, count: int, device: torch.device):
+        self.device = device
+        self.unique: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        self.index = [0] * count
+
+    def capture(self, k: int) -> None:
+        cpu, dev = _rng_state(self.device)
+        if self.unique:
+            last_cpu, last_dev = self.unique[-1]
+            if torch.equal(cpu, last_cpu) and (dev is None or torch.equal(dev, last_dev)):
+                self.index[k] = len(self.unique) - 1
+                return
+        self.unique.append((cpu, dev))
+        self.index[k] = len(self.unique) - 1
+
+    def get(self, k: int):
+        return self.unique[self.index[k]]
+
+
+def _engine_needs(t: torch.Tensor) -> bool:
+    """Will the running backward use a gradient for ``t``? (``torch.autograd.grad(loss, x)`` does
+    not want the weights' gradients even when they require grad.)"""
+    try:
+        return bool(torch._C._will_engine_execute_node(torch.autograd.graph.get_gradient_edge(t).node))
+    except (RuntimeError, AttributeError):  # not inside a backward / API not available: compute it
+        return True
+
+
+class ChainCheckpoint(torch.autograd.Function):
+    """The reverse chain with its step inputs kept every ``per_segment`` steps (1: per-step
+    checkpointing; ~sqrt(S): segments). Forward: all steps without a graph. Backward: per segment,
+    last first, recover the step inputs (no graph) from the kept one, then step by step re-run the
+    network with a graph and backpropagate (``Purifier._step_vjp``)."""
+
+    @staticmethod
+    def forward(ctx, plan: ChainPlan, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        n = len(plan.purifier.chain)
+        # the kept inputs packed in one allocation: many small blocks pinned between the
+        # network's large, short-lived ones fragment the heap (peak RSS would creep up with S)
+        store = x.new_empty((len(range(0, n, plan.per_segment)),) + tuple(x.shape))
+        states = _RngStates(store.shape[0], x.device)
+        for i in range(n):
+            if i % plan.per_segment == 0:
+                store[i // plan.per_segment].copy_(x)
+                states.capture(i // plan.per_segment)
+            x = plan.step(x, i)
+        # saved through autograd: freed after the backward (unless retain_graph), packed by any
+        # saved-tensor hooks in force (e.g. torch.autograd.graph.save_on_cpu)
+        ctx.save_for_backward(store)
+        ctx.plan, ctx.states, ctx.params = plan, states, params
+        return x
+
+    @staticmethod
+    @once_differentiable  # the recomputed steps are differentiated once: double backward raises
+    def backward(ctx, g: torch.Tensor):
+        plan, (store,), states = ctx.plan, ctx.saved_tensors, ctx.states
+        pur, n, seg = plan.purifier, len(plan.purifier.chain), plan.per_segment
+        use = [w and _engine_needs(p) for p, w in zip(ctx.params, ctx.needs_input_grad[2:])]
+        params = [p for p, u in zip(ctx.params, use) if u]
+        need_x0 = ctx.needs_input_grad[1]
+        acc: list[torch.Tensor | None] = [None] * len(params)
+        device = g.device
+        outer = _rng_state(device)
+        try:
+            for lo in reversed(range(0, n, seg)):
+                hi = min(lo + seg, n)
+                x, state = store[lo // seg], states.get(lo // seg)
+                inputs = [(x, state)]
+                if hi - lo > 1:  # recover the segment's step inputs (the last step's output is not needed)
+                    _set_rng_state(device, state)
+                    with torch.no_grad():
+                        for i in range(lo, hi - 1):
+                            x = plan.step(x, i)
+                            inputs.append((x, _rng_state(device)))
+                for i in reversed(range(lo, hi)):
+                    need_x = i > 0 or need_x0
+                    if not (need_x or params):
+                        break
+                    x, state = inputs.pop()
+                    _set_rng_state(device, state)
+                    g, grads = pur._step_vjp(i, x, g, params, need_x)
+                    for j, gp in enumerate(grads):  # out of place: autograd may hand out aliased grads
+                        if gp is not None:
+                            acc[j] = gp if acc[j] is None else acc[j] + gp
+        finally:
+            _set_rng_state(device, outer)
+        it = iter(acc)
+        return (None, g if need_x0 else None, *(next(it) if u else None for u in use))

@@ -1,0 +1,69 @@
+"""Noise sources and stream addresses (DESIGN.md §2).
+
+Every Gaussian draw has the address ``(seed, stream, uid, step, element)``. This module fixes
+how the library fills the fields:
+
+* ``seed`` comes from a **noise source**, one per purification call:
+  ``stochastic()`` draws a fresh secret 64-bit seed from the OS (``secrets``) on each call —
+  the usual stochastic white-box defence; ``replay(seed)`` returns the same seed every call —
+  the DW-box setting, where the attacker is given the seed the defence will use.
+* ``stream`` separates uses: ``stream(kind, replica)`` = ``replica * 16 + kind`` with
+  ``kind`` one of the ``FORWARD`` / ``REVERSE`` / ``ADDT_*`` constants below and ``replica``
+  the EOT replica index (0 for a single purification). Replica k of an EOT batch thus gets
+  noise independent of replica j while the uid stays the dataset index.
+* ``step``: for forward diffusion, the target timestep; for a reverse step, the ORIGINAL
+  timestep t of that step (0..999), not its position in a respaced chain. One stream for all
+  reverse steps, addressed by t: a 1000-step respacing of the full range is therefore the
+  plain chain, noise included.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+FORWARD = 0  # forward diffusion x_0 -> x_t* of a purification
+REVERSE = 1  # reverse-chain noise (step field = original timestep)
+ADDT_TIME = 2  # ADDT: timestep draw
+ADDT_NOISE = 3  # ADDT: training noise eps
+ADDT_DELTA = 4  # ADDT: CGPO initial delta / RBGM draws
+TRAIN = 5  # plain DDPM training noise
+NUM_KINDS = 16
+MAX_REPLICA = (2**32) // NUM_KINDS - 1
+
+
+def stream(kind: int, replica: int = 0) -> int:
+    """The stream of a use ``kind`` for EOT replica ``replica`` (fits in 32 bits)."""
+    if not 0 <= kind < NUM_KINDS:
+        raise ValueError(f"noise kind must be in [0, {NUM_KINDS}), got {kind}")
+    if not 0 <= replica <= MAX_REPLICA:
+        raise ValueError(f"replica must be in [0, {MAX_REPLICA}], got {replica}")
+    return replica * NUM_KINDS + kind
+
+
+@dataclass(frozen=True)
+class NoiseSource:
+    """Yields the seed of each purification call: fresh and secret, or a fixed replayed one."""
+
+    mode: str  # "stochastic" | "replay"
+    seed: int | None = None
+
+    def next_seed(self) -> int:
+        if self.mode == "stochastic":
+            return secrets.randbits(64)
+        return int(self.seed)
+
+    def __repr__(self) -> str:  # never print a secret; a replay seed is public by definition
+        return "stochastic()" if self.mode == "stochastic" else f"replay({self.seed})"
+
+
+def stochastic() -> NoiseSource:
+    """Fresh secret seed (``secrets.randbits(64)``, from os.urandom) per purification call."""
+    return NoiseSource("stochastic")
+
+
+def replay(seed: int) -> NoiseSource:
+    """DW-box: every call uses ``seed``, which the attacker knows."""
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"replay seed must be in [0, 2^64), got {seed}")
+    return NoiseSource("replay", seed)

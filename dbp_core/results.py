@@ -1,0 +1,317 @@
+"""The read side of the run store: one reader of run folders for ``dbp runs/show/export``,
+``dbp report`` and the console (docs/design.md, "The read side"; docs/results.md).
+
+* :func:`read_run` — a :class:`RunView` of one folder: its typed status, its ``results.json``
+  (shape checked), and the problems of damaged files, named — it never raises on a damaged run;
+* :func:`list_runs` — the views of every run of a store, oldest first;
+* :func:`headline` — the number a run is summed up by;
+* :class:`MetricsView` — what ``metrics.jsonl`` says, read incrementally: per-iteration attack
+  curves, robust accuracy so far, evaluation accuracies, ADDT curves. An event that a resumed
+  run repeats (the batch it was killed in is run again) counts once: the last one wins;
+* :func:`export_rows` / :data:`EXPORT_COLUMNS` — the CSV rows of ``dbp export`` and the console;
+* :func:`parse_run_id` — the parts of a run id (format owned by :mod:`dbp_core.runs`).
+
+Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .runs import (MetricsReader, Run, RunFileError, RunId, RunStatus, RunStore, read_json_object,
+                   parse_run_id)
+
+__all__ = ["RESULTS_SCHEMA", "headline", "check_results", "RunView", "read_run", "list_runs", "MetricsView",
+           "EXPORT_COLUMNS", "export_rows", "write_csv", "parse_run_id", "RunId", "RunStatus", "fmt_pct",
+           "headline_text"]
+
+RESULTS_SCHEMA = "dbp-lab.results/1"
+
+
+def headline(rows: list[dict]) -> dict | None:
+    """The number a run is summed up by: robust accuracy under its strongest attack (the lowest
+    'single' accuracy of the configured model), else purified, else clean accuracy."""
+    for protocol in ("single", "purified", "clean"):
+        found = [r for r in rows if r["protocol"] == protocol and r.get("model") in (None, "original")]
+        if found:
+            row = min(found, key=lambda r: r["accuracy"]) if protocol == "single" else found[-1]
+            return {k: row[k] for k in ("stage", "protocol", "attack", "accuracy", "ci_low", "ci_high", "n")}
+    return None
+
+
+def fmt_pct(x: Any) -> str:
+    return "-" if not _finite(x) else f"{100 * x:.1f}%"
+
+
+def headline_text(h: dict | None, interval: bool = True) -> str:
+    """'single/pgd-eot-linf 45.0% [35.6%, 54.8%]' (or '-')."""
+    if not h:
+        return "-"
+    what = str(h.get("protocol")) + (f"/{h['attack']}" if h.get("attack") else "")
+    text = f"{what} {fmt_pct(h.get('accuracy'))}"
+    return text + (f" [{fmt_pct(h.get('ci_low'))}, {fmt_pct(h.get('ci_high'))}]" if interval else "")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# --------------------------------------------------------------------------- results.json shape
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+_ROW_FIELDS = {"protocol": (lambda v: isinstance(v, str), "a string"),
+               "accuracy": (_is_num, "a number"), "ci_low": (_is_num, "a number"),
+               "ci_high": (_is_num, "a number"), "n": (lambda v: isinstance(v, int) and not isinstance(v, bool),
+                                                       "an integer")}
+_OPTIONAL_ROW_FIELDS = {"stage": (lambda v: isinstance(v, str), "a string"),
+                        "attack": (lambda v: v is None or isinstance(v, str), "a string or null"),
+                        "model": (lambda v: v is None or isinstance(v, str), "a string or null")}
+_COMPARISON_FIELDS = {"a": (lambda v: isinstance(v, str), "a string"), "b": (lambda v: isinstance(v, str), "a string"),
+                      "diff": (_is_num, "a number"), "ci_low": (_is_num, "a number"), "ci_high": (_is_num, "a number")}
+
+
+def _check_fields(obj: Any, where: str, required: dict, optional: dict, path) -> None:
+    if not isinstance(obj, dict):
+        raise RunFileError(path, f"field '{where}' holds {json.dumps(obj)[:60]}; expected an object")
+    for name, (ok, expected) in required.items():
+        if name not in obj or not ok(obj[name]):
+            raise RunFileError(path, f"field '{where}.{name}' holds {json.dumps(obj.get(name))[:60]}; "
+                               f"expected {expected}")
+    for name, (ok, expected) in optional.items():
+        if name in obj and not ok(obj[name]):
+            raise RunFileError(path, f"field '{where}.{name}' holds {json.dumps(obj[name])[:60]}; "
+                               f"expected {expected}")
+
+
+def check_results(obj: dict, path: str | os.PathLike = "results.json") -> dict:
+    """``obj`` if it has the shape of ``results.json`` (docs/results.md) as far as readers rely
+    on it; else :class:`RunFileError` naming the file and the first field that is off."""
+    rows = obj.get("accuracies", [])
+    if not isinstance(rows, list):
+        raise RunFileError(path, f"field 'accuracies' holds {json.dumps(rows)[:60]}; expected a list of rows")
+    for i, row in enumerate(rows):
+        _check_fields(row, f"accuracies[{i}]", _ROW_FIELDS, _OPTIONAL_ROW_FIELDS, path)
+    comps = obj.get("comparisons", [])
+    if not isinstance(comps, list):
+        raise RunFileError(path, f"field 'comparisons' holds {json.dumps(comps)[:60]}; expected a list")
+    for i, c in enumerate(comps):
+        _check_fields(c, f"comparisons[{i}]", _COMPARISON_FIELDS, {}, path)
+    h = obj.get("headline")
+    if h is not None:
+        _check_fields(h, "headline", _ROW_FIELDS, _OPTIONAL_ROW_FIELDS, path)
+    for name in ("run_id", "experiment"):
+        if name in obj and not isinstance(obj[name], str):
+            raise RunFileError(path, f"field '{name}' holds {json.dumps(obj[name])[:60]}; expected a string")
+    return obj
+
+
+# --------------------------------------------------------------------------- one run
+
+@dataclass
+class RunView:
+    """What a run folder says, read once. ``problems`` names each damaged file (and field);
+    ``status`` is None when ``status.json`` is missing or damaged."""
+    path: Path
+    status: RunStatus | None
+    results: dict | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def run(self) -> Run:
+        return Run(self.path)
+
+    @property
+    def state(self) -> str:
+        """The run's state; 'damaged' when status.json cannot be read, 'unknown' when absent."""
+        if self.status is not None:
+            return self.status.state
+        return "damaged" if self.status_problem else "unknown"
+
+    @property
+    def status_problem(self) -> str | None:
+        return next((p for p in self.problems if "status.json" in p), None)
+
+    @property
+    def experiment(self) -> str:
+        if self.status is not None and self.status.experiment:
+            return self.status.experiment
+        if self.results and isinstance(self.results.get("experiment"), str):
+            return self.results["experiment"]
+        parsed = parse_run_id(self.id)
+        return parsed.experiment if parsed else "?"
+
+    @property
+    def label(self) -> str:
+        """'<experiment> (<token>)': short and unique within a store."""
+        parsed = parse_run_id(self.id)
+        return f"{self.experiment} ({parsed.token})" if parsed else self.id
+
+    @property
+    def rows(self) -> list[dict]:
+        return list((self.results or {}).get("accuracies") or [])
+
+    @property
+    def comparisons(self) -> list[dict]:
+        return list((self.results or {}).get("comparisons") or [])
+
+    @property
+    def headline(self) -> dict | None:
+        return (self.results or {}).get("headline")
+
+    def progress_text(self) -> str:
+        p = self.status.progress if self.status is not None else None
+        if p is None or not p.total:
+            return "-"
+        return f"{p.stage or ''} {p.done:g}/{p.total:g}".strip()
+
+    def log_tail(self, lines: int = 20) -> list[str]:
+        try:
+            return self.run.read_log_tail(lines)
+        except OSError:
+            return []
+
+
+def read_run(path: str | os.PathLike, *, check_alive: bool = True) -> RunView:
+    """A :class:`RunView` of the run folder ``path``; damaged files become ``problems``."""
+    run = Run(Path(path))
+    problems = []
+    try:
+        status = run.read_status(check_alive=check_alive)
+    except RunFileError as exc:
+        status, problems = None, [str(exc)]
+    try:
+        data = read_json_object(run.results_path)
+        results = check_results(data, run.results_path) if data is not None else None
+    except RunFileError as exc:
+        results = None
+        problems.append(str(exc))
+    return RunView(run.path, status, results, problems)
+
+
+def list_runs(root: str | os.PathLike) -> list[RunView]:
+    """Every run of the store at ``root``, oldest first; never raises on a damaged run."""
+    return [read_run(r.path) for r in RunStore(root).list()]
+
+
+# --------------------------------------------------------------------------- metrics.jsonl
+
+class MetricsView:
+    """What ``metrics.jsonl`` of a run says, read incrementally (:meth:`poll` reads what was
+    appended since the last call). Events a resumed run repeats count once: per attack
+    iteration the key is (attack, stage, seed, batch, step), per ADDT step (variant, step), and
+    the last event of a key wins — a re-run batch is deterministic, so it repeats the values."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.reader = MetricsReader(Path(path) / "metrics.jsonl")
+        self.events = 0
+        self._iters: dict[tuple, tuple[float, Any, Any]] = {}
+        self._addt: dict[tuple, dict] = {}
+        self.robust: dict[str, float] = {}  # attack -> robust accuracy so far (attacker's batches)
+        self.evals: dict[str, float] = {}  # clean_acc / purified_acc so far
+
+    @property
+    def bad_lines(self) -> int:
+        return self.reader.bad_lines
+
+    def poll(self) -> int:
+        """Read the new events; returns how many."""
+        try:
+            events = self.reader.read()
+        except OSError:
+            events = []
+        for e in events:
+            self.ingest(e)
+        self.events += len(events)
+        return len(events)
+
+    def ingest(self, e: dict) -> None:
+        kind, step = e.get("kind"), e.get("step")
+        if kind == "attack_iter" and isinstance(step, int) and not isinstance(step, bool) and e.get("attack"):
+            n = e.get("n") if _finite(e.get("n")) and e.get("n") > 0 else 1
+            key = (str(e["attack"]), e.get("stage"), e.get("seed"), e.get("batch"), step)
+            self._iters[key] = (float(n), e.get("success"), e.get("loss"))
+        elif kind == "attack_batch" and _finite(e.get("robust_acc")):
+            self.robust[str(e.get("attack", "?"))] = float(e["robust_acc"])
+        elif kind == "eval":
+            for k in ("clean_acc", "purified_acc"):
+                if _finite(e.get(k)):
+                    self.evals[k] = float(e[k])
+        elif kind == "addt_step" and isinstance(step, int) and not isinstance(step, bool):
+            self._addt[(e.get("variant"), step)] = e
+
+    def attack_curves(self) -> dict[str, dict[str, list]]:
+        """Per attack: ``{"iteration", "success", "loss"}``, each iteration's values averaged over
+        seeds and batches weighted by batch size (NaN where no finite value was reported)."""
+        acc: dict[str, dict[int, list[float]]] = {}
+        for (attack, _, _, _, step), (n, success, loss) in self._iters.items():
+            s = acc.setdefault(attack, {}).setdefault(step, [0.0, 0.0, 0.0, 0.0])
+            if _finite(success):
+                s[0] += n * float(success)
+                s[1] += n
+            if _finite(loss):
+                s[2] += n * float(loss)
+                s[3] += n
+        curves = {}
+        for attack, steps in acc.items():
+            it = sorted(steps)
+            curves[attack] = {"iteration": it,
+                              "success": [steps[i][0] / steps[i][1] if steps[i][1] else math.nan for i in it],
+                              "loss": [steps[i][2] / steps[i][3] if steps[i][3] else math.nan for i in it]}
+        return curves
+
+    def addt_curves(self) -> dict[str, tuple[list[int], list[float]]]:
+        """``addt_step`` fields per step: ``loss``, ``cgpo_loss_init``, ``cgpo_loss_final``,
+        ``lambda_mean``, keyed ``field`` or ``field/variant``."""
+        curves: dict[str, tuple[list[int], list[float]]] = {}
+        for (variant, step), e in sorted(self._addt.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+            for name in ("loss", "cgpo_loss_init", "cgpo_loss_final", "lambda_mean"):
+                if _finite(e.get(name)):
+                    key = name if variant is None else f"{name}/{variant}"
+                    xs, ys = curves.setdefault(key, ([], []))
+                    xs.append(step)
+                    ys.append(float(e[name]))
+        return curves
+
+
+# --------------------------------------------------------------------------- export
+
+EXPORT_COLUMNS = ("run_id", "experiment", "state", "stage", "model", "protocol", "attack", "kind", "norm", "eps",
+                  "n", "correct", "accuracy", "ci_low", "ci_high", "confidence", "path")
+
+
+def export_rows(views: Iterable[RunView]) -> list[dict]:
+    """One CSV row per accuracy row of each run (a run without results: one row with its state)."""
+    out = []
+    for v in views:
+        base = {"run_id": v.id, "experiment": v.experiment, "state": v.state, "path": str(v.path.resolve())}
+        if not v.rows:
+            out.append(dict(base))
+        for row in v.rows:
+            out.append({**{k: row.get(k) for k in EXPORT_COLUMNS if k in row}, **base})
+    return out
+
+
+def write_csv(rows: list[dict], target: str | os.PathLike | None = None, stream=None) -> Path | None:
+    """Write ``rows`` with :data:`EXPORT_COLUMNS` to ``target`` (or ``stream``)."""
+    def write(fh):
+        w = csv.DictWriter(fh, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    if target is None:
+        write(stream)
+        return None
+    with open(target, "w", newline="", encoding="utf-8") as fh:
+        write(fh)
+    return Path(target)

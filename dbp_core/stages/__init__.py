@@ -1,0 +1,23 @@
+"""Stages of a run, one module per stage (docs/design.md, "Stages").
+
+A **stage** is a function ``run(ctx: StageContext) -> dict``:
+
+* it reads models and data through ``ctx.resources`` (built once per run);
+* it derives every seed with ``ctx.seed("purpose", ...)``, so a resumed run draws the same noise;
+* it checkpoints with ``ctx.save_checkpoint(state)`` / ``ctx.load_checkpoint()`` and continues
+  from the loaded state on resume;
+* it reports with ``ctx.metric(kind, step, **values)`` and ``ctx.progress(done, total)``;
+* it writes files only through ``ctx.write_json(relative_path, obj)`` / ``ctx.artifact_dir(name)``;
+* it returns a JSON-able dict; rows under ``"accuracies"`` (``dbp_core.stats.accuracy_row``)
+  are gathered into ``results.json``.
+
+Modules: ``registry`` (names, light), ``context`` (StageContext, Resources), ``evaluate``,
+``attacks``, ``analysis``, ``addt``.
+"""
+from .._lazy import exports
+
+__getattr__, __dir__ = exports(__name__, {
+    "StageContext": ".context", "Resources": ".context", "Subset": ".context", "derive_seed": ".context",
+    "register_stage": ".registry", "stage_names": ".registry", "PROTOCOLS": ".registry",
+})
+__all__ = __dir__()
