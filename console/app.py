@@ -2,7 +2,10 @@
 
 Three screens (Textual modes): Experiments, Monitor, Runs; a help screen; the command
 palette (Ctrl+P). The console never owns a run: runs are ``dbp run`` processes in their own
-session (see :mod:`console.launcher`); the console reads their folders back.
+session (see :mod:`console.launcher`); the console reads their folders back through
+:mod:`dbp_core.results` (its state, without Textual, is :mod:`console.state`). The screens ask
+for actions with the messages of :mod:`console.messages`; this app owns the launcher and the
+watch list and handles them.
 """
 from __future__ import annotations
 
@@ -15,7 +18,10 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from dbp_core.results import read_run
+
 from .launcher import Job, Launcher
+from .messages import CancelRun, ChangeParallel, LaunchExperiment, ResumeRun, WatchRun
 from .screens import ExperimentsScreen, HelpScreen, MonitorScreen, RunsScreen
 
 
@@ -42,28 +48,47 @@ class ConsoleApp(App):
         from dbp_core.runs import default_runs_dir
         self.experiments_dir = Path(experiments_dir)
         self.runs_dir = default_runs_dir(runs_dir)
+        self.poll_interval = poll_interval or MonitorScreen.POLL_S  # the monitor's file polls
         self.launcher = Launcher(self.runs_dir, cwd=cwd or os.getcwd(), max_parallel=max_parallel, env=env)
         self._watch_requests: list[str] = []
         self._watch_jobs: list[Job] = []
-        if poll_interval:
-            MonitorScreen.POLL_S = poll_interval
 
     def on_mount(self) -> None:
         self.sub_title = f"experiments: {self.experiments_dir} · runs: {self.runs_dir}"
-        self.set_interval(1.0, self.launcher_tick)
+        self.set_interval(min(1.0, self.poll_interval), self.launcher.tick)
 
-    # ---- shared state used by the screens
-    def launcher_tick(self) -> None:
-        self.launcher.tick()
+    # ---- what the screens ask for (console.messages)
+    def on_launch_experiment(self, message: LaunchExperiment) -> None:
+        job = self.launcher.submit(message.path)
+        state = "started" if job.state == "running" else "queued"
+        self.notify(f"{state}: {message.name} (job {job.id})")
+        self._watch_jobs.append(job)  # its run is ticked in the monitor once its id is known
+        self.switch_mode("monitor")
 
-    def watch_job(self, job: Job) -> None:
-        """Overlay this job's run in the monitor as soon as its run id is known."""
-        self._watch_jobs.append(job)
+    def on_watch_run(self, message: WatchRun) -> None:
+        self._watch_requests.append(message.run_id)
+        self.switch_mode("monitor")
 
-    def request_watch(self, run_id: str) -> None:
-        self._watch_requests.append(run_id)
+    def on_resume_run(self, message: ResumeRun) -> None:
+        self.launcher.resume(message.run_id)
+        self._watch_requests.append(message.run_id)
+        self.notify(f"resuming {message.run_id}")
+
+    def on_cancel_run(self, message: CancelRun) -> None:
+        status = read_run(self.runs_dir / message.run_id).status  # fresh: pid and liveness now
+        if self.launcher.cancel_run(message.run_id, status):
+            self.notify(f"cancelling {message.run_id} (SIGINT) — it will be marked interrupted")
+        else:
+            self.notify(f"could not signal {message.run_id}", severity="error")
+
+    def on_change_parallel(self, message: ChangeParallel) -> None:
+        self.launcher.max_parallel = max(1, self.launcher.max_parallel + message.delta)
+        self.notify(f"max parallel runs: {self.launcher.max_parallel}")
+        self.launcher.tick()  # a raised limit starts queued jobs now
 
     def take_watch_requests(self, known_ids: Iterable[str]) -> list[str]:
+        """The runs to tick in the monitor that are now in the store (the monitor asks at each
+        poll); a watched job that exited with an error before it made a run is reported."""
         known = set(known_ids)
         for job in list(self._watch_jobs):
             if job.run_id:
@@ -77,12 +102,6 @@ class ConsoleApp(App):
         ready = [r for r in self._watch_requests if r in known]
         self._watch_requests = [r for r in self._watch_requests if r not in known]
         return ready
-
-    def resume_run(self, run_id: str) -> Job:
-        job = self.launcher.resume(run_id)
-        self.request_watch(run_id)
-        self.notify(f"resuming {run_id}")
-        return job
 
     # ---- help and command palette
     def action_help(self) -> None:
@@ -111,13 +130,9 @@ class ConsoleApp(App):
         yield SystemCommand("Runs", "Run history, compare, export", lambda: self.switch_mode("runs"))
         yield SystemCommand("Help", "Key bindings and what each screen does", self.action_help)
         yield SystemCommand("More parallel runs", "Raise the queue's max-parallel by one",
-                            lambda: self._parallel(1))
+                            lambda: self.post_message(ChangeParallel(1)))
         yield SystemCommand("Fewer parallel runs", "Lower the queue's max-parallel by one",
-                            lambda: self._parallel(-1))
-
-    def _parallel(self, delta: int) -> None:
-        self.launcher.max_parallel = max(1, self.launcher.max_parallel + delta)
-        self.notify(f"max parallel runs: {self.launcher.max_parallel}")
+                            lambda: self.post_message(ChangeParallel(-1)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,10 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(experiments: str | None = None, runs_dir: str | None = None, max_parallel: int = 1,
-         argv: list[str] | None = None) -> int:
-    if experiments is None and argv is not None:
-        args = build_parser().parse_args(argv)
-        experiments, runs_dir, max_parallel = args.experiments, args.runs_dir, args.max_parallel
-    ConsoleApp(experiments or "experiments", runs_dir, max_parallel=max_parallel).run()
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    ConsoleApp(args.experiments, args.runs_dir, max_parallel=args.max_parallel).run()
     return 0

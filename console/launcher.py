@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dbp_core.runs import RunStatus, pid_alive
+
 __all__ = ["Job", "Launcher", "run_command", "resume_command", "cancel_pid"]
 
 _RUN_LINE = re.compile(r"^(?:run|resuming run) (\S+)", re.M)
@@ -155,14 +157,13 @@ class Launcher:
                 return job
         return None
 
-    def cancel_run(self, run_id: str, status: dict | None = None) -> bool:
-        """Cancel a run started here, or one started elsewhere on this host (its status pid)."""
+    def cancel_run(self, run_id: str, status: RunStatus | None = None) -> bool:
+        """Cancel a run started here, or one started elsewhere on this host (the pid of its
+        ``status``, if that process is still the run's)."""
         job = self.job_for_run(run_id)
         if job is not None:
             return self.cancel_job(job)
-        pid = (status or {}).get("pid")
-        if (status or {}).get("state") == "running" and isinstance(pid, int):
-            from dbp_core.runs import pid_alive
-            if pid_alive(pid, (status or {}).get("proc_start")):
-                return cancel_pid(pid)
+        if status is not None and status.state == "running" and status.pid is not None:
+            if pid_alive(status.pid, status.proc_start):
+                return cancel_pid(status.pid)
         return False

@@ -289,8 +289,8 @@ def test_overrides_still_parse_under_strict_types(monkeypatch):
 
 
 def test_console_form_values_validate_under_strict_types(monkeypatch):
-    """The console's form parses what is typed (console.model.parse_value) and validates it here."""
-    from console.model import ConfigForm
+    """The console's form parses what is typed (console.state.experiments.parse_value) and validates it here."""
+    from console.state.experiments import ConfigForm
     monkeypatch.chdir(ROOT)
     form = ConfigForm(None, text='name = "x"\n[[attacks]]\nkind = "pgd"\n')
     fields = {f.path: f for _, fs in form.sections() for f in fs}

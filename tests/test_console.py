@@ -1,11 +1,14 @@
-"""Console: pure model (aggregation, tolerant readers, form validation) and pilot tests of the
-Textual app, including a real `dbp run` launched from the UI, watched live, cancelled and resumed."""
+"""Console: its Textual-free state (console.state: aggregation, tolerant readers, form validation)
+and pilot tests of the Textual app, including a real `dbp run` launched from the UI, watched live,
+cancelled and resumed."""
 from __future__ import annotations
 
 import asyncio
 import csv
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,9 +19,13 @@ pytest.importorskip("textual_plotext")
 
 from console.app import ConsoleApp  # noqa: E402
 from console.launcher import run_command  # noqa: E402
-from console.model import (ConfigForm, RunMonitor, compare_results, export_csv, list_experiments,  # noqa: E402
-                           parse_value, run_rows, sort_rows, toml_literal)
-from dbp_core.runs import read_metrics  # noqa: E402
+from console.messages import ChangeParallel  # noqa: E402
+from console.state.experiments import ConfigForm, list_experiments, parse_value, toml_literal  # noqa: E402
+from console.state.format import fmt_eta, fmt_pct, fmt_time  # noqa: E402
+from console.state.monitor import RunMonitor  # noqa: E402
+from console.state.runs import compare_results, export_csv, run_rows, sort_rows  # noqa: E402
+from dbp_core.results import EXPORT_COLUMNS  # noqa: E402
+from dbp_core.runs import RunStatus, read_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "console_runs"
@@ -78,7 +85,7 @@ def copy_runs(tmp_path) -> Path:
     return dst
 
 
-# =========================================================================== pure model
+# =========================================================================== console.state
 
 def test_monitor_aggregates_n_weighted_curves_per_attack():
     mon = RunMonitor(DATA / "runs" / "20250101-120000-attack-tiny-a1a1a1")
@@ -112,7 +119,8 @@ def test_monitor_reads_incrementally_and_waits_for_a_partial_line(tmp_path):
     snap = mon.poll()
     assert snap.curves["a"][0] == [0, 1] and snap.bad_lines == 1
     (run / "status.json").write_text("{corrupt")  # not written by the run store: still no crash
-    assert mon.poll().state == "?"
+    snap = mon.poll()
+    assert snap.state == "damaged" and snap.status is None and "status.json" in snap.message
 
 
 def test_monitor_survives_the_fixture_edge_cases():
@@ -124,10 +132,56 @@ def test_monitor_survives_the_fixture_edge_cases():
     assert missing.state == "unknown" and missing.points == 6 and missing.experiment == "attack-tiny"
 
 
+def test_monitor_counts_a_batch_rerun_after_a_resume_once(tmp_path):
+    """A run killed in the middle of a batch runs that batch again when resumed, so its
+    attack_iter events are in metrics.jsonl twice; the console draws the same curve as from the
+    file without the repeat (read in one go, or live: the part before the kill, then the rest)."""
+    lines = (DATA / "runs" / "20250101-120000-attack-tiny-a1a1a1" / "metrics.jsonl").read_text().splitlines(True)
+    events = [json.loads(line) for line in lines]
+    is_b2 = [e["kind"] == "attack_iter" and e["attack"] == "pgd-eot-linf" and e["batch"] == 2 for e in events]
+    first = is_b2.index(True)
+    killed = lines[:first + 4]  # batch 2's iterations 0..3 were written, then the process was killed
+    resumed = [json.dumps({"time": 1735733000.0, "kind": "start", "step": None}) + "\n"] + lines[first:]
+    assert sum(is_b2) == 5 and len(killed + resumed) == len(lines) + 5
+
+    def curves_of(name: str, *parts: list[str]) -> dict:
+        run = tmp_path / name
+        run.mkdir()
+        mon = RunMonitor(run)
+        for part in parts:
+            with open(run / "metrics.jsonl", "a") as fh:
+                fh.writelines(part)
+            snap = mon.poll()
+        return snap.curves
+
+    plain = curves_of("plain", lines)
+    assert curves_of("repeated", killed + resumed) == plain
+    assert curves_of("live", killed, resumed) == plain
+    # the repeat matters: counted twice, batch 2 (the most successful) would pull iteration 0 up
+    twice = [e for e in map(json.loads, killed + resumed) if e["kind"] == "attack_iter"
+             and e["attack"] == "pgd-eot-linf" and e["step"] == 0]
+    assert len(twice) == 4 and sum(e["success"] for e in twice) / 4 != pytest.approx(plain["pgd-eot-linf"][1][0])
+    assert plain["pgd-eot-linf"][1][0] == pytest.approx(0.22)
+
+
+def test_monitor_draws_the_addt_training_loss_per_variant(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    with open(run / "metrics.jsonl", "w") as fh:
+        for variant in ("mult1", "mult2"):
+            for step in (1, 2, 2):  # step 2 again: re-run after a resume, counted once
+                fh.write(json.dumps({"kind": "addt_step", "step": step, "variant": variant,
+                                     "loss": step / 10, "lambda_mean": 0.5}) + "\n")
+    snap = RunMonitor(run).poll()
+    assert snap.train_loss == {"mult1": ([1, 2], [0.1, 0.2]), "mult2": ([1, 2], [0.1, 0.2])}
+    assert snap.points == 4 and snap.curves == {}
+
+
 def test_run_rows_sort_compare_and_export(tmp_path):
     rows = run_rows(DATA / "runs")
     assert [r["state"] for r in rows] == ["done", "interrupted", "interrupted", "failed"]  # no-status dir skipped
-    assert rows[0]["headline"] == "single/dwbox-linf 20.8%"
+    assert rows[0]["headline"] == "single/dwbox-linf 20.8%" and rows[0]["progress"] == "attacks 48/48"
+    assert isinstance(rows[0]["view"].status, RunStatus)
     by_acc = sort_rows(rows, "accuracy", reverse=True)
     assert by_acc[0]["id"].endswith("a1a1a1")  # only run with results first; missing values last
     assert [r["experiment"] for r in sort_rows(rows, "experiment")][-1] == "quickstart"
@@ -136,8 +190,38 @@ def test_run_rows_sort_compare_and_export(tmp_path):
     single_dw = next(t for t in table if t[1] == "single" and t[2] == "dwbox-linf")
     assert single_dw[3].startswith("20.8%") and single_dw[4] == "-"
     out = export_csv(rows, tmp_path / "x.csv")
-    got = list(csv.DictReader(open(out)))
+    with open(out, newline="") as fh:
+        reader = csv.DictReader(fh)
+        got = list(reader)
+    assert tuple(reader.fieldnames) == EXPORT_COLUMNS
     assert len(got) == 4 + 3 and {g["state"] for g in got} == {"done", "interrupted", "failed"}
+    # the same lines as `dbp export` of that run
+    from dbp_core import cli
+    assert cli.main(["--runs-dir", str(DATA / "runs"), "export", rows[0]["id"], "--csv", str(tmp_path / "cli.csv")]) == 0
+    with open(tmp_path / "cli.csv", newline="") as fh:
+        assert list(csv.DictReader(fh)) == [g for g in got if g["run_id"] == rows[0]["id"]]
+
+
+def test_run_rows_name_a_damaged_status(tmp_path):
+    runs = copy_runs(tmp_path)
+    (runs / "20250103-080000-attack-tiny-c3c3c3" / "status.json").write_text("[1, 2]")
+    row = next(r for r in run_rows(runs) if r["id"].endswith("c3c3c3"))
+    assert row["state"] == "damaged" and row["experiment"] == "attack-tiny" and row["created"] is None
+    assert any("status.json" in p for p in row["problems"])
+
+
+def test_formats():
+    assert fmt_pct(0.2083) == "20.8%" and fmt_pct(float("nan")) == "-" and fmt_pct(None) == "-"
+    assert fmt_eta(3725) == "1h02m" and fmt_eta(187) == "3m07s" and fmt_eta(42) == "42s"
+    assert fmt_eta(None) == fmt_eta(-1) == fmt_eta(float("inf")) == "-"
+    assert fmt_time(1735732800.0) == "2025-01-01 12:00" and fmt_time(None) == "-"
+
+
+def test_console_state_imports_neither_textual_nor_torch():
+    code = ("import sys; import console.state.experiments, console.state.monitor, console.state.runs, "
+            "console.state.format; print(sorted(m for m in ('textual', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_form_values_roundtrip_and_validation(tmp_path):
@@ -167,17 +251,28 @@ def test_form_values_roundtrip_and_validation(tmp_path):
     assert not form.validate() and "analysis.landscape_dims" in form.errors
 
 
-def test_experiment_name_from_run_ids_of_any_token_length():
-    from console.model import _experiment_from_id
-    assert _experiment_from_id("20250101-120000-attack-tiny-a1a1a1") == "attack-tiny"
-    assert _experiment_from_id("20261126-123139-dwbox_digits-1c83091f2e") == "dwbox_digits"
-    assert _experiment_from_id("not-a-run-id") == "?"
+def test_experiment_name_from_run_ids_of_any_token_length(tmp_path):
+    """A run without a status names its experiment after its id (dbp_core.runs.parse_run_id)."""
+    for run_id, experiment in (("20250101-120000-attack-tiny-a1a1a1", "attack-tiny"),
+                               ("20261126-123139-dwbox_digits-1c83091f2e", "dwbox_digits"),
+                               ("not-a-run-id", "?")):
+        (tmp_path / run_id).mkdir()
+        assert RunMonitor(tmp_path / run_id).poll().experiment == experiment
 
 
 def test_launch_command_is_an_argument_list_without_shell():
     cmd = run_command(Path("/r"), Path("/e/x; rm -rf ~.toml"), ["name=$(reboot)"])
     assert cmd[1:4] == ["-m", "dbp_core", "--runs-dir"] and "/e/x; rm -rf ~.toml" in cmd
     assert cmd[-2:] == ["--set", "name=$(reboot)"]
+
+
+def test_console_help_from_python_m_and_dbp():
+    out = subprocess.run([sys.executable, "-m", "console", "--help"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "--runs-dir" in out.stdout and "--max-parallel" in out.stdout, out.stderr
+    out = subprocess.run([sys.executable, "-m", "dbp_core", "console", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "--experiments" in out.stdout and "--max-parallel" in out.stdout, out.stderr
 
 
 # =========================================================================== pilot
@@ -207,6 +302,11 @@ def test_navigate_screens_help_and_palette(tmp_path):
             await pilot.press("f3")
             await until(pilot, lambda: app.screen.__class__.__name__ == "MonitorScreen" and app.screen.polls > 0,
                         what="monitor")
+            await pilot.press("plus")  # the screen asks, the app changes its launcher
+            await until(pilot, lambda: app.launcher.max_parallel == 2, what="+parallel")
+            await until(pilot, lambda: "parallel ≤ 2" in str(app.screen.query_one("#queue").render()), what="queue")
+            app.post_message(ChangeParallel(-5))
+            await until(pilot, lambda: app.launcher.max_parallel == 1, what="never below 1")
             await pilot.press("f1")
             await until(pilot, lambda: app.screen.__class__.__name__ == "HelpScreen", what="help")
             await pilot.press("escape")
@@ -359,6 +459,14 @@ def test_monitor_app_survives_broken_run_dirs(tmp_path):
             await until(pilot, lambda: len(mon.snapshots) >= 3, what="all runs polled")
             await pilot.pause(0.5)
             assert mon.query_one("#plot-success").points == 20  # a1 and b2, five iterations, two attacks each
+            await pilot.press("f4")  # the runs table names the damaged file
+            runs_screen = app.screen
+            await until(pilot, lambda: runs_screen.__class__.__name__ == "RunsScreen" and len(runs_screen.rows) == 4,
+                        what="runs table")
+            assert runs_screen.rows[-1]["state"] == "damaged"  # no creation time: last
+            await pilot.press("down", "down", "down")
+            await until(pilot, lambda: "is empty" in str(runs_screen.query_one("#run-detail").render()),
+                        what="problem shown")
     asyncio.run(go())
 
 

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("pytest_textual_snapshot")
 
 from console.app import ConsoleApp  # noqa: E402
+from console.messages import WatchRun  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EXP = "tests/data/console_runs/experiments"
@@ -49,9 +50,8 @@ def test_snapshot_experiments_with_error(snap_compare):
 def test_snapshot_monitor_overlay(snap_compare):
     async def before(pilot):
         a = pilot.app
-        a.request_watch("20250102-093000-attack-tiny-b2b2b2")
-        a.request_watch("20250101-120000-attack-tiny-a1a1a1")
-        await pilot.press("f3")
+        a.post_message(WatchRun("20250102-093000-attack-tiny-b2b2b2"))  # as the runs screen's enter does
+        a.post_message(WatchRun("20250101-120000-attack-tiny-a1a1a1"))
         await until(pilot, lambda: a.screen.__class__.__name__ == "MonitorScreen"
                     and a.screen.query_one("#plot-success").points == 20)
         a.clear_notifications()
@@ -86,8 +86,7 @@ def test_snapshot_help_80x24(snap_compare):
 def test_snapshot_monitor_80x24(snap_compare):
     async def before(pilot):
         a = pilot.app
-        a.request_watch("20250101-120000-attack-tiny-a1a1a1")
-        await pilot.press("f3")
+        a.post_message(WatchRun("20250101-120000-attack-tiny-a1a1a1"))
         await until(pilot, lambda: a.screen.__class__.__name__ == "MonitorScreen"
                     and a.screen.query_one("#plot-success").points == 10)
     assert snap_compare(app(), terminal_size=(80, 24), run_before=before)

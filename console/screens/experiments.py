@@ -13,7 +13,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, ListItem, ListView, Static
 
-from ..model import ConfigForm, list_experiments
+from ..messages import LaunchExperiment
+from ..state.experiments import ConfigForm, list_experiments
 from ..widgets.form import ExperimentForm, FieldRow
 
 
@@ -183,8 +184,4 @@ class ExperimentsScreen(Screen):
         if self.dirty:  # launch the edited document: a hidden copy next to the original (same relative paths)
             path = path.with_name(f".{path.stem}.launch-{time.strftime('%Y%m%d-%H%M%S')}.toml")
             path.write_text(self.form.dumps(), encoding="utf-8")
-        job = self.app.launcher.submit(path)
-        state = "started" if job.state == "running" else "queued"
-        self.notify(f"{state}: {self.form.data.get('name', path.stem)} (job {job.id})")
-        self.app.watch_job(job)
-        self.app.switch_mode("monitor")
+        self.post_message(LaunchExperiment(path, str(self.form.data.get("name", path.stem))))

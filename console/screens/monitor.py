@@ -9,7 +9,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, SelectionList, Static
 
-from ..model import MonitorSnapshot, RunMonitor, fmt_eta, fmt_pct, run_rows
+from ..messages import CancelRun, ChangeParallel, ResumeRun
+from ..state.format import fmt_eta, fmt_pct
+from ..state.monitor import MonitorSnapshot, RunMonitor
+from ..state.runs import run_rows
 from ..widgets.plots import CurvePlot
 
 STATE_STYLE = {"running": "yellow", "done": "green", "failed": "red", "interrupted": "magenta", "queued": "cyan"}
@@ -50,12 +53,11 @@ class MonitorScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.set_interval(self.POLL_S, self.poll)
+        self.set_interval(getattr(self.app, "poll_interval", self.POLL_S), self.poll)
         self.poll()
 
     # ---- polling: file reads happen in a worker thread, widgets are updated on the UI thread
     def poll(self) -> None:
-        self.app.launcher_tick()
         selected = list(self.query_one("#run-list", SelectionList).selected)
         wanted = list(dict.fromkeys(selected + ([self.current] if self.current else [])))
         self._poll(wanted, self.app.runs_dir)
@@ -119,8 +121,11 @@ class MonitorScreen(Screen):
                 label = f"{n}:{attack}" if multi else attack
                 success.append((label, xs, ys))
                 loss.append((label, lx, ly))
-            if snap.train_loss[0]:
-                loss.append((f"{n}:addt" if multi else "addt train loss", *snap.train_loss))
+            variants = sorted(snap.train_loss)
+            for variant in variants:  # ADDT: the training loss of each fine-tuned variant
+                name = "addt" if len(variants) == 1 else f"addt {variant}"
+                label = f"{n}:{name}" if multi else (f"{name} train loss" if len(variants) == 1 else name)
+                loss.append((label, *snap.train_loss[variant]))
         self.query_one("#plot-success", CurvePlot).set_series(success)
         self.query_one("#plot-loss", CurvePlot).set_series(loss)
         # the highlighted run: state, progress, ETA, log
@@ -133,8 +138,7 @@ class MonitorScreen(Screen):
             self.query_one("#mon-log", Static).update("")
         else:
             color = STATE_STYLE.get(snap.state, "white")
-            p = snap.progress or {}
-            prog = f"{p.get('stage', '')} {p.get('done', 0)}/{p.get('total') or '?'}".strip()
+            p = snap.progress
             extra = ""
             if snap.robust:
                 extra = "  robust: " + ", ".join(f"{a} {fmt_pct(v)}" for a, v in sorted(snap.robust.items()))
@@ -147,11 +151,10 @@ class MonitorScreen(Screen):
             elif snap.state == "running":
                 hint = "  [dim]c to cancel[/dim]"
             bad = f"  [red]{snap.bad_lines} bad lines[/red]" if snap.bad_lines else ""
-            status.update(f"[b]{snap.run_id}[/b]  [{color}]{snap.state}[/]  {prog}  ETA {fmt_eta(snap.eta) if snap.state == 'running' else '-'}"
+            status.update(f"[b]{snap.run_id}[/b]  [{color}]{snap.state}[/]  {snap.progress_text}  ETA {fmt_eta(snap.eta) if snap.state == 'running' else '-'}"
                           f"{extra}{bad}{hint}" + (f"\n[dim]{escape(snap.message)}[/dim]" if snap.message else ""))
-            total = p.get("total")
-            if total:
-                bar.update(total=total, progress=p.get("done", 0))
+            if p.total:
+                bar.update(total=p.total, progress=p.done)
             else:
                 bar.update(total=None, progress=0)
             self.query_one("#mon-log", Static).update(escape("\n".join(snap.log_tail[-6:])) or "[dim](no log yet)[/dim]")
@@ -169,11 +172,7 @@ class MonitorScreen(Screen):
         if snap.state != "running":
             self.notify(f"{snap.run_id} is not running ({snap.state})", severity="warning")
             return
-        status = self.monitors[snap.run_id].read_status()
-        if self.app.launcher.cancel_run(snap.run_id, status):
-            self.notify(f"cancelling {snap.run_id} (SIGINT) — it will be marked interrupted")
-        else:
-            self.notify(f"could not signal {snap.run_id}", severity="error")
+        self.post_message(CancelRun(snap.run_id))
 
     def action_resume(self) -> None:
         snap = self.snapshots.get(self.current) if self.current else None
@@ -182,9 +181,7 @@ class MonitorScreen(Screen):
         if snap.state not in ("interrupted", "failed"):
             self.notify(f"{snap.run_id} is {snap.state}; only interrupted or failed runs resume", severity="warning")
             return
-        self.app.resume_run(snap.run_id)
+        self.post_message(ResumeRun(snap.run_id))
 
     def action_parallel(self, delta: int) -> None:
-        self.app.launcher.max_parallel = max(1, self.app.launcher.max_parallel + delta)
-        self.notify(f"max parallel runs: {self.app.launcher.max_parallel}")
-        self.poll()
+        self.post_message(ChangeParallel(delta))

@@ -11,7 +11,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from ..model import SORT_KEYS, compare_results, export_csv, fmt_time, run_rows, sort_rows
+from ..messages import ResumeRun, WatchRun
+from ..state.format import fmt_time
+from ..state.runs import SORT_KEYS, compare_results, export_csv, run_rows, sort_rows
 
 STATE_STYLE = {"running": "yellow", "done": "green", "failed": "red", "interrupted": "magenta", "queued": "cyan"}
 COLUMNS = (("sel", " "), ("state", "state"), ("experiment", "experiment"), ("created", "created (UTC)"),
@@ -94,9 +96,9 @@ class RunsScreen(Screen):
     @on(DataTable.RowHighlighted, "#runs-table")
     def _detail(self, event=None) -> None:
         r = self._cursor_row()
-        self.query_one("#run-detail", Static).update(escape(
-            f"folder: {r['path']}\nselected: {len(self.selected)} · state {r['state']} · {r['headline']}" if r
-            else f"no runs in {self.app.runs_dir}"))
+        text = (f"folder: {r['path']}\nselected: {len(self.selected)} · state {r['state']} · {r['headline']}"
+                + "".join(f"\n{p}" for p in r["problems"]) if r else f"no runs in {self.app.runs_dir}")
+        self.query_one("#run-detail", Static).update(escape(text))
 
     @on(DataTable.HeaderSelected, "#runs-table")
     def _header(self, event: DataTable.HeaderSelected) -> None:
@@ -158,8 +160,7 @@ class RunsScreen(Screen):
     def action_watch(self) -> None:
         r = self._cursor_row()
         if r:
-            self.app.request_watch(r["id"])
-            self.app.switch_mode("monitor")
+            self.post_message(WatchRun(r["id"]))
 
     @on(DataTable.RowSelected, "#runs-table")
     def _row_selected(self) -> None:
@@ -172,7 +173,7 @@ class RunsScreen(Screen):
         if r["state"] not in ("interrupted", "failed"):
             self.notify(f"{r['id']} is {r['state']}; only interrupted or failed runs resume", severity="warning")
             return
-        self.app.resume_run(r["id"])
+        self.post_message(ResumeRun(r["id"]))
 
 
 class CompareScreen(Screen):

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, Static
 
-from ..model import ConfigForm, FormField
+from ..state.experiments import ConfigForm, FormField
 
 
 def field_id(path: str) -> str:

@@ -1,0 +1,282 @@
+"""The experiments screen's state: the TOML files of the experiments folder, and the form over
+one of them — every field of ``dbp_core.config.ExperimentConfig`` (docs/config.md), edited as
+TOML literals and validated by ``dbp_core.config`` itself (docs/console.md, "Experiments").
+
+No Textual, no torch: :meth:`ConfigForm.check` is safe in a worker thread.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ExperimentFile", "list_experiments", "FormField", "form_fields", "toml_literal", "parse_value",
+           "get_path", "set_path", "ConfigForm"]
+
+
+@dataclass
+class ExperimentFile:
+    path: Path
+    name: str
+    description: str
+    error: str | None = None
+
+
+def list_experiments(folder: str | os.PathLike) -> list[ExperimentFile]:
+    """TOML files under ``folder`` (sorted), with the name/description read without validation."""
+    folder = Path(folder)
+    out = []
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            out.append(ExperimentFile(path, str(data.get("name", path.stem)), str(data.get("description", ""))))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            out.append(ExperimentFile(path, path.stem, "", error=f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+# --------------------------------------------------------------------------- form fields
+
+@dataclass
+class FormField:
+    key: tuple            # ("attacks", 0, "eps")
+    path: str             # "attacks[0].eps" — the same spelling as ConfigError paths
+    label: str
+    description: str
+    kind: str             # "str", "int", "float", "bool", "choice", "list", "dict", "any"
+    choices: tuple = ()
+    default: Any = None
+    required: bool = False
+
+
+def _fmt_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out
+
+
+def _kind_of(tp: Any) -> tuple[str, tuple]:
+    origin = get_origin(tp)
+    if origin is Union or (origin is not None and str(origin) == "types.UnionType"):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return _kind_of(args[0]) if len(args) == 1 else ("any", ())
+    if origin is Literal:  # words are picked from a list; numbers (landscape_dims: 1 | 2) are typed
+        args = tuple(get_args(tp))
+        return ("choice" if all(isinstance(a, str) for a in args) else "any"), args
+    if origin in (list, tuple):
+        return "list", ()
+    if origin is dict or tp is dict:
+        return "dict", ()
+    if tp is bool:
+        return "bool", ()
+    if tp is int:
+        return "int", ()
+    if tp is float:
+        return "float", ()
+    if tp is str:
+        return "str", ()
+    return "any", ()
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _fields_of(model: type[BaseModel], prefix: tuple) -> list[FormField]:
+    out = []
+    for name, info in model.model_fields.items():
+        kind, choices = _kind_of(info.annotation)
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            default = None
+        out.append(FormField(prefix + (name,), _fmt_loc(prefix + (name,)), name, info.description or "",
+                             kind, choices, default, info.is_required()))
+    return out
+
+
+def form_fields(data: dict) -> list[tuple[str, list[FormField]]]:
+    """Sections of the experiment form: every field of every section of ``ExperimentConfig``,
+    and one section per ``[[attacks]]`` entry present in ``data``."""
+    from dbp_core.config import AttackConfig, ExperimentConfig
+    top, sections = [], []
+    for name, info in ExperimentConfig.model_fields.items():
+        ann = info.annotation
+        if _is_model(ann):
+            sections.append((f"[{name}]", _fields_of(ann, (name,))))
+        elif name == "attacks":
+            continue
+        else:
+            top.extend(_fields_of_single(ExperimentConfig, name))
+    attacks = data.get("attacks") if isinstance(data.get("attacks"), list) else []
+    attack_sections = [(f"[[attacks]] {i}", _fields_of(AttackConfig, ("attacks", i))) for i in range(len(attacks))]
+    # order: top level, data, models, purifier, attacks, then the rest
+    ordered = [("experiment", top)]
+    for title, fields in sections:
+        ordered.append((title, fields))
+        if title == "[purifier]":
+            ordered.extend(attack_sections)
+    return ordered
+
+
+def _fields_of_single(model: type[BaseModel], name: str) -> list[FormField]:
+    return [f for f in _fields_of(model, ()) if f.label == name]
+
+
+# --------------------------------------------------------------------------- values
+
+def toml_literal(value: Any) -> str:
+    """A value as an inline TOML literal (what the form shows and parses back)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', str(k)) else json.dumps(str(k))} = {toml_literal(v)}"
+                          for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    return json.dumps(str(value))
+
+
+def parse_value(text: str, kind: str) -> Any:
+    """Form text → value. Empty = unset (the default). String fields take the text as is
+    (quotes optional); other fields parse it as a TOML value, falling back to the plain text
+    (so the validator, not the form, says what is wrong with it)."""
+    text = text.strip()
+    if text == "":
+        return None
+    if kind in ("str", "choice") and not (len(text) >= 2 and text[0] == text[-1] == '"'):
+        return text
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def get_path(data: dict, key: tuple) -> Any:
+    node: Any = data
+    for part in key:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def set_path(data: dict, key: tuple, value: Any) -> None:
+    """Set (or with ``value=None`` remove) ``data[key...]``, creating tables on the way."""
+    node: Any = data
+    for part in key[:-1]:
+        if isinstance(node, list):
+            node = node[part]
+            continue
+        if part not in node or not isinstance(node[part], (dict, list)):
+            if value is None:
+                return
+            node[part] = {}
+        node = node[part]
+    last = key[-1]
+    if value is None:
+        if isinstance(node, dict):
+            node.pop(last, None)
+    else:
+        node[last] = value
+
+
+class ConfigForm:
+    """The state behind the experiment form: the raw TOML document being edited and the
+    result of validating it with ``dbp_core.config`` (errors keyed by dotted field path)."""
+
+    def __init__(self, path: Path | None, text: str | None = None):
+        self.path = Path(path) if path is not None else None
+        self.base_dir = str(self.path.resolve().parent) if self.path else os.getcwd()
+        self.parse_error: str | None = None
+        try:
+            self.data: dict = tomllib.loads(text if text is not None else self.path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            self.data = {}
+            self.parse_error = f"cannot read {self.path}: {exc}"
+        self.errors: dict[str, str] = {}
+        self.general_errors: list[str] = []
+        self.valid = False
+        self.cfg = None
+
+    def sections(self) -> list[tuple[str, list[FormField]]]:
+        return form_fields(self.data)
+
+    def text_of(self, f: FormField) -> str:
+        return toml_literal(get_path(self.data, f.key))
+
+    def set_text(self, f: FormField, text: str) -> None:
+        set_path(self.data, f.key, parse_value(text, f.kind))
+
+    def add_attack(self, kind: str = "pgd-eot") -> int:
+        self.data.setdefault("attacks", []).append({"kind": kind})
+        return len(self.data["attacks"]) - 1
+
+    def check(self, data: dict) -> tuple[bool, dict[str, str], list[str]]:
+        """Validate ``data`` (a copy of the document; safe in a worker thread) →
+        (valid, {field path: message}, [messages not tied to a form field])."""
+        from dbp_core.config import ConfigError, validate_config
+        if self.parse_error:
+            return False, {}, [self.parse_error]
+        errors: dict[str, str] = {}
+        general: list[str] = []
+        try:
+            validate_config(data, file=str(self.path) if self.path else None, base_dir=self.base_dir)
+            return True, errors, general
+        except ConfigError as exc:
+            known = {f.path for _, fs in form_fields(data) for f in fs}
+            for e in exc.errors:
+                path = e.get("path") or ""
+                if path in known and path not in errors:
+                    errors[path] = e["message"]
+                else:
+                    general.append(f"{path or '<top level>'}: {e['message']}")
+            return False, errors, general
+
+    def validate(self) -> bool:
+        """Validate the current document; fills ``errors`` (by field path) and ``general_errors``."""
+        import copy
+        self.valid, self.errors, self.general_errors = self.check(copy.deepcopy(self.data))
+        return self.valid
+
+    def dumps(self) -> str:
+        import tomli_w
+        head = {k: self.data[k] for k in ("name", "description", "seed", "device", "stages") if k in self.data}
+        rest = {k: v for k, v in self.data.items() if k not in head}
+        return tomli_w.dumps({**head, **rest})
+
+    def save_as(self, target: Path, overwrite: bool = False) -> Path:
+        """Write the (valid) document to ``target`` as a new file (never over an existing one
+        unless ``overwrite``)."""
+        target = Path(target)
+        if target.suffix != ".toml":
+            target = target.with_suffix(".toml")
+        if not self.validate():
+            raise ValueError("the experiment has errors; fix them before saving")
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; choose a new name")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "x" if not overwrite else "w", encoding="utf-8") as fh:
+            fh.write(self.dumps())
+        return target

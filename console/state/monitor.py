@@ -1,0 +1,121 @@
+"""The monitor screen's state: one run folder followed live (docs/console.md, "Monitor").
+
+A :class:`RunMonitor` reads the folder through :mod:`dbp_core.results`: the status and the
+log with :func:`~dbp_core.results.read_run`, ``metrics.jsonl`` incrementally with a
+:class:`~dbp_core.results.MetricsView` — so the curves are the ones ``dbp report`` draws, and
+a batch that a resumed run repeats (the one it was killed in) counts once.
+
+No Textual, no torch: :meth:`RunMonitor.poll` is safe in a worker thread.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dbp_core.results import MetricsView, RunStatus, read_run
+from dbp_core.runs import Progress
+
+__all__ = ["RunMonitor", "MonitorSnapshot", "Curve"]
+
+# one attack's curves: success (iterations, values), loss (iterations, values)
+Curve = tuple[list[int], list[float], list[int], list[float]]
+
+
+@dataclass
+class MonitorSnapshot:
+    """What the monitor shows of one run at one poll.
+
+    ``curves``: per attack, the attacker's view per iteration (n-weighted over every batch
+    seen), as (success iterations, success, loss iterations, loss), points without a finite
+    value left out. ``train_loss``: per ADDT variant ('' for events without one), the training
+    loss per step."""
+    run_id: str
+    path: Path
+    state: str
+    experiment: str
+    status: RunStatus | None
+    problems: list[str]
+    log_tail: list[str]
+    events: int
+    bad_lines: int
+    curves: dict[str, Curve]
+    train_loss: dict[str, tuple[list[int], list[float]]]
+    robust: dict[str, float]
+    evals: dict[str, float]
+
+    @property
+    def progress(self) -> Progress:
+        return self.status.progress if self.status is not None else Progress()
+
+    @property
+    def eta(self) -> float | None:
+        return self.status.eta if self.status is not None else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.status.pid if self.status is not None else None
+
+    @property
+    def message(self) -> str:
+        """The status message, else what is wrong with a damaged run file."""
+        if self.status is not None and self.status.message:
+            return self.status.message
+        return "; ".join(self.problems)
+
+    @property
+    def progress_text(self) -> str:
+        """'attacks 24/48' ('?' for an unknown total)."""
+        p = self.progress
+        total = f"{p.total:g}" if p.total else "?"
+        return f"{p.stage or ''} {p.done:g}/{total}".strip()
+
+    @property
+    def points(self) -> int:
+        return sum(len(c[0]) for c in self.curves.values()) + sum(len(xs) for xs, _ in self.train_loss.values())
+
+    @property
+    def fraction(self) -> float | None:
+        p = self.progress
+        if not p.total:
+            return None
+        return max(0.0, min(1.0, float(p.done) / float(p.total)))
+
+
+def _finite_points(xs: list[int], ys: list[float]) -> tuple[list[int], list[float]]:
+    keep = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
+    return [x for x, _ in keep], [y for _, y in keep]
+
+
+class RunMonitor:
+    """Follows one run folder. :meth:`poll` reads only what was appended to ``metrics.jsonl``
+    since the last call (a half-written last line waits for its newline) and survives a missing
+    or damaged ``status.json``, an empty or missing metrics file and a run whose process died
+    (reported 'interrupted' by the run store)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.metrics = MetricsView(self.path)
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    def poll(self, log_lines: int = 8) -> MonitorSnapshot:
+        self.metrics.poll()
+        view = read_run(self.path)
+        curves = {}
+        for attack, c in self.metrics.attack_curves().items():
+            curves[attack] = (*_finite_points(c["iteration"], c["success"]),
+                              *_finite_points(c["iteration"], c["loss"]))
+        train_loss = {}
+        for key, (xs, ys) in self.metrics.addt_curves().items():
+            name, _, variant = key.partition("/")
+            if name == "loss":
+                train_loss[variant] = (list(xs), list(ys))
+        return MonitorSnapshot(
+            run_id=view.id, path=view.path, state=view.state, experiment=view.experiment, status=view.status,
+            problems=list(view.problems), log_tail=view.log_tail(log_lines), events=self.metrics.events,
+            bad_lines=self.metrics.bad_lines, curves=curves, train_loss=train_loss,
+            robust=dict(self.metrics.robust), evals=dict(self.metrics.evals))
