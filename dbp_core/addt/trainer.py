@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import dist, ops
-from ..attacks.base import derive_seed
 from ..purifier import noise as noise_mod
+from ..purifier.noise import derive_seed
 from .cgpo import CGPOSettings, cgpo, diffuse, lambda_t, mixed_noise
 
 
@@ -75,7 +75,7 @@ class ADDTTrainer:
 
     def batch_plan(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(example indices, timesteps, flip flags) of the global batch of ``step``."""
-        g = torch.Generator().manual_seed(derive_seed(self.seed, "addt-batch", step) >> 1)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "addt-batch", step))
         n = self.x.shape[0]
         idx = torch.randperm(n, generator=g)[: min(self.t.batch_size, n)]
         t = torch.randint(0, self.t.t_max, (idx.numel(),), generator=g)
@@ -188,7 +188,7 @@ def denoising_loss_under_cgpo(eps_model, classifier, data, alpha_bar, s: CGPOSet
     itself), over fixed, seeded batches: lower means the model removes the perturbations better."""
     total = 0.0
     for b in range(batches):
-        g = torch.Generator().manual_seed(derive_seed(seed, "eval-batch", b) >> 1)
+        g = torch.Generator().manual_seed(derive_seed(seed, "eval-batch", b))
         idx = torch.randperm(data.x.shape[0], generator=g)[:batch_size]
         t = torch.randint(0, t_max, (idx.numel(),), generator=g)
         x0, uids = data.x[idx] * 2.0 - 1.0, data.uids[idx]

@@ -14,7 +14,7 @@ from .._lazy import exports
 
 __getattr__, __dir__ = exports(__name__, {
     "APGD": ".apgd", "BPDA": ".bpda", "StraightThrough": ".bpda", "DWBox": ".dwbox", "PGD": ".pgd",
-    "NoisePlan": ".base", "PlainModel": ".base", "as_attack_model": ".base", "derive_seed": ".base",
+    "NoisePlan": ".base", "PlainModel": ".base", "as_attack_model": ".base", "derive_seed": "..purifier.noise",
     "success_rate": ".base", "eot_gradient": ".eot", "ascent_direction": ".lp", "project": ".lp",
     "random_start": ".lp", "build_attack": ".registry",
 })

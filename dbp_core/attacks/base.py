@@ -1,5 +1,5 @@
-"""What every attack shares: the model interface, the attacker's noise plan,
-per-iteration tracking and seed derivation.
+"""What every attack shares: the model interface, the attacker's noise plan and
+per-iteration tracking (seeds: ``purifier.noise.derive_seed``).
 
 Attack face (torchattacks/RobustBench style, plus sample ids):
 ``attack(model, x, y, uids) -> x_adv`` with images in [0, 1].
@@ -10,18 +10,13 @@ Attack face (torchattacks/RobustBench style, plus sample ids):
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 from torch import nn
 
-
-def derive_seed(base: int, *labels) -> int:
-    """A 64-bit seed named by (base, labels...): independent of batch layout or call order."""
-    h = hashlib.blake2b(repr((int(base),) + tuple(labels)).encode(), digest_size=8)
-    return int.from_bytes(h.digest(), "little")
+from ..purifier.noise import derive_seed
 
 
 NOISE_PLANS = ("fresh", "replay", "replay-forward")

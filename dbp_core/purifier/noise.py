@@ -1,4 +1,4 @@
-"""Noise sources and stream addresses (DESIGN.md §2).
+"""Noise sources, stream addresses and seed derivation (docs/design.md, "Noise addressing").
 
 Every Gaussian draw has the address ``(seed, stream, uid, step, element)``. This module fixes
 how the library fills the fields:
@@ -7,6 +7,8 @@ how the library fills the fields:
   ``stochastic()`` draws a fresh secret 64-bit seed from the OS (``secrets``) on each call —
   the usual stochastic white-box defence; ``replay(seed)`` returns the same seed every call —
   the DW-box setting, where the attacker is given the seed the defence will use.
+  The seeds a run uses are named, not drawn in order: :func:`derive_seed` hashes the run's
+  master seed with a purpose path (stage, attack, seed index, iteration, ...).
 * ``stream`` separates uses: ``stream(kind, replica)`` = ``replica * 16 + kind`` with
   ``kind`` one of the ``FORWARD`` / ``REVERSE`` / ``ADDT_*`` constants below and ``replica``
   the EOT replica index (0 for a single purification). Replica k of an EOT batch thus gets
@@ -18,6 +20,7 @@ how the library fills the fields:
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 
@@ -67,3 +70,12 @@ def replay(seed: int) -> NoiseSource:
     if not 0 <= seed < 2**64:
         raise ValueError(f"replay seed must be in [0, 2^64), got {seed}")
     return NoiseSource("replay", seed)
+
+
+def derive_seed(base: int, *purpose) -> int:
+    """The 63-bit seed named by ``base`` and a purpose path (strings and integers): the same on
+    every run, platform and process, and independent of call order or batch layout. The one
+    seed derivation of the library (runs, stages, attacks, ADDT). 63 bits: a valid seed for
+    ``torch.Generator`` and the ops' int64 seed argument."""
+    key = repr((int(base), *purpose)).encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1

@@ -17,7 +17,7 @@ Modules: ``registry`` (names, light), ``context`` (StageContext, Resources), ``e
 from .._lazy import exports
 
 __getattr__, __dir__ = exports(__name__, {
-    "StageContext": ".context", "Resources": ".context", "Subset": ".context", "derive_seed": ".context",
+    "StageContext": ".context", "Resources": ".context", "Subset": ".context", "derive_seed": "..purifier.noise",
     "register_stage": ".registry", "stage_names": ".registry", "PROTOCOLS": ".registry",
 })
 __all__ = __dir__()

@@ -6,7 +6,6 @@ before it knows which stages a config lists.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,15 +14,10 @@ from typing import Any, Callable
 from .. import dist
 from ..config import ExperimentConfig
 from ..plugins import is_import_path, resolve_import_path
+from ..purifier.noise import derive_seed
 from ..runs import RunWriter
 
 __all__ = ["StageContext", "Resources", "Subset", "derive_seed"]
-
-
-def derive_seed(master: int, *parts: Any) -> int:
-    """A 63-bit seed from the master seed and a purpose path (stable across runs and platforms)."""
-    text = "/".join([str(master), *map(str, parts)])
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
 
 
 @dataclass
