@@ -1,1 +1,1 @@
-"""dbp-lab console (Textual TUI): see issue 7."""
+"""dbp-lab console (Textual TUI): docs/console.md."""

@@ -1,4 +1,4 @@
-"""``run_study``: run (or resume) the stages of a run in order (docs/design.md, "The runner").
+"""``run_study``: run (or resume) the stages of a run in order (docs/design.md, "Stages and the runner").
 
 It owns what surrounds the stages: the run's lock and state, SIGINT/SIGTERM (the run stops
 and stays resumable), torch's thread count, the record of finished stages

@@ -1,4 +1,4 @@
-"""Interval estimates for accuracies (every reported accuracy carries one, DESIGN.md §1)."""
+"""Interval estimates for accuracies (every reported accuracy carries one; docs/science.md, "Intervals and paired differences")."""
 from __future__ import annotations
 
 import math

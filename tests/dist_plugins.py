@@ -49,8 +49,14 @@ def _rank_entry(rank: int, world_size: int, port: int, fn, args, out_dir: str) -
     dist.init_from_env(backend="gloo", timeout_s=120)
     try:
         torch.save(fn(*args), os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # every rank has its result before any rank tears the group down
     finally:
         dist.shutdown()
+    # Leave without the interpreter's teardown: rank 0 hosts this harness's TCPStore server in
+    # process, and destroying it while a peer's client thread is still attached occasionally
+    # aborts with "terminate called without an active exception" (under torchrun the store
+    # lives in the launcher). The result file is written and closed above.
+    os._exit(0)
 
 
 def run_ranks(world_size: int, fn, *args):

@@ -12,6 +12,7 @@ from dbp_core.addt.cgpo import guidance_loss
 from dbp_core.diffusion import linear_schedule
 
 from ._tiny import TinyEps
+from .conftest import addt_toml
 
 AB = linear_schedule().alpha_bar
 
@@ -116,53 +117,13 @@ def test_linf_pgd_mapping_respects_its_clip():
     assert delta.abs().max() <= 2 * 8 / 255 + 1e-7 and delta.abs().max() > 0
 
 
-STAGE_CONFIG = """
-name = "addt-tiny"
-seed = 1
-device = "cpu"
-stages = ["addt", "attacks"]
-
-[data]
-dataset = "tests.plugins:tiny_dataset"
-n_examples = 12
-batch_size = 12
-
-[models]
-classifier = "tests.plugins:tiny_classifier"
-diffusion = "tests.plugins:tiny_unet"
-
-[purifier]
-t_star = 0.2
-steps = 2
-grad_mode = "full"
-
-[addt]
-steps = 3
-batch_size = 8
-warmup = 1
-lambda_multiplier = 0.3
-cgpo_iterations = 2
-control = true
-
-[[attacks]]
-kind = "pgd-eot"
-eps = 0.1
-step = 0.05
-iterations = 2
-eot = 2
-
-[evaluation]
-protocols = ["purified", "single"]
-"""
-
-
 def test_addt_stage_trains_saves_and_compares_variants(tmp_path):
     from dbp_core.config import loads_config
     from dbp_core.models.loaders import load_checkpoint
     from dbp_core.runs import RunStore
     from dbp_core.study import run_study
 
-    cfg = loads_config(STAGE_CONFIG, base_dir=str(tmp_path))
+    cfg = loads_config(addt_toml(), base_dir=str(tmp_path))
     run = RunStore(tmp_path / "runs").create(cfg)
     assert run_study(run, cfg) == "done", run.read_log_tail(40)
     res = run.read_results()
@@ -183,7 +144,7 @@ def test_addt_stage_trains_saves_and_compares_variants(tmp_path):
 
 def test_cgpo_accumulates_gradients_across_iterations():
     """K = 2: the final delta is RBGM of g_1 + g_2, where g_2 is taken at delta_1 = RBGM(g_1)
-    (NOTES.md: the accumulator is never reset)."""
+    (docs/science.md, "CGPO": the accumulator is never reset)."""
     eps_model, clf = TinyEps(dtype=torch.float32), tiny_classifier()
     d = tiny_data(5)
     x0, t, uids = d.x * 2 - 1, torch.tensor([5, 80, 300, 600, 900]), d.uids
@@ -244,7 +205,7 @@ def test_addt_stage_resumes_bit_identically_through_the_run_store(tmp_path, monk
     from dbp_core.stages import addt as stage
     from dbp_core.models.loaders import load_checkpoint
     from dbp_core.study import Interrupted, run_study
-    text = STAGE_CONFIG.replace('stages = ["addt", "attacks"]', 'stages = ["addt"]').replace("steps = 3", "steps = 4")
+    text = addt_toml(stages=["addt"], addt={"steps": 4})
     cfg, plain = _stage_run(tmp_path, text, "plain")
     assert run_study(plain, cfg) == "done"
     monkeypatch.setattr(stage, "CHECKPOINT_EVERY", 1)
@@ -276,9 +237,8 @@ def test_addt_on_a_diffusers_unet_saves_a_diffusers_folder(tmp_path):
     from dbp_core.study import run_study
     from tests.test_models import _tiny_diffusers
     _tiny_diffusers().save_pretrained(tmp_path / "ddpm")
-    text = STAGE_CONFIG.replace('stages = ["addt", "attacks"]', 'stages = ["addt"]').replace(
-        'diffusion = "tests.plugins:tiny_unet"', 'diffusion = "ddpm"\ndiffusion_format = "diffusers"').replace(
-        "control = true", "control = false")
+    text = addt_toml(stages=["addt"], models={"diffusion": "ddpm", "diffusion_format": "diffusers"},
+                     addt={"control": False})
     cfg, run = _stage_run(tmp_path, text)
     assert run_study(run, cfg) == "done", run.read_log_tail(30)
     folder = run.read_results()["stages"]["addt"]["variants"]["addt"]["model"]

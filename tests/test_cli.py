@@ -4,6 +4,8 @@ Models and data come from tests/plugins.py through import paths, so these tests 
 trained weights; the purifier is the real one (dbp_core.purify) on a tiny eps model."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -15,33 +17,15 @@ from pathlib import Path
 import pytest
 
 from dbp_core import cli
-from dbp_core.runs import Run, RunStore
-from tests.test_evaluate import CONFIG as EVALUATE_CONFIG
+from dbp_core.runs import Run, RunStore, read_metrics
+from tests.conftest import attack_study_toml, run_toml
 
 ROOT = Path(__file__).resolve().parents[1]
-HAVE_PURIFY = (ROOT / "dbp_core" / "purify.py").exists()
 
-CONFIG = """
-name = "{name}"
-seed = 11
-device = "cpu"
-[data]
-dataset = "tests.plugins:tiny_dataset"
-n_examples = {n}
-batch_size = {batch}
-[models]
-classifier = "{classifier}"
-diffusion = "{diffusion}"
-[purifier]
-t_star = 0.3
-steps = 3
-"""
-
-
-def write_config(tmp_path: Path, name="tiny", n=48, batch=4, classifier="tests.plugins:tiny_classifier",
-                 diffusion="tests.plugins:tiny_eps" if HAVE_PURIFY else "none") -> Path:
+def write_config(tmp_path: Path, name="tiny", n=48, batch=4, classifier="tiny_classifier",
+                 diffusion="tiny_eps", **sections) -> Path:
     path = tmp_path / f"{name}.toml"
-    path.write_text(CONFIG.format(name=name, n=n, batch=batch, classifier=classifier, diffusion=diffusion))
+    path.write_text(run_toml(name=name, n=n, batch=batch, classifier=classifier, diffusion=diffusion, **sections))
     return path
 
 
@@ -79,7 +63,7 @@ def comparable(results: dict) -> dict:
 def reference(tmp_path_factory):
     """An uninterrupted run of the crash-test config (in-process, no slow-down)."""
     tmp = tmp_path_factory.mktemp("ref")
-    cfg = write_config(tmp, n=80, batch=2, classifier="tests.plugins:slow_classifier")
+    cfg = write_config(tmp, n=80, batch=2, classifier="slow_classifier")
     os.environ["DBP_TEST_DELAY"] = "0"
     try:
         assert cli.main(["--runs-dir", str(tmp / "runs"), "run", str(cfg), "--no-progress"]) == 0
@@ -98,11 +82,11 @@ def test_run_in_process_writes_results(tmp_path, capsys, monkeypatch):
     res = run.read_results()
     assert res["schema"] == "dbp-lab.results/1" and res["experiment"] == "tiny" and res["run_id"] == run.id
     rows = {r["protocol"]: r for r in res["accuracies"]}
-    assert set(rows) == ({"clean", "purified"} if HAVE_PURIFY else {"clean"})
+    assert set(rows) == {"clean", "purified"}
     for r in rows.values():
         assert r["n"] == 48 and r["accuracy"] == r["correct"] / 48
         assert 0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1 and r["ci_high"] - r["ci_low"] > 0.01
-    assert res["headline"]["protocol"] == ("purified" if HAVE_PURIFY else "clean")
+    assert res["headline"]["protocol"] == "purified"
     assert run.read_status().state == "done"
     events = run.metrics().read()
     assert [e["kind"] for e in events][0] == "start" and events[-1]["kind"] == "done"
@@ -120,18 +104,18 @@ def test_results_do_not_depend_on_batch_size(tmp_path, monkeypatch):
                          "--no-progress"]) == 0
         per.append(only_run(runs).read_results()["stages"]["evaluate"]["per_example"])
     assert per[0] == per[1]
-    if HAVE_PURIFY:  # the equality is not trivial: purification noise flips some predictions ...
-        assert 0 < sum(per[0]["purified"]) < len(per[0]["purified"])
-        runs = tmp_path / "runs-seed"  # ... and another seed draws other noise
-        assert cli.main(["--runs-dir", str(runs), "run", str(write_config(tmp_path)), "--set", "seed=12",
-                         "--no-progress"]) == 0
-        other = only_run(runs).read_results()["stages"]["evaluate"]["per_example"]
-        assert other["clean"] == per[0]["clean"] and other["purified"] != per[0]["purified"]
+    # the equality is not trivial: purification noise flips some predictions ...
+    assert 0 < sum(per[0]["purified"]) < len(per[0]["purified"])
+    runs = tmp_path / "runs-seed"  # ... and another seed draws other noise
+    assert cli.main(["--runs-dir", str(runs), "run", str(write_config(tmp_path)), "--set", "seed=12",
+                     "--no-progress"]) == 0
+    other = only_run(runs).read_results()["stages"]["evaluate"]["per_example"]
+    assert other["clean"] == per[0]["clean"] and other["purified"] != per[0]["purified"]
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, reference):
     runs = tmp_path / "runs"
-    cfg = write_config(tmp_path, n=80, batch=2, classifier="tests.plugins:slow_classifier")
+    cfg = write_config(tmp_path, n=80, batch=2, classifier="slow_classifier")
     proc = dbp("run", str(cfg), runs=runs, DBP_TEST_DELAY="0.06")
     run_dir = None
     t0 = time.time()
@@ -166,7 +150,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, reference):
 
 def test_sigint_marks_interrupted_and_exits_130(tmp_path):
     runs = tmp_path / "runs"
-    cfg = write_config(tmp_path, n=200, batch=2, classifier="tests.plugins:slow_classifier")
+    cfg = write_config(tmp_path, n=200, batch=2, classifier="slow_classifier")
     proc = dbp("run", str(cfg), runs=runs, DBP_TEST_DELAY="0.05")
     t0 = time.time()
     while not list(runs.glob("*/metrics.jsonl")) and time.time() - t0 < 30:
@@ -185,7 +169,7 @@ def test_sigint_marks_interrupted_and_exits_130(tmp_path):
 def test_failure_records_traceback_and_exits_1(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     runs = tmp_path / "runs"
-    cfg = write_config(tmp_path, classifier="tests.plugins:failing_classifier", diffusion="none")
+    cfg = write_config(tmp_path, classifier="failing_classifier", diffusion="none")
     assert cli.main(["--runs-dir", str(runs), "run", str(cfg), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "exploded on purpose" in err and "Traceback" not in err
@@ -304,18 +288,18 @@ def test_runs_dir_that_is_a_file_exits_2(tmp_path, capsys, monkeypatch):
 def test_damaged_status_is_listed_as_unknown_not_a_crash(tmp_path, capsys, monkeypatch, damage):
     monkeypatch.chdir(ROOT)
     runs = tmp_path / "runs"
-    for name in ("good", "bad"):
+    for name in ("intact", "damaged"):  # names no hex run token can contain
         assert cli.main(["--runs-dir", str(runs), "run", str(write_config(tmp_path, name=name, n=8, diffusion="none")),
                          "--no-progress"]) == 0
     store = RunStore(runs)
-    bad = store.open("bad")
-    good = store.open("good")
+    bad = store.open("damaged")
+    good = store.open("intact")
     bad.status_path.write_text(damage)
     capsys.readouterr()
     assert cli.main(["--runs-dir", str(runs), "runs", "--json"]) == 0
     captured = capsys.readouterr()
     rows = {r["id"]: r for r in json.loads(captured.out)}
-    assert rows[bad.id]["state"] == "damaged" and rows[bad.id]["experiment"] == "bad"
+    assert rows[bad.id]["state"] == "damaged" and rows[bad.id]["experiment"] == "damaged"
     assert rows[good.id]["state"] == "done"
     assert str(bad.status_path) in captured.err and "Traceback" not in captured.err
     assert cli.main(["--runs-dir", str(runs), "runs"]) == 0
@@ -361,7 +345,7 @@ def test_show_hides_eta_unless_running(tmp_path, capsys):
 def _interrupted_run(tmp_path, n=80) -> tuple[Path, Run]:
     """A run of the slow config, interrupted after its first batches (SIGKILL)."""
     runs = tmp_path / "runs"
-    cfg = write_config(tmp_path, n=n, batch=2, classifier="tests.plugins:slow_classifier")
+    cfg = write_config(tmp_path, n=n, batch=2, classifier="slow_classifier")
     proc = dbp("run", str(cfg), runs=runs, DBP_TEST_DELAY="0.05")
     t0 = time.time()
     while not (list(runs.glob("*/metrics.jsonl")) if runs.exists() else []) and time.time() - t0 < 30:
@@ -394,7 +378,7 @@ def test_two_resumes_at_once_one_runs_the_other_exits_2(tmp_path):
 
 def test_resume_while_the_run_is_running_exits_2(tmp_path):
     runs = tmp_path / "runs"
-    cfg = write_config(tmp_path, n=200, batch=2, classifier="tests.plugins:slow_classifier")
+    cfg = write_config(tmp_path, n=200, batch=2, classifier="slow_classifier")
     proc = dbp("run", str(cfg), runs=runs, DBP_TEST_DELAY="0.05")
     try:
         t0 = time.time()
@@ -459,9 +443,7 @@ def test_threads_applied_before_the_stages_and_recorded(tmp_path, monkeypatch):
     (tmp_path / "threads_probe_zq.py").write_text(
         "def stage(ctx):\n    import torch\n    return {'threads': torch.get_num_threads()}\n")
     before = torch.get_num_threads()
-    cfg = write_config(tmp_path, n=8, diffusion="none")
-    cfg.write_text(cfg.read_text().replace('device = "cpu"', 'device = "cpu"\nthreads = 1\n'
-                                           'stages = ["threads_probe_zq:stage", "evaluate"]'))
+    cfg = write_config(tmp_path, n=8, diffusion="none", threads=1, stages=["threads_probe_zq:stage", "evaluate"])
     torch.set_num_threads(2)
     try:
         assert cli.main(["--runs-dir", str(tmp_path / "runs"), "run", str(cfg), "--no-progress"]) == 0
@@ -477,9 +459,7 @@ def test_threads_applied_before_the_stages_and_recorded(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- SIGKILL mid-attack, then resume
 
 # the attacks-stage config of test_evaluate, with a classifier slow enough to be killed mid-stage
-ATTACK_CONFIG = EVALUATE_CONFIG.format(n=24, batch=8, first=0, seeds=1).replace(
-    '"tests.plugins:tiny_classifier"', '"tests.plugins:slow_classifier"')
-assert "slow_classifier" in ATTACK_CONFIG
+ATTACK_CONFIG = attack_study_toml(n=24, batch=8, classifier="slow_classifier")
 
 
 def attack_comparable(results: dict) -> dict:
@@ -487,7 +467,28 @@ def attack_comparable(results: dict) -> dict:
             "per_example": results["stages"]["attacks"]["per_example"], "headline": results["headline"]}
 
 
-def test_sigkill_in_attacks_then_resume_matches_uninterrupted(tmp_path, monkeypatch):
+def read_side(path: Path, capsys) -> dict:
+    """What every reader of the run store sees of a finished run, all through dbp_core.results:
+    the curves of the report, the console and MetricsView; the rows of `dbp show` and `dbp export`."""
+    from console.state.monitor import RunMonitor
+    from dbp_core.report import load_run
+    from dbp_core.results import MetricsView, read_run
+    metrics = MetricsView(path)
+    metrics.poll()
+    snap = RunMonitor(path).poll()
+    capsys.readouterr()
+    assert cli.main(["show", str(path)]) == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if "%" in line and "pts" not in line]
+    assert cli.main(["export", str(path), "--csv"]) == 0
+    exported = [{k: v for k, v in row.items() if k not in ("run_id", "path")}
+                for row in csv.DictReader(io.StringIO(capsys.readouterr().out))]
+    curves = metrics.attack_curves()
+    return {"curves": curves, "report_curves": load_run(path).attack_curves(),
+            "console_curves": {a: (c[0], c[1]) for a, c in snap.curves.items()},
+            "rows": read_run(path).rows, "show": shown, "export": exported}
+
+
+def test_sigkill_in_attacks_then_resume_matches_uninterrupted(tmp_path, monkeypatch, capsys):
     cfg = tmp_path / "attack.toml"
     cfg.write_text(ATTACK_CONFIG)
     monkeypatch.chdir(ROOT)
@@ -499,14 +500,18 @@ def test_sigkill_in_attacks_then_resume_matches_uninterrupted(tmp_path, monkeypa
     runs = tmp_path / "runs"
     proc = dbp("run", str(cfg), runs=runs, DBP_TEST_DELAY="0.03")
     t0, ckpt = time.time(), None
-    while time.time() - t0 < 120:
+    while time.time() - t0 < 120:  # kill once a checkpointed job is followed by events of the next job
         found = list(runs.glob("*/checkpoints/attacks.json")) if runs.exists() else []
         if found:
-            ckpt = found[0]
-            break
+            job = json.loads(found[0].read_text())["next"]  # 2 attacks x 3 batches: job = attack * 3 + batch
+            events = read_metrics(found[0].parent.parent / "metrics.jsonl")[0]
+            if any(e["kind"] == "attack_iter" and e["batch"] == job % 3 and e["attack"] == ("pgd-eot-linf", "dwbox-linf")[job // 3]
+                   for e in events if job < 6):
+                ckpt = found[0]
+                break
         assert proc.poll() is None, proc.communicate()
-        time.sleep(0.01)
-    assert ckpt is not None, "the first attack batch never checkpointed"
+        time.sleep(0.005)
+    assert ckpt is not None, "no attack batch was interrupted after a checkpoint"
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     run = Run(ckpt.parent.parent)
@@ -523,3 +528,14 @@ def test_sigkill_in_attacks_then_resume_matches_uninterrupted(tmp_path, monkeypa
     kinds = [e["kind"] for e in run.metrics().read()]
     assert kinds[0] == "start" and "resume" in kinds and kinds[-1] == "done"
     assert not [p for p in run.path.rglob(".*.tmp-*")]
+    # the batch that was killed ran again: its iterations are in metrics.jsonl twice ...
+    iters = [(e["attack"], e["seed"], e["batch"], e["step"]) for e in run.metrics().read() if e["kind"] == "attack_iter"]
+    assert len(iters) > len(set(iters))
+    # ... yet every reader sees what the uninterrupted run's readers see
+    resumed, uninterrupted = read_side(run.path, capsys), read_side(only_run(tmp_path / "ref").path, capsys)
+    assert resumed["curves"] and resumed["rows"] and resumed["show"] and resumed["export"]
+    for what in ("curves", "report_curves", "rows", "show", "export"):
+        assert resumed[what] == uninterrupted[what], what
+    assert resumed["report_curves"] == resumed["curves"]
+    for attack, c in resumed["curves"].items():  # the console plots the same points
+        assert resumed["console_curves"][attack] == (c["iteration"], c["success"])

@@ -14,61 +14,20 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("textual")
-pytest.importorskip("textual_plotext")
-
-from console.app import ConsoleApp  # noqa: E402
-from console.launcher import run_command  # noqa: E402
-from console.messages import ChangeParallel  # noqa: E402
-from console.state.experiments import ConfigForm, list_experiments, parse_value, toml_literal  # noqa: E402
-from console.state.format import fmt_eta, fmt_pct, fmt_time  # noqa: E402
-from console.state.monitor import RunMonitor  # noqa: E402
-from console.state.runs import compare_results, export_csv, run_rows, sort_rows  # noqa: E402
-from dbp_core.results import EXPORT_COLUMNS  # noqa: E402
-from dbp_core.runs import RunStatus, read_metrics  # noqa: E402
+from console.app import ConsoleApp
+from console.launcher import run_command
+from console.messages import ChangeParallel
+from console.state.experiments import ConfigForm, list_experiments, parse_value, toml_literal
+from console.state.format import fmt_eta, fmt_pct, fmt_time
+from console.state.monitor import RunMonitor
+from console.state.runs import compare_results, export_csv, run_rows, sort_rows
+from dbp_core.results import EXPORT_COLUMNS
+from dbp_core.runs import RunStatus, read_metrics
+from tests.conftest import console_toml
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "console_runs"
 SIZE = (100, 30)
-
-TINY = """
-name = "console-tiny"
-description = "tiny PGD-EOT vs DW-box run for the console tests"
-seed = 3
-device = "cpu"
-stages = ["attacks"]
-
-[data]
-dataset = "tests.plugins:tiny_dataset"
-n_examples = {n}
-batch_size = 8
-
-[models]
-classifier = "tests.plugins:{classifier}"
-diffusion = "tests.plugins:tiny_eps"
-
-[purifier]
-t_star = 0.2
-steps = 2
-grad_mode = "full"
-
-[[attacks]]
-kind = "pgd-eot"
-eps = 0.1
-step = 0.03
-iterations = 3
-eot = 2
-
-[[attacks]]
-kind = "dwbox"
-eps = 0.1
-step = 0.03
-iterations = 3
-
-[evaluation]
-protocols = ["single"]
-"""
-
 
 async def until(pilot, cond, timeout=30.0, what="condition"):
     """Let the app run until ``cond()`` is true."""
@@ -352,7 +311,7 @@ def test_edit_field_to_invalid_value_shows_error_at_the_field(tmp_path):
 def _tiny_exp(tmp_path, n=16, classifier="tiny_classifier") -> Path:
     exp = tmp_path / "exp"
     exp.mkdir(exist_ok=True)
-    (exp / "console-tiny.toml").write_text(TINY.format(n=n, classifier=classifier))
+    (exp / "console-tiny.toml").write_text(console_toml(n=n, classifier=classifier))
     return exp
 
 

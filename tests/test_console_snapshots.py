@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pytest_textual_snapshot")
-
-from console.app import ConsoleApp  # noqa: E402
-from console.messages import WatchRun  # noqa: E402
+from console.app import ConsoleApp
+from console.messages import WatchRun
 
 REPO = Path(__file__).resolve().parents[1]
 EXP = "tests/data/console_runs/experiments"

@@ -1,4 +1,4 @@
-"""Scale-out (dbp_core/dist.py, issue 8): `dbp run` under torchrun with 2 gloo CPU ranks gives
+"""Scale-out (dbp_core/dist.py, docs/scale-out.md): `dbp run` under torchrun with 2 gloo CPU ranks gives
 exactly the single-process results, and a rank that fails fails the whole run cleanly."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dbp_core import dist
 from dbp_core.config import loads_config
 from dbp_core.runs import RunStore
 from dbp_core.study import run_study
-from tests.test_evaluate import CONFIG
+from tests.conftest import addt_toml, attack_study_toml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,8 +71,7 @@ def test_merge_by_uid_restores_uid_order():
 
 def test_torchrun_two_ranks_equal_single_process(tmp_path):
     # 15 examples in batches of 7: shards of 4/3, 4/3 and 1/0 (an empty shard on rank 1)
-    text = CONFIG.format(n=15, batch=7, first=0, seeds=1).replace('stages = ["attacks"]',
-                                                                   'stages = ["evaluate", "attacks"]')
+    text = attack_study_toml(n=15, batch=7, stages=["evaluate", "attacks"])
     proc, run = torchrun(tmp_path / "dist", text)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed run over 2 ranks" in proc.stderr
@@ -90,8 +89,7 @@ def test_torchrun_two_ranks_equal_single_process(tmp_path):
 
 
 def test_a_failing_rank_fails_the_whole_run_cleanly(tmp_path):
-    text = CONFIG.format(n=15, batch=7, first=0, seeds=1).replace(
-        'classifier = "tests.plugins:tiny_classifier"', 'classifier = "tests.dist_plugins:rank1_failing_classifier"')
+    text = attack_study_toml(n=15, batch=7, classifier="tests.dist_plugins:rank1_failing_classifier")
     proc, run = torchrun(tmp_path, text, env_extra={"DBP_TEST_FAIL_AFTER": "6"})
     assert proc.returncode != 0
     assert "rank 1 of 2 failed" in proc.stderr and "exploded on purpose" in proc.stderr
@@ -146,30 +144,10 @@ def test_addt_training_steps_under_ddp_equal_one_process():
     assert any(not torch.equal(fresh[k], single["model"][k]) for k in fresh)
 
 
-ADDT_ONLY = """
-name = "addt-dist"
-seed = 1
-device = "cpu"
-stages = ["addt"]
-
-[data]
-dataset = "tests.plugins:tiny_dataset"
-
-[models]
-classifier = "tests.dist_plugins:rank1_failing_classifier"
-diffusion = "tests.plugins:tiny_unet"
-
-[purifier]
-t_star = 0.2
-steps = 2
-
-[addt]
-steps = 3
-batch_size = 8
-warmup = 1
-lambda_multiplier = 0.3
-cgpo_iterations = 2
-"""
+# ADDT alone, on the whole tiny dataset, with a classifier that fails on rank 1
+ADDT_ONLY = addt_toml(name="addt-dist", stages=["addt"], classifier="tests.dist_plugins:rank1_failing_classifier",
+                      data={"n_examples": None, "batch_size": None}, purifier={"grad_mode": None},
+                      addt={"control": None}, attacks=None, evaluation=None)
 
 
 @pytest.mark.parametrize("fail_after", [0, 2, 4])  # CGPO calls the classifier twice a step: fails at step 0, 1, 2

@@ -8,50 +8,13 @@ from dbp_core.config import loads_config
 from dbp_core.runs import RunStore, read_metrics
 from dbp_core.stats import paired_difference
 from dbp_core.study import run_study
+from tests.conftest import attack_study_toml
 
-CONFIG = """
-name = "attack-tiny"
-seed = 3
-device = "cpu"
-stages = ["attacks"]
 
-[data]
-dataset = "tests.plugins:tiny_dataset"
-n_examples = {n}
-first = {first}
-batch_size = {batch}
-
-[models]
-classifier = "tests.plugins:tiny_classifier"
-diffusion = "tests.plugins:tiny_eps"
-
-[purifier]
-t_star = 0.2
-steps = 3
-grad_mode = "full"
-
-[[attacks]]
-kind = "pgd-eot"
-eps = 0.1
-step = 0.03
-iterations = 3
-eot = 2
-
-[[attacks]]
-kind = "dwbox"
-eps = 0.1
-step = 0.03
-iterations = 3
-
-[evaluation]
-protocols = ["purified", "undefended", "single", "repurify", "majority", "fresh-noise"]
-n_repurify = 3
-seeds = {seeds}
-"""
 
 
 def run(tmp_path, n=24, batch=8, first=0, seeds=1):
-    cfg = loads_config(CONFIG.format(n=n, batch=batch, first=first, seeds=seeds), base_dir=str(tmp_path))
+    cfg = loads_config(attack_study_toml(n=n, batch=batch, first=first, seeds=seeds), base_dir=str(tmp_path))
     r = RunStore(tmp_path / "runs").create(cfg)
     assert run_study(r, cfg) == "done", r.read_log_tail(40)
     return r, r.read_results()
@@ -132,8 +95,9 @@ def test_pooled_seeds_make_intervals_over_examples_not_pairs():
 
 
 def test_analysis_stage_writes_trajectory_and_landscape(tmp_path):
-    text = CONFIG.format(n=4, batch=4, first=0, seeds=1).replace('stages = ["attacks"]', 'stages = ["analysis"]')
-    text += "\n[analysis]\ntrajectory = true\nlandscape = true\nexamples = 3\nlandscape_grid = 5\nlandscape_dims = 2\n"
+    text = attack_study_toml(n=4, batch=4, stages=["analysis"],
+                             analysis={"trajectory": True, "landscape": True, "examples": 3, "landscape_grid": 5,
+                                       "landscape_dims": 2})
     cfg = loads_config(text, base_dir=str(tmp_path))
     r = RunStore(tmp_path / "runs").create(cfg)
     assert run_study(r, cfg) == "done", r.read_log_tail(40)
@@ -222,7 +186,7 @@ def test_progress_moves_within_a_batch(tmp_path, monkeypatch):
     """A long attack batch still moves the progress bar (per attack iteration, throttled)."""
     from dbp_core.stages import attacks as evaluate
     monkeypatch.setattr(evaluate, "PROGRESS_EVERY_S", 0.0)
-    cfg = loads_config(CONFIG.format(n=8, batch=8, first=0, seeds=1), base_dir=str(tmp_path))
+    cfg = loads_config(attack_study_toml(n=8, batch=8), base_dir=str(tmp_path))
     r = RunStore(tmp_path / "runs").create(cfg)
     seen = []
     assert run_study(r, cfg, on_progress=lambda stage, done, total: seen.append((done, total))) == "done"

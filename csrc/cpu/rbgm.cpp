@@ -1,4 +1,4 @@
-// CPU kernel of dbp::rbgm (rank-based Gaussian mapping, NOTES.md ADDT step 3):
+// CPU kernel of dbp::rbgm (rank-based Gaussian mapping, docs/science.md "RBGM"):
 // per row, an addressed Gaussian sample is sorted and the k-th smallest value
 // goes to the position whose gradient has rank k (ties: lower index first).
 #include <ATen/Dispatch.h>

@@ -1,7 +1,7 @@
 // Counter-based Gaussian noise: Philox4x32-10 + Box-Muller, shared by the CPU
 // and CUDA kernels so one address gives one float on every device.
 //
-// Address -> value (DESIGN.md §2):
+// Address -> value (docs/design.md, "Noise addressing"; docs/science.md, "Addressed noise"):
 //   key     = seed (64 bits)
 //   counter = (element / 4, uid, step, stream), each taken modulo 2^32
 //   lane    = element % 4 picks one of the four normals of that counter.

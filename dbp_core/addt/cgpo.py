@@ -1,4 +1,4 @@
-"""CGPO — classifier-guided perturbation optimisation (NOTES.md, ADDT steps 1–3).
+"""CGPO — classifier-guided perturbation optimisation (docs/science.md, "CGPO" and "RBGM").
 
 For a training batch (x0 in [-1, 1], labels y, per-sample timesteps t) CGPO
 finds a perturbation delta of the diffusion noise that hurts the frozen
@@ -14,7 +14,7 @@ starting from delta ~ N(0, I), with a fresh eps each iteration and the gradient
 accumulated, never reset. RBGM (``ops.rbgm``) keeps delta exactly a Gaussian
 sample in value, ordered like the ascent direction. Ablations: ``guidance =
 "mse"`` maximises the denoising error instead; ``mapping = "linf-pgd"`` starts
-at 0, takes sign steps of ``pgd_step`` clipped to ``pgd_eps`` (NOTES.md step 5,
+at 0, takes sign steps of ``pgd_step`` clipped to ``pgd_eps`` (docs/science.md, "ADDT",
 in [0, 1] units) and enters as ``eps + delta * min(sqrt(ab)/sqrt(1-ab), 10)``.
 
 All noise is addressed (seed, stream, uid, step): a CGPO call is reproducible
@@ -32,7 +32,7 @@ from ..purifier import noise as noise_mod
 
 
 def lambda_t(alpha_bar: torch.Tensor, multiplier: float = 0.03, clamp: float = 0.3) -> torch.Tensor:
-    """NOTES.md ADDT step 1: lambda_t = clamp(multiplier sqrt(ab) / sqrt(1 - ab), 0, clamp)."""
+    """docs/science.md, "CGPO": lambda_t = clamp(multiplier sqrt(ab) / sqrt(1 - ab), 0, clamp)."""
     return (multiplier * alpha_bar.sqrt() / (1.0 - alpha_bar).sqrt()).clamp(0.0, clamp)
 
 

@@ -1,4 +1,4 @@
-"""ADDT fine-tuning (NOTES.md, ADDT steps 4 and 6): per step, CGPO finds delta
+"""ADDT fine-tuning (docs/science.md, "ADDT"): per step, CGPO finds delta
 for the batch, then the model learns to predict the mixed noise eps' (delta
 included) with ``|| eps_theta(sqrt(ab) x0 + sqrt(1-ab) eps', t) - eps' ||^2``.
 

@@ -1,5 +1,5 @@
 """APGD-CE (Croce & Hein 2020, Algorithm 1) with EOT gradients, and the
-selection rule corrected for stochastic defences (NOTES.md, AutoAttack):
+selection rule corrected for stochastic defences (docs/science.md, "APGD"):
 each iterate is evaluated by N purifications — its own fresh ones when
 ``selection_samples`` is set (the authors use 20), else the K purifications of
 its EOT gradient — and per example the iterate with the lowest fraction of

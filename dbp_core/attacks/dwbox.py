@@ -3,7 +3,7 @@ every noise draw of the purification it will face. With addressed noise this
 is PGD whose purifier replays the evaluation seed — forward noise and every
 reverse step — with EOT 1, since one purification is the whole distribution.
 ``forward_only`` fixes only the forward noise; the reverse steps stay random,
-fresh at every iteration (NOTES.md, DW-box variant)."""
+fresh at every iteration (docs/science.md, "DW-box")."""
 from __future__ import annotations
 
 from .base import NoisePlan

@@ -1,7 +1,7 @@
 """Lp-ball geometry of the attacks: steps, projections, random starts.
 
 Images live in [0, 1]; eps and step sizes are in the same pixel units
-(NOTES.md, Attacks). The update order follows PGD as torchattacks and
+(docs/science.md, "Attacks"). The update order follows PGD as torchattacks and
 RobustBench write it: step from the current iterate, project the
 perturbation onto the eps-ball, clamp the image to [0, 1].
 """

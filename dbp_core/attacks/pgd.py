@@ -1,5 +1,5 @@
 """PGD in Linf and L2 (Madry et al. 2018) with EOT gradients: the attack of
-the paper (NOTES.md, Attacks: eps 8/255, step 2/255, 20 iterations, EOT 10;
+the paper (docs/science.md, "Attacks": eps 8/255, step 2/255, 20 iterations, EOT 10;
 L2 eps 0.5, step 0.1)."""
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 local ``cifar-10-batches-py`` folder.
 
 Every sample carries a ``uid`` = its index in the original dataset (the addressed-noise key,
-DESIGN.md §2), so noise and results never depend on batch composition or split order.
+docs/design.md, "Noise addressing"), so noise and results never depend on batch composition or split order.
 
 Digits split (fixed, documented): sklearn's 1,797 images are permuted with
 ``numpy.random.RandomState(0).permutation(1797)``; the first 1,437 indices of that permutation

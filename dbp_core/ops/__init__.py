@@ -1,4 +1,4 @@
-"""The Python face of the ``dbp`` custom ops (docs/design.md, "The ops layer").
+"""The Python face of the ``dbp`` custom ops (docs/design.md, "Layers").
 
 ``torch.ops.dbp.{normal, q_sample, ddpm_step, rbgm}`` come from the compiled
 extension ``dbp_core._C`` (CPU kernels, plus CUDA kernels when built with

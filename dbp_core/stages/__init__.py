@@ -1,4 +1,4 @@
-"""Stages of a run, one module per stage (docs/design.md, "Stages").
+"""Stages of a run, one module per stage (docs/design.md, "Stages and the runner").
 
 A **stage** is a function ``run(ctx: StageContext) -> dict``:
 

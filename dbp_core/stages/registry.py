@@ -1,4 +1,4 @@
-"""The stages a run can list, and the evaluation protocols they report (docs/design.md, "Stages").
+"""The stages a run can list, and the evaluation protocols they report (docs/design.md, "Stages and the runner").
 
 Light on purpose — no torch — so that ``dbp_core.config`` validates ``stages`` and
 ``evaluation.protocols`` against these names. A built-in stage is named by the import path
