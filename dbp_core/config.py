@@ -33,8 +33,10 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       PrivateAttr, field_validator, model_validator)
 
-from .attacks.registry import KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, kind_names
-from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSIFIER_FORMATS, DATASETS, DIFFUSION_FORMATS,
+from .attacks.registry import (GRADIENTS, KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, OPTIONAL_FIELDS, SELECTIONS,
+                               kind_names)
+from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSES as DATASET_CLASSES, IMAGE_SIZES,
+                              CLASSIFIER_FORMATS, DATASETS, DIFFUSION_FORMATS,
                               SPLIT_SIZES, SPLITS)
 from .plugins import is_import_path, resolve_import_path
 from .purifier.registry import GRAD_MODES, SAMPLERS, VARIANCES
@@ -268,23 +270,44 @@ class AttackConfig(_Section):
                       "attack(model, x, y, uids, cfg) -> x_adv")
     norm: Literal[NORMS] = Field("linf", description="Threat model")
     eps: Optional[float] = Field(None, gt=0, description="Budget in [0,1] pixel units (default 8/255 Linf, 0.5 L2)")
-    step: Optional[float] = Field(None, gt=0, description="Step size (default eps/4 Linf = 2/255, 0.1 L2)")
-    iterations: int = Field(20, ge=1, description="Attack iterations")
+    step: Optional[float] = Field(None, gt=0, description="Step size of the PGD kinds (default eps/4 Linf = 2/255, "
+                                  "0.1 L2); APGD's steps adapt from 2 eps")
+    iterations: int = Field(20, ge=1, description="Attack iterations (updates; default: 100 for "
+                                      + ", ".join(k.name for k in KINDS.values() if k.iterations == 100)
+                                      + " as AutoAttack, 20 otherwise)")
     eot: Optional[int] = Field(None, ge=1, description="Purifications averaged per gradient (default: "
                                + ", ".join(f"{k.eot} for {k.name}" for k in KINDS.values() if k.eot != 1)
                                + ", 1 otherwise)")
     eot_chunk: Optional[int] = Field(None, ge=1, description="Replicas per forward pass (default: all at once)")
-    random_start: bool = Field(False, description="Start from a random point in the eps-ball")
+    random_start: bool = Field(False, description="Start from a random point in the eps-ball (default: "
+                                         "on for " + ", ".join(k.name for k in KINDS.values() if k.random_start)
+                                         + " as AutoAttack, off otherwise)")
     noise: Optional[Literal[NOISE_KNOWLEDGE]] = Field(
         None, description="What the attacker knows of the defence's noise: nothing ('stochastic'), every draw "
         "('replay', DW-box) or the forward draw only ('replay-forward'); default from kind")
     surrogate_steps: Optional[int] = Field(None, ge=1, description="Reverse steps of the attacker's chain "
                                            "(default: the defence's)")
     surrogate_sampler: Optional[Literal[SAMPLERS]] = Field(None, description="Sampler of the attacker's chain")
-    loss: Literal[LOSSES] = Field("ce", description="Attack loss")
+    loss: Optional[Literal[LOSSES]] = Field(
+        None, description="Attack loss: ce, margin (Carlini-Wagner), dlr, dlr-targeted (default: ce; "
+        "dlr-targeted for apgd-t; the autoattack kinds run their own)")
+    gradient: Optional[Literal[GRADIENTS]] = Field(
+        None, description="What the attacker differentiates: 'exact' (the defence), 'bpda' (identity backward "
+        "through the purifier), 'blind' (the classifier alone), 'forward-only' (forward noise, then the "
+        "classifier); the defence always judges (default: exact; bpda for kind bpda)")
+    restarts: int = Field(1, ge=1, description="APGD kinds: runs from new random starts on the points not yet fooled")
+    targets: Optional[int] = Field(None, ge=1, description="APGD with loss dlr-targeted: target classes, the "
+                                   "2nd..(targets+1)-th largest clean logits (default 9, AutoAttack's)")
+    selection: Optional[Literal[SELECTIONS]] = Field(
+        None, description="APGD's returned example: 'autoattack' (the last iterate one purification "
+        "misclassified) or 'lowest-correct' (the iterate with the lowest share of correct purifications); "
+        "default: lowest-correct for apgd-eot, autoattack otherwise")
     selection_samples: Optional[int] = Field(
-        None, ge=1, description="apgd-eot: fresh purifications per iterate for the stochastic selection rule "
-        "(the authors' AutoAttack fix: 20); default: the iterate's EOT replicas")
+        None, ge=1, description="selection = 'lowest-correct': fresh purifications per iterate (the authors' "
+        "AutoAttack fix: 20); default: the iterate's EOT replicas")
+    evaluations: Optional[int] = Field(None, ge=1, description="autoattack-rand: purifications that judge each "
+                                       "point's examples (default 20, the ICLR 2025 authors' fix)")
+    queries: Optional[int] = Field(None, ge=1, description="autoattack-standard: Square's queries (default 5000)")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra arguments for a plugin attack")
 
     @field_validator("kind")
@@ -315,28 +338,66 @@ class AttackConfig(_Section):
         if self.norm == "linf" and self.eps > 1:
             raise _FieldError("eps", self.eps, "Linf eps is in [0, 1] pixel units; expected a number <= 1 "
                               "(8/255 = 0.0314 is the CIFAR-10 default)")
-        if self.step is None:
+        reads = kind.reads if builtin else OPTIONAL_FIELDS
+        for field in OPTIONAL_FIELDS:  # a field the kind does not read is an error, not silently ignored
+            value = getattr(self, field)
+            if field not in reads and value is not None and not (field == "restarts" and value == 1):
+                users = [k.name for k in KINDS.values() if field in k.reads]
+                raise _FieldError(field, value, f"kind '{self.kind}' does not use `{field}` (it is read by "
+                                  + ", ".join(users) + "); remove it")
+        if self.step is None and "step" in reads:
             self.step = self.eps / 4 if self.norm == "linf" else self.eps / 5
         if self.noise is None:
             self.noise = kind.noise if builtin else "stochastic"
         if self.eot is None:
             self.eot = kind.eot if builtin else 1
+        # kind defaults of fields whose schema default is the common one (a form shows a number)
+        if builtin and "iterations" not in self.model_fields_set:
+            self.iterations = kind.iterations
+        if builtin and "random_start" not in self.model_fields_set:
+            self.random_start = kind.random_start
+        if self.gradient is None:
+            self.gradient = kind.gradient if builtin else "exact"
+        if builtin and kind.loss is None:
+            if self.loss is not None:
+                raise _FieldError("loss", self.loss, f"kind '{self.kind}' runs its own losses (AutoAttack's); "
+                                  "remove `loss`")
+        elif self.loss is None:
+            self.loss = kind.loss if builtin else "ce"
+        elif builtin and self.loss not in kind.losses:
+            raise _FieldError("loss", self.loss, f"kind '{self.kind}' takes loss "
+                              + " or ".join(f"'{x}'" for x in kind.losses))
+        if self.targets is not None and self.loss != "dlr-targeted":
+            raise _FieldError("targets", self.targets, "targets are for loss = 'dlr-targeted' (kind 'apgd-t'); "
+                              "remove it")
+        if self.targets is None and self.loss == "dlr-targeted" and "targets" in reads:
+            self.targets = 9
+        if builtin and kind.selection is not None and self.selection is None:
+            self.selection = kind.selection
+        if self.selection_samples is not None and self.selection != "lowest-correct":
+            raise _FieldError("selection_samples", self.selection_samples, "fresh purifications for "
+                              "selection = 'lowest-correct' (the default of apgd-eot); remove it or set that selection")
+        if builtin and "evaluations" in reads and self.evaluations is None:
+            self.evaluations = 20
+        if builtin and "queries" in reads and self.queries is None:
+            self.queries = 5000
+        if builtin and kind.name == "bpda" and self.gradient != "bpda":
+            raise _FieldError("gradient", self.gradient, "kind 'bpda' is PGD with gradient = 'bpda'; for another "
+                              "gradient use kind 'pgd' or 'pgd-eot' with `gradient`")
         if self.name is None:
             self.name = f"{self.kind if builtin else self.kind.rpartition(':')[2]}-{self.norm}"
         replaying = [k.name for k in KINDS.values() if k.noise != "stochastic"]
         if builtin and kind.noise != "stochastic":
             if self.eot != 1:
-                raise _FieldError("eot", self.eot, "DW-box knows the defence's noise, so EOT must be 1")
+                what = "AutoAttack's standard version attacks a deterministic setting (the replayed defence)" \
+                    if kind.extra else "DW-box knows the defence's noise"
+                raise _FieldError("eot", self.eot, f"{what}: EOT on a deterministic setting averages one "
+                                  "function with itself, so EOT must be 1")
             if self.noise != kind.noise:
                 raise _FieldError("noise", self.noise, f"kind '{self.kind}' implies noise = '{kind.noise}'")
         elif builtin and self.noise != "stochastic":
             raise _FieldError("noise", self.noise, f"kind '{self.kind}' attacks fresh noise; use kind "
                               + " or ".join(f"'{k}'" for k in replaying) + " for noise replay")
-        selecting = [k.name for k in KINDS.values() if k.selection]
-        if self.selection_samples is not None and not (builtin and kind.selection):
-            raise _FieldError("selection_samples", self.selection_samples, "only kind "
-                              + " or ".join(f"'{k}'" for k in selecting) + " has a selection rule; remove it or use "
-                              + " or ".join(f"kind = '{k}'" for k in selecting))
         if builtin and self.options:
             raise _FieldError("options", self.options, "`options` are only for plugin attacks (kind = "
                               "'package.module:callable')")
@@ -474,6 +535,8 @@ class ExperimentConfig(_Section):
         if channels and self.models.mean is not None and len(self.models.mean) not in (1, channels):
             raise _FieldError(("models", "mean"), self.models.mean,
                               f"1 or {channels} values (dataset '{self.data.dataset}' has {channels} channels)")
+        for i, a in enumerate(self.attacks):
+            _check_attack_against_dataset(a, i, self.data.dataset)
         if self.analysis.attack is not None and self.analysis.attack not in names:
             hint = difflib.get_close_matches(self.analysis.attack, names, n=1)
             raise _FieldError(("analysis", "attack"), self.analysis.attack,
@@ -492,6 +555,31 @@ class ExperimentConfig(_Section):
             if self.addt.enabled:
                 raise _FieldError(("addt", "enabled"), True, "a diffusion model (models.diffusion is 'none')")
         return self
+
+
+# the losses each AutoAttack kind runs, for the class-count checks
+_KIND_LOSSES = {"autoattack-rand": ("dlr",), "autoattack-standard": ("dlr-targeted",)}
+_MIN_CLASSES = {"ce": 2, "margin": 2, "dlr": 3, "dlr-targeted": 4}  # as attacks/losses.py (no torch here)
+
+
+def _check_attack_against_dataset(a: "AttackConfig", i: int, dataset: str) -> None:
+    """Budgets and losses a built-in dataset cannot meet: an L2 eps beyond the diameter of [0, 1]^d,
+    a DLR loss with too few classes, more APGD-T targets than wrong classes."""
+    channels, size, classes = DATASET_CHANNELS.get(dataset), IMAGE_SIZES.get(dataset), DATASET_CLASSES.get(dataset)
+    if channels and size and a.norm == "l2":
+        diameter = (channels * size * size) ** 0.5
+        if a.eps > diameter:
+            raise _FieldError(("attacks", i, "eps"), a.eps, f"an L2 eps <= {diameter:.4g}, the diameter of the "
+                              f"[0, 1] image space of '{dataset}' ({channels}x{size}x{size}); a larger ball adds nothing")
+    if not classes:
+        return
+    for loss in ((a.loss,) if a.loss else _KIND_LOSSES.get(a.kind, ())):
+        if classes < _MIN_CLASSES[loss]:
+            raise _FieldError(("attacks", i, "loss" if a.loss else "kind"), a.loss or a.kind,
+                              f"loss '{loss}' needs at least {_MIN_CLASSES[loss]} classes; '{dataset}' has {classes}")
+    if a.targets is not None and a.targets > classes - 1:
+        raise _FieldError(("attacks", i, "targets"), a.targets,
+                          f"at most {classes - 1} targets ('{dataset}' has {classes} classes)")
 
 
 class _FieldError(ValueError):

@@ -6,6 +6,8 @@ against the loaders.
 """
 DATASETS = ("digits", "cifar10")
 CHANNELS = {"digits": 1, "cifar10": 3}
+IMAGE_SIZES = {"digits": 8, "cifar10": 32}  # height = width
+CLASSES = {"digits": 10, "cifar10": 10}
 SPLIT_SIZES = {"digits": {"train": 1437, "test": 360}, "cifar10": {"train": 50000, "test": 10000}}
 SPLITS = ("train", "test")
 
