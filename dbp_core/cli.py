@@ -276,6 +276,12 @@ def cmd_show(args) -> int:
             for c in view.comparisons:
                 print(f"  {c['a']:<30} - {c['b']:<30} {100 * c['diff']:+6.1f} pts  "
                       f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]  ({c.get('what', '')})")
+        if view.audit:
+            flags = view.audit["flags"]
+            raised = sum(f["raised"] for f in flags)
+            print(f"\naudit of {view.audit['attack']}: {raised} of {len(flags)} flags raised")
+            for f in flags:
+                print(f"  {'RAISED' if f['raised'] else 'ok':<7}{f['name']:<25}{f['summary']}")
         if view.headline:
             print(f"\nheadline:   {headline_text(view.headline).replace('/', ' / ', 1)}")
     tail = view.log_tail(5)

@@ -49,7 +49,7 @@ else:  # pragma: no cover
 
 __all__ = [
     "ConfigError", "ExperimentConfig", "DataConfig", "ModelsConfig", "PurifierConfig",
-    "AttackConfig", "EvaluationConfig", "ADDTConfig", "AnalysisConfig", "OutputConfig",
+    "AttackConfig", "EvaluationConfig", "ADDTConfig", "AnalysisConfig", "AuditConfig", "OutputConfig",
     "load_config", "loads_config", "validate_config", "save_config", "dumps_config",
     "apply_overrides", "json_schema", "is_import_path", "resolve_import_path",
     "ATTACK_KINDS", "PROTOCOLS",
@@ -472,6 +472,47 @@ class AnalysisConfig(_Section):
     _dims_not_bool = field_validator("landscape_dims", mode="before")(_no_bool)
 
 
+AUDIT_CHECKS = ("large-eps", "more-iterations", "more-eot", "gradient-approximations", "random-noise",
+                "eot-convergence", "transfer", "zero-gradients")
+
+
+class AuditConfig(_Section):
+    attack: Optional[str] = Field(None, description="Name of the attack audited (default: the first)")
+    examples: int = Field(64, ge=1, description="Examples audited: the first of the run's (each check re-runs "
+                          "the attack on them)")
+    checks: list[Literal[AUDIT_CHECKS]] = Field(
+        default_factory=lambda: list(AUDIT_CHECKS),
+        description="The checks run (docs/results.md, \"audit\"): large-eps, more-iterations, more-eot, "
+        "gradient-approximations, random-noise, eot-convergence, transfer, zero-gradients")
+    large_eps: Optional[float] = Field(None, gt=0, description="The very large budget of check large-eps "
+                                       "(default: 1 for Linf, the diameter of the image space for L2)")
+    large_eps_accuracy: float = Field(0.1, ge=0, le=1, description="large-eps is raised when robust accuracy "
+                                      "stays above this")
+    noise_samples: int = Field(10, ge=1, description="random-noise: random points per example; the example "
+                               "counts as broken if any is misclassified")
+    eot_ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64],
+                              description="eot-convergence: the EOT sizes K whose independent estimates are compared")
+    cosine: float = Field(0.9, gt=0, lt=1, description="eot-convergence: the cosine the estimates must reach")
+    eot_limit: int = Field(1000, ge=1, description="eot-convergence is raised when the estimates would reach "
+                           "`cosine` only beyond this many draws (extrapolated with the 1/K law) or do not "
+                           "improve with K")
+
+    @field_validator("checks")
+    @classmethod
+    def _unique_checks(cls, v: list[str]) -> list[str]:
+        dup = sorted({c for c in v if v.count(c) > 1})
+        if dup:
+            raise ValueError(f"check listed twice: {', '.join(dup)}")
+        return v
+
+    @field_validator("eot_ks")
+    @classmethod
+    def _ks(cls, v: list[int]) -> list[int]:
+        if not v or any(isinstance(k, bool) or k < 1 for k in v) or sorted(set(v)) != v:
+            raise ValueError("expected increasing EOT sizes >= 1, e.g. [1, 2, 4, 8]")
+        return v
+
+
 class OutputConfig(_Section):
     runs_dir: Optional[str] = Field(None, description="Run store root (default: --runs-dir, $DBP_RUNS_DIR, ./runs)")
     checkpoint_every: int = Field(1, ge=1, description="Checkpoint every N batches / training steps")
@@ -495,6 +536,7 @@ class ExperimentConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     addt: ADDTConfig = Field(default_factory=ADDTConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     _base_dir: Optional[str] = PrivateAttr(None)  # folder relative paths resolve against
 
@@ -541,6 +583,12 @@ class ExperimentConfig(_Section):
             hint = difflib.get_close_matches(self.analysis.attack, names, n=1)
             raise _FieldError(("analysis", "attack"), self.analysis.attack,
                               "the name of one of the [[attacks]]" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        if self.audit.attack is not None and self.audit.attack not in names:
+            hint = difflib.get_close_matches(self.audit.attack, names, n=1)
+            raise _FieldError(("audit", "attack"), self.audit.attack,
+                              "the name of one of the [[attacks]]" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        if "audit" in self.stages and not self.attacks:
+            raise _FieldError("stages", self.stages, "stage 'audit' audits an attack: add an [[attacks]] entry")
         if (self.analysis.trajectory or self.analysis.landscape) and not self.attacks:
             field = "trajectory" if self.analysis.trajectory else "landscape"
             raise _FieldError(("analysis", field), True, "analyses follow an attack: add an [[attacks]] entry")

@@ -91,6 +91,14 @@ def _check_fields(obj: Any, where: str, required: dict, optional: dict, path) ->
                                f"expected {expected}")
 
 
+_AUDIT_FIELDS = {"attack": (lambda v: isinstance(v, str), "a string"),
+                 "flags": (lambda v: isinstance(v, list), "a list of flags")}
+_FLAG_FIELDS = {"name": (lambda v: isinstance(v, str), "a string"),
+                "raised": (lambda v: isinstance(v, bool), "true or false"),
+                "summary": (lambda v: isinstance(v, str) and "\n" not in v, "a one-line string"),
+                "numbers": (lambda v: isinstance(v, dict), "an object")}
+
+
 def check_results(obj: dict, path: str | os.PathLike = "results.json") -> dict:
     """``obj`` if it has the shape of ``results.json`` (docs/results.md) as far as readers rely
     on it; else :class:`RunFileError` naming the file and the first field that is off."""
@@ -107,6 +115,10 @@ def check_results(obj: dict, path: str | os.PathLike = "results.json") -> dict:
     h = obj.get("headline")
     if h is not None:
         _check_fields(h, "headline", _ROW_FIELDS, _OPTIONAL_ROW_FIELDS, path)
+    if "audit" in obj:
+        _check_fields(obj["audit"], "audit", _AUDIT_FIELDS, {}, path)
+        for i, f in enumerate(obj["audit"]["flags"]):
+            _check_fields(f, f"audit.flags[{i}]", _FLAG_FIELDS, {}, path)
     for name in ("run_id", "experiment"):
         if name in obj and not isinstance(obj[name], str):
             raise RunFileError(path, f"field '{name}' holds {json.dumps(obj[name])[:60]}; expected a string")
@@ -169,6 +181,12 @@ class RunView:
     @property
     def headline(self) -> dict | None:
         return (self.results or {}).get("headline")
+
+    @property
+    def audit(self) -> dict | None:
+        """The evaluation audit, ``{"attack", "flags": [{"name", "raised", "summary", "numbers"}]}``
+        (docs/results.md, "audit"); None when the run has none."""
+        return (self.results or {}).get("audit")
 
     def progress_text(self) -> str:
         p = self.status.progress if self.status is not None else None

@@ -4,6 +4,7 @@ determinism that DW-box noise replay must give."""
 import pytest
 import torch
 import torch.nn.functional as F
+import torchattacks  # the README's test command installs it (pip install --no-deps torchattacks==3.5.1)
 from torch import nn
 
 from dbp_core import noise
@@ -13,7 +14,6 @@ from dbp_core.purify import Purifier
 
 from ._tiny import TinyEps
 
-torchattacks = pytest.importorskip("torchattacks")  # installed by .ci/run (pip install --no-deps torchattacks)
 
 
 def small_cnn(seed=0, classes=10):

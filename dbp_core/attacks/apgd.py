@@ -66,6 +66,14 @@ def _start_noise(x: torch.Tensor, uids: torch.Tensor, norm: str, seed: int,
     return torch.erf(z / 2 ** 0.5) if norm == "linf" else z  # 2 Phi(z) - 1 is uniform on [-1, 1]
 
 
+def autoattack_start(x: torch.Tensor, uids: torch.Tensor, norm: str, eps: float, seed: int) -> torch.Tensor:
+    """AutoAttack's random start x + eps t / ||t|| clamped to [0, 1], t addressed by (seed, uid):
+    a point at distance eps (before the clamp) in a uniform L2 direction, or with its largest
+    Linf coordinate at eps."""
+    t = _start_noise(x, uids, norm, seed, None)
+    return (x + eps * torch.ones_like(x) * _normalize(t, norm)).clamp(0.0, 1.0)
+
+
 def checkpoint_schedule(n: int) -> tuple[int, int, int]:
     """(first interval, its decrement, its minimum) in iterations for ``n`` iterations:
     0.22 n, 0.03 n and 0.06 n rounded down, at least 1 (Croce & Hein 2020, sec. 3.2)."""
