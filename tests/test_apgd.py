@@ -175,3 +175,29 @@ def test_addressed_starts_do_not_depend_on_the_batch():
     assert torch.allclose(a[perm], b, atol=1e-6)
     c = atk(PlainModel(clf), x[:5], y[:5], uids[:5])
     assert torch.allclose(a[:5], c, atol=1e-6)
+
+
+@pytest.fixture
+def one_thread():
+    """AutoAttack makes thousands of tiny calls: on a shared machine, torch's thread pool spinning
+    for each costs 30x (the shipped experiments set threads = 1 for the same reason)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_autoattack_standard_is_autoattack_run_one_example_at_a_time(one_thread):
+    """kind autoattack-standard: AutoAttack's own standard version, per example with a seed derived
+    from its uid; on a plain classifier that is exactly pyautoattack's run on that example."""
+    from pyautoattack import AutoAttack
+
+    from dbp_core.attacks.autoattack_standard import AutoAttackStandard
+    from dbp_core.purifier.noise import derive_seed
+    clf, x, y, uids = digits(6)
+    ours = AutoAttackStandard(eps=0.1, start_seed=4)(PlainModel(clf), x, y, uids)
+    for b in range(6):
+        ref, _ = AutoAttack(clf, eps=0.1, seed=derive_seed(4, int(uids[b])), version="standard").run_standard_evaluation(
+            x[b:b + 1], y[b:b + 1], batch_size=1)
+        assert torch.equal(ours[b], ref[0])
+    assert (clf(ours).argmax(1) != y).any() and (ours - x).abs().max() <= 0.1 + 1e-6

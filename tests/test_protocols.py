@@ -148,3 +148,23 @@ def test_new_protocols_end_to_end(tmp_path):
     assert wc["correct"] == sum(min(v) for v in zip(*singles))
     assert wc["accuracy"] <= min(rows[(a, "single")]["accuracy"] for a in ("pgd-eot-linf", "dwbox-linf"))
     assert not math.isnan(wc["ci_low"])
+
+
+def test_every_new_kind_runs_in_the_attacks_stage(tmp_path):
+    """apgd (margin), apgd-t, apgd-eot, autoattack-rand (BPDA gradient) and autoattack-standard
+    (the replayed defence) through the stage: rows, undefended baselines and AutoAttack's flags."""
+    attacks = [{"kind": "apgd", "eps": 0.1, "iterations": 4, "loss": "margin", "eot": 2},
+               {"kind": "apgd-t", "eps": 0.1, "iterations": 3, "targets": 2},
+               {"kind": "apgd-eot", "eps": 0.1, "iterations": 3, "eot": 2, "selection_samples": 3},
+               {"kind": "autoattack-rand", "eps": 0.1, "iterations": 3, "eot": 2, "evaluations": 3, "gradient": "bpda"},
+               {"kind": "autoattack-standard", "eps": 0.1, "iterations": 3, "queries": 20}]
+    text = attack_study_toml(n=6, batch=6, attacks=attacks, evaluation={"protocols": ["purified", "undefended",
+                                                                                      "single", "worst-case"]})
+    cfg = loads_config(text, base_dir=str(tmp_path))
+    r = RunStore(tmp_path / "runs").create(cfg)
+    assert run_study(r, cfg) == "done", r.read_log_tail(60)
+    rows = rows_of(r.read_results())
+    for a in cfg.attacks:
+        assert rows[(a.name, "single")]["n"] == 6 and (a.name, "undefended") in rows
+        assert rows[(a.name, "single")]["accuracy"] <= rows[(a.name, "purified")]["accuracy"] + 0.5
+    assert ("suite-linf-0.1", "worst-case") in rows
