@@ -482,7 +482,7 @@ class AuditConfig(_Section):
                           "the attack on them)")
     checks: list[Literal[AUDIT_CHECKS]] = Field(
         default_factory=lambda: list(AUDIT_CHECKS),
-        description="The checks run (docs/results.md, \"audit\"): large-eps, more-iterations, more-eot, "
+        description="The checks run (docs/results.md, \"The audit\"): large-eps, more-iterations, more-eot, "
         "gradient-approximations, random-noise, eot-convergence, transfer, zero-gradients")
     large_eps: Optional[float] = Field(None, gt=0, description="The very large budget of check large-eps "
                                        "(default: 1 for Linf, the diameter of the image space for L2)")

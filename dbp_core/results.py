@@ -185,7 +185,7 @@ class RunView:
     @property
     def audit(self) -> dict | None:
         """The evaluation audit, ``{"attack", "flags": [{"name", "raised", "summary", "numbers"}]}``
-        (docs/results.md, "audit"); None when the run has none."""
+        (docs/results.md, "The audit"); None when the run has none."""
         return (self.results or {}).get("audit")
 
     def progress_text(self) -> str:

@@ -158,6 +158,6 @@ def _results(run: RunWriter, cfg: ExperimentConfig, stages: dict, created: float
         "headline": headline(rows),
         "accuracies": rows,
         "comparisons": [c for result in stages.values() for c in result.get("comparisons", [])],
-        **({"audit": audits[-1]} if audits else {}),  # the audit stage's flags (docs/results.md, "audit")
+        **({"audit": audits[-1]} if audits else {}),  # the audit stage's flags (docs/results.md, "The audit")
         "stages": stages,
     }

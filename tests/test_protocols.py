@@ -13,7 +13,7 @@ from dbp_core.runs import RunStore
 from dbp_core.stages.attacks import n_purification_outcomes, summarize, vote
 from dbp_core.stats import paired_difference, wilson_interval
 from dbp_core.study import run_study
-from tests.conftest import attack_study_toml, tiny_toml
+from tests.conftest import DWBOX, PGD_EOT, attack_study_toml, tiny_toml
 
 
 def test_n_purification_outcomes_by_hand():
@@ -38,7 +38,8 @@ def test_majority_ties_go_to_the_lowest_class():
 
 
 def study_cfg(protocols, seeds=1, attacks=None):
-    attacks = attacks or [{"kind": "pgd-eot", "name": "a", "eps": 0.1}, {"kind": "dwbox", "name": "b", "eps": 0.1},
+    attacks = attacks or [{"kind": "pgd-eot", "name": "a", "eps": 0.1}, {"kind": "pgd", "name": "b", "eps": 0.1},
+                          {"kind": "dwbox", "name": "d", "eps": 0.1},
                           {"kind": "pgd", "name": "c", "norm": "l2", "eps": 0.5}]
     return loads_config(tiny_toml(stages=["attacks"], attacks=attacks,
                                   evaluation={"protocols": protocols, "seeds": seeds, "n_repurify": 3}))
@@ -79,7 +80,8 @@ def test_worst_case_over_the_suite_by_hand():
     cfg = study_cfg(["single", "majority", "ensemble", "any-wrong", "repurify", "worst-case"])
     res = summarize(cfg, outcomes(), 5)
     rows = rows_of(res)
-    # the suite groups a and b (linf 0.1); c (l2) is alone: no worst-case row for it
+    # the suite groups a and b (linf 0.1); c (l2) and d (DW-box, who knows the noise) are alone: no
+    # worst-case row for them
     suite = "suite-linf-0.1"
     assert {k for k in rows if k[1].startswith("worst-case")} == {
         (suite, "worst-case"), (suite, "worst-case-avg"), (suite, "worst-case-majority"), (suite, "worst-case-ensemble")}
@@ -130,9 +132,10 @@ def test_worst_case_pools_seeds_per_example():
 
 
 def test_new_protocols_end_to_end(tmp_path):
-    text = attack_study_toml(n=12, batch=6, evaluation={"protocols": ["purified", "single", "majority", "ensemble",
-                                                                      "any-wrong", "repurify", "worst-case"],
-                                                        "n_repurify": 3})
+    attacks = [PGD_EOT, {**PGD_EOT, "kind": "pgd", "eot": 1}, DWBOX]
+    text = attack_study_toml(n=12, batch=6, attacks=attacks,
+                             evaluation={"protocols": ["purified", "single", "majority", "ensemble", "any-wrong",
+                                                       "repurify", "worst-case"], "n_repurify": 3})
     cfg = loads_config(text, base_dir=str(tmp_path))
     r = RunStore(tmp_path / "runs").create(cfg)
     assert run_study(r, cfg) == "done", r.read_log_tail(40)
@@ -144,9 +147,10 @@ def test_new_protocols_end_to_end(tmp_path):
         assert rows[(name, "ensemble")]["correct"] == sum(per[f"{name}/0"]["ensemble"])
         assert rows[(name, "any-wrong")]["accuracy"] <= rows[(name, "majority")]["accuracy"]
     wc = rows[("suite-linf-0.1", "worst-case")]
-    singles = [per[f"{a}/0"]["single"] for a in ("pgd-eot-linf", "dwbox-linf")]
+    singles = [per[f"{a}/0"]["single"] for a in ("pgd-eot-linf", "pgd-linf")]
     assert wc["correct"] == sum(min(v) for v in zip(*singles))
-    assert wc["accuracy"] <= min(rows[(a, "single")]["accuracy"] for a in ("pgd-eot-linf", "dwbox-linf"))
+    assert wc["accuracy"] <= min(rows[(a, "single")]["accuracy"] for a in ("pgd-eot-linf", "pgd-linf"))
+    assert not any(k[0].startswith("suite") and k[0] != "suite-linf-0.1" for k in rows)  # DW-box is alone
     assert not math.isnan(wc["ci_low"])
 
 
@@ -167,4 +171,4 @@ def test_every_new_kind_runs_in_the_attacks_stage(tmp_path):
     for a in cfg.attacks:
         assert rows[(a.name, "single")]["n"] == 6 and (a.name, "undefended") in rows
         assert rows[(a.name, "single")]["accuracy"] <= rows[(a.name, "purified")]["accuracy"] + 0.5
-    assert ("suite-linf-0.1", "worst-case") in rows
+    assert ("suite-linf-0.1", "worst-case") in rows and ("suite-linf-0.1-replay", "worst-case") not in rows

@@ -17,8 +17,9 @@ adversarial examples are judged by the defence:
 * ``undefended`` — the bare classifier under the same attack settings (EOT 1).
 * ``purified``   — the unattacked examples under the same seed E (the paired baseline), and the
                    unattacked examples under each N-purification protocol.
-* ``worst-case`` — per example, the worst over every attack of the same norm and eps (correct
-                   only if correct under each), for ``single`` and each N-purification protocol.
+* ``worst-case`` — per example, the worst over every attack of the same norm, eps and knowledge
+                   of the noise (correct only if correct under each), for ``single`` and each
+                   N-purification protocol.
 
 Every seed is derived from the run seed, the attack's name, s and the purpose, and noise
 is addressed by uid: the numbers do not depend on batch size, order or resumption.
@@ -238,16 +239,17 @@ WORST_CASE = [("worst-case", "single", "single"), ("worst-case-avg", "repurify-a
               ("worst-case-majority", "majority", "majority"), ("worst-case-ensemble", "ensemble", "ensemble")]
 
 
-def suite_label(norm: str, eps: float) -> str:
-    """The ``attack`` of a worst-case row: every attack of one threat model."""
-    return f"suite-{norm}-{eps:.4g}"
+def suite_label(acfg) -> str:
+    """The ``attack`` of a worst-case row: every attack of one threat model (norm, eps) and one
+    knowledge of the noise (a DW-box attacker who knows it is another threat model)."""
+    return f"suite-{acfg.norm}-{acfg.eps:.4g}" + ("" if acfg.noise == "stochastic" else f"-{acfg.noise}")
 
 
 def suites(attacks) -> dict[str, list]:
-    """Attacks grouped by threat model (norm, eps), in config order; only groups of 2 or more."""
+    """Attacks grouped by threat model, in config order; only groups of 2 or more."""
     groups: dict[str, list] = {}
     for a in attacks:
-        groups.setdefault(suite_label(a.norm, a.eps), []).append(a)
+        groups.setdefault(suite_label(a), []).append(a)
     return {k: v for k, v in groups.items() if len(v) > 1}
 
 

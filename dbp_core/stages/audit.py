@@ -1,4 +1,4 @@
-"""The ``audit`` stage: is the robust accuracy of an attack trustworthy? (docs/results.md, "audit";
+"""The ``audit`` stage: is the robust accuracy of an attack trustworthy? (docs/results.md, "The audit";
 docs/science.md, "Evaluation audit").
 
 The audited attack (``audit.attack``, default the first) is re-run with one change at a time on
