@@ -147,6 +147,7 @@ def test_rand_version_keeps_per_point_the_example_with_the_lowest_mean_correctne
 
 
 def test_rand_version_end_to_end_on_a_tiny_defence():
+    torch.manual_seed(0)
     defended = DefendedClassifier(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).double(),
                                   Purifier(TinyEps(), t_star=0.1, steps=2, grad_mode="full"))
     g = torch.Generator().manual_seed(0)
@@ -158,9 +159,11 @@ def test_rand_version_end_to_end_on_a_tiny_defence():
     assert (x_adv - x).abs().max() <= 0.3 + 1e-9
     clean = atk.score(defended, x, y, torch.arange(6), "clean")  # the same seeds as inside: the same shares
     assert (atk.scores <= clean).all() and atk.scores.sum() < clean.sum()
-    kept_clean = (x_adv == x).flatten(1).all(1)
-    assert torch.equal(atk.scores[kept_clean], clean[kept_clean])
-    assert not kept_clean.all()
+    # scores only fall, strictly: a point whose score is still its clean one kept its clean input
+    # (the reverse need not hold: a clean input that APGD returns unfooled is scored again, afresh)
+    unchanged = atk.scores == clean
+    assert (x_adv[unchanged] == x[unchanged]).all()
+    assert not (x_adv == x).flatten(1).all(1).all()
 
 
 @pytest.mark.parametrize("gradient", ["bpda", "blind", "forward-only"])
