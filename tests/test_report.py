@@ -53,13 +53,16 @@ def test_cli_report_writes_every_figure_and_report_md(runs, capsys):
             assert f"[{100 * row['ci_low']:.1f}%, {100 * row['ci_high']:.1f}%] | {row['n']} |" in md
         assert "### Paired comparisons" in md and "replayed vs fresh noise" in md
         assert md.count("| attack vs no attack |") == 2
-    # the comparison goes into the first run's report
+    # the comparison has its own report.md beside the first run's report, which stays that run's own
     for stem in ("compare_accuracy", "compare_attack_success"):
-        assert_png(a / "report" / f"{stem}.png")
+        assert_png(a / "report" / "comparison" / f"{stem}.png")
+    md_cmp = (a / "report" / "comparison" / "report.md").read_text()
+    assert md_cmp.startswith("# Comparison of 2 runs") and "](compare_accuracy.png)" in md_cmp
+    assert f"{a / 'report' / 'comparison' / 'report.md'}  (comparison of 2 runs)" in out
     md_a = (a / "report" / "report.md").read_text()
-    assert "## Comparison across runs" in md_a and "](compare_accuracy.png)" in md_a
     assert "malformed line" in md_a  # the fixture's truncated metrics line was skipped, and said so
-    assert "## Comparison" not in (b / "report" / "report.md").read_text()
+    for run in (a, b):
+        assert "## Comparison" not in (run / "report" / "report.md").read_text()
 
 
 def test_out_dir_and_missing_data(runs, tmp_path):
