@@ -178,7 +178,7 @@ def _claim_for_resume(run):
 
 def cmd_resume(args) -> int:
     from . import dist
-    sweep = _find_sweep(args.run)
+    sweep = _find_sweep(args, args.run)
     if sweep is not None:
         return _run_sweep(sweep, args)
     if dist.env_world_size() > 1:

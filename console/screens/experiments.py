@@ -27,9 +27,10 @@ class ExperimentsScreen(ConsoleScreen):
         Binding("ctrl+l", "launch", "Launch"),
         Binding("ctrl+s", "save", "Save"),
         Binding("f8", "next_error", "Error"),
-        Binding("ctrl+w", "sweep", "Sweep"),
+        # priority: these win over the text field's own ctrl+w / ctrl+d (delete word / character)
+        Binding("ctrl+w", "sweep", "Sweep", priority=True),
         Binding("ctrl+n", "add_attack", "Attack+"),
-        Binding("ctrl+d", "remove_attack", "Attack-", show=False),
+        Binding("ctrl+d", "remove_attack", "Attack-", show=False, priority=True),
         Binding("ctrl+r", "reload", "Reload", show=False),
     ]
 

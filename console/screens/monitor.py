@@ -176,9 +176,6 @@ class MonitorScreen(ConsoleScreen):
             selected = {i for i in ids if self.rows[i]["state"] == "running"} or set(ids[:1])
         selected |= set(auto)
         if signature != self.known:
-            highlighted = sl.highlighted
-            value = sl.get_option_at_index(highlighted).value if highlighted is not None and \
-                highlighted < sl.option_count else None
             sl.clear_options()
             options = []
             if pending:
@@ -188,10 +185,9 @@ class MonitorScreen(ConsoleScreen):
             sl.add_options(options)
             self.known = signature
             self._labels = {}
-            if value is not None:
-                index = self._index_of(value)
-                if index is not None:
-                    sl.highlighted = index
+            index = self._index_of(self.current) if self.current else None
+            if index is not None:  # the highlight stays on the run shown
+                sl.highlighted = index
         else:
             for i in selected - set(sl.selected):
                 sl.select(i)
@@ -230,6 +226,8 @@ class MonitorScreen(ConsoleScreen):
 
     @on(SelectionList.SelectionHighlighted, "#run-list")
     def _highlighted(self, event) -> None:
+        if event.selection_index != self.query_one("#run-list", SelectionList).highlighted:
+            return  # a stale event of a list being refilled: not the user's choice
         self.current = event.selection.value
         self._draw()
         self.poll()
