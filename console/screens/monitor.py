@@ -141,7 +141,7 @@ class MonitorScreen(ConsoleScreen):
         self.snapshots.update(snaps)
         self.rows = {r["id"]: r for r in rows}
         ids = [r["id"] for r in reversed(rows)]  # newest first
-        auto = self.app.take_watch_requests(ids)
+        auto = self.app.take_watch_requests(ids)[-1:]  # the latest watch or launch, alone
         sl = self.query_one("#run-list", SelectionList)
         if auto:  # a launch or a watch: that run alone (the overlay is replaced)
             sl.deselect_all()
