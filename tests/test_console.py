@@ -970,7 +970,8 @@ def test_sweep_launched_from_the_console_completes(tmp_path):
 
 
 def test_80x24_keeps_the_footer_keys_and_whole_ids(tmp_path):
-    """At 80x24 every screen's footer shows F1-F4 and q, and the runs table shows whole run ids."""
+    """At 80x24 every screen's footer shows F1-F4 and quit (^q: q types into a focused field), and
+    the runs table shows whole run ids."""
     from textual.widgets._footer import FooterKey
 
     async def go():
@@ -982,7 +983,7 @@ def test_80x24_keeps_the_footer_keys_and_whole_ids(tmp_path):
                 await until(pilot, lambda: len(list(app.screen.query(FooterKey))) > 0, what="footer")
                 await pilot.pause()
                 keys = {k.key: k for k in app.screen.query(FooterKey)}
-                for wanted in ("f1", "f2", "f3", "f4", "q"):
+                for wanted in ("f1", "f2", "f3", "f4", "ctrl+q"):
                     assert wanted in keys, (key, wanted)
                     region = keys[wanted].region
                     assert region.width > 0 and region.right <= 80, (key, wanted, region)
