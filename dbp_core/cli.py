@@ -544,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run id, unique prefix or folder (several: also a "
                    "comparison); or a sweep id (its accuracy-vs-value curve)")
     p.add_argument("--out", metavar="DIR", help="where the comparison of several runs goes (default: the first "
-                   "run's report/); with one run, where its report goes")
+                   "run's report/comparison/); with one run or sweep, where its report goes")
     add("backend", cmd_backend, "Print which implementation of the dbp ops is live")
     p = add("train", cmd_train, "Train the embedded default models (classifier and DDPM)")
     p.add_argument("--dataset", default="digits", help="dataset (default: digits)")
