@@ -352,7 +352,17 @@ def cmd_runs(args) -> int:
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(*r)
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    from .results import list_sweeps
+    sweeps = list_sweeps(_store(args).root)
+    if sweeps:  # the groups of `dbp sweep`: their points are rows of the table above
+        st = Table(title="sweeps")
+        for col in ("id", "experiment", "swept", "state", "points"):
+            st.add_column(col, overflow="fold")
+        for sv in sweeps:
+            st.add_row(sv.id, sv.experiment, ", ".join(sv.keys), sv.state, sv.progress_text)
+        console.print(st)
     return EXIT_OK
 
 

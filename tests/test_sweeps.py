@@ -65,6 +65,10 @@ def test_sweep_runs_one_point_per_value_with_the_same_examples(tmp_path, experim
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (sweep.path / "report" / "report.md").read_text()
     assert md.count("| purifier.t_star=") == 4 and "![sweep](sweep.png)" in md
+    capsys.readouterr()
+    assert cli.main(["--runs-dir", str(runs), "runs"]) == 0  # the sweep is listed under the runs
+    listed = capsys.readouterr().out
+    assert sweep.id in listed and "4/4 points" in listed
 
 
 def test_sweep_errors_name_the_grid_value_and_create_nothing(tmp_path, experiment, capsys):
