@@ -33,6 +33,9 @@ async def until(pilot, cond, timeout=30.0):
         await pilot.pause(0.05)
     await pilot.pause(0.3)
     pilot.app.clear_notifications()
+    from textual.widgets import Input
+    for field in pilot.app.screen.query(Input):  # a blinking cursor would make the picture depend on timing
+        field.cursor_blink = False
     await pilot.pause(0.1)
 
 

@@ -140,6 +140,7 @@ class MonitorScreen(ConsoleScreen):
         self.polls += 1
         self.snapshots.update(snaps)
         self.rows = {r["id"]: r for r in rows}
+        self.app.launcher.store_running = [r["id"] for r in rows if r["state"] == "running"]  # for the queue line
         ids = [r["id"] for r in reversed(rows)]  # newest first
         auto = self.app.take_watch_requests(ids)[-1:]  # the latest watch or launch, alone
         sl = self.query_one("#run-list", SelectionList)
