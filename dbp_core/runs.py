@@ -712,7 +712,7 @@ class RunStore:
     def new_id(self, experiment: str) -> str:
         return f"{_id_stamp()}-{experiment}-{_id_token()}"
 
-    def _mkdir_unique(self, make_id: Callable[[], str]) -> Path:
+    def _mkdir_unique(self, make_id: Callable[[], str], what: str = "run folder") -> Path:
         """Create ``<root>/<make_id()>`` exclusively (os.mkdir; retried on the rare id clash)."""
         self.ensure_root()
         for _ in range(100):
@@ -723,9 +723,9 @@ class RunStore:
             except FileExistsError:
                 continue
             except OSError as exc:
-                raise RunStoreError(f"cannot create a folder in {self.root} ({exc.strerror}); "
+                raise RunStoreError(f"cannot create a {what} in {self.root} ({exc.strerror}); "
                                     "expected a writable folder") from None
-        raise RunStoreError(f"could not create a unique folder under {self.root} (100 id clashes)")
+        raise RunStoreError(f"could not create a unique {what} under {self.root} (100 id clashes)")
 
     def create(self, cfg=None, *, experiment: str | None = None, lock: bool = False, source: str | None = None,
                group: str | None = None) -> Run:
@@ -824,7 +824,7 @@ class RunStore:
         per element of the cartesian product of ``grid`` ((key, values) pairs, first key slowest);
         the points' runs are created as they are run (:meth:`Sweep.set_run`)."""
         import itertools
-        path = self._mkdir_unique(lambda: self.new_sweep_id(experiment))
+        path = self._mkdir_unique(lambda: self.new_sweep_id(experiment), "sweep folder")
         atomic_write(path / "config.toml", config_text)
         keys = [k for k, _ in grid]
         points = [{"index": i, "values": dict(zip(keys, combo)), "run": None}
