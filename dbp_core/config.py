@@ -49,7 +49,7 @@ __all__ = [
     "ConfigError", "ExperimentConfig", "DataConfig", "ModelsConfig", "PurifierConfig",
     "AttackConfig", "EvaluationConfig", "ADDTConfig", "AnalysisConfig", "OutputConfig",
     "load_config", "loads_config", "validate_config", "save_config", "dumps_config",
-    "apply_overrides", "json_schema", "is_import_path", "resolve_import_path",
+    "apply_overrides", "parse_grid", "json_schema", "is_import_path", "resolve_import_path",
     "ATTACK_KINDS", "PROTOCOLS",
 ]
 
@@ -623,6 +623,34 @@ def apply_overrides(data: dict, overrides: list[str], file: str | None = None) -
                 node = node[part]
         done[format_loc(tuple(loc))] = item
     return done
+
+
+def parse_grid(items: list[str], file: str | None = None) -> list[tuple[str, list]]:
+    """``key=v1,v2,...`` items (``dbp sweep --grid``) → [(key, [values])]. The values are read as
+    one TOML array (``0.01,0.02`` → numbers, ``"a","b"``, ``[1,2],[3,4]``), else split at commas
+    as words (``ddpm,ddim``); each point is then an override ``key=value`` (:func:`apply_overrides`)."""
+    grid: list[tuple[str, list]] = []
+
+    def bad(key: str, item: str, why: str) -> ConfigError:
+        return ConfigError(file, [{"path": key or "<grid>", "value": item, "type": "grid",
+                                   "message": f"bad --grid {item!r}: {why}"}])
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise bad(key, item, "expected key=value1,value2,... (e.g. attacks.0.eps=0.05,0.1)")
+        if any(k == key for k, _ in grid):
+            raise bad(key, item, "the key is swept twice; expected one --grid per key")
+        try:
+            values = tomllib.loads(f"v = [{text}]")["v"]
+        except tomllib.TOMLDecodeError:
+            values = [v.strip() for v in text.split(",")]
+        if not values or any(v == "" for v in values):
+            raise bad(key, item, "an empty value; expected key=value1,value2,...")
+        if len({repr(v) for v in values}) != len(values):
+            raise bad(key, item, "a value is listed twice")
+        grid.append((key, values))
+    return grid
 
 
 # --------------------------------------------------------------------------- load / save

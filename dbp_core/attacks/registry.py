@@ -8,12 +8,13 @@ is an import path ``package.module:callable`` is a plugin: ``attack(model, x, y,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .names import LOSSES, NOISE_KNOWLEDGE, NORMS
 
-__all__ = ["AttackKind", "KINDS", "kind_names", "build_attack", "NOISE_KNOWLEDGE", "NORMS", "LOSSES"]
+__all__ = ["AttackKind", "KINDS", "kind_names", "build_attack", "attack_template", "NOISE_KNOWLEDGE", "NORMS",
+           "LOSSES"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class AttackKind:
     undefended: str | None  # "pgd" / "apgd": the attack on the bare classifier with equal settings
     build: Callable[..., Any]  # (acfg, *, eval_seed, attack_seed, on_iteration) -> attack(model, x, y, uids)
     selection: bool = False  # has the stochastic selection rule (``selection_samples``)
+    template: dict = field(default_factory=dict)  # extra fields of a new ``[[attacks]]`` entry (attack_template)
 
 
 def _common(acfg, attack_seed: int, on_iteration) -> dict:
@@ -76,6 +78,17 @@ KINDS: dict[str, AttackKind] = {k.name: k for k in (
 
 def kind_names() -> tuple[str, ...]:
     return tuple(KINDS)
+
+
+def attack_template(name: str) -> dict:
+    """A new ``[[attacks]]`` entry of kind ``name`` (the console's "add attack"): the kind, the
+    first norm, 20 iterations, the kind's default EOT when it has one, then the kind's own
+    ``template`` fields. Any registered kind has one, so a new kind needs no console change."""
+    kind = KINDS[name]
+    entry: dict = {"kind": name, "norm": NORMS[0], "iterations": 20}
+    if kind.eot != 1:
+        entry["eot"] = kind.eot
+    return {**entry, **kind.template}
 
 
 def build_attack(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):
