@@ -6,7 +6,7 @@ References:
 
 * Song, Sohl-Dickstein, Kingma, Kumar, Ermon, Poole, "Score-Based Generative Modeling through
   Stochastic Differential Equations", ICLR 2021: eq. 11 (VP-SDE), eq. 6 (reverse-time SDE),
-  eq. 13 (probability-flow ODE), eq. 33 (the VP perturbation kernel: mean and variance).
+  eq. 13 (probability-flow ODE), appendix B (the VP perturbation kernel: mean and variance).
 * Nie et al., "Diffusion Models for Adversarial Purification" (DiffPure), ICML 2022: eq. 3-4
   (purification by the reverse SDE from t*), and the released code (``runners/diffpure_sde.py``,
   ``runners/diffpure_ode.py``), whose time grids are reproduced here exactly.
@@ -53,7 +53,7 @@ def vp_beta(s: float) -> float:
 
 
 def vp_sigma(s: float) -> float:
-    """Song et al. 2021 eq. 33, the VP marginal's standard deviation:
+    """Song et al. 2021, appendix B, the VP marginal's standard deviation:
     sigma(s) = sqrt(1 - exp(-s^2 (beta_max - beta_min)/2 - s beta_min))."""
     return math.sqrt(-math.expm1(-0.5 * s * s * (BETA_MAX - BETA_MIN) - s * BETA_MIN))
 
