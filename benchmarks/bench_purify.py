@@ -26,7 +26,7 @@ shorter chains, would exceed ``--mem-limit-gb`` is skipped at the longer chain (
     python benchmarks/bench_purify.py                         # 10/100/1000 steps, digits
     python benchmarks/bench_purify.py --steps 10 100 --repeats 3   # quicker
     python benchmarks/bench_purify.py --arch cifar --steps 5 --repeats 2 --no-memory
-    python benchmarks/bench_purify.py --samplers --steps 10 100   # every sampler vs its floor, memory vs length
+    python benchmarks/bench_purify.py --samplers --steps 10 100 --mem-steps 10 100 1000 --batch 8
 
 ``--samplers``: every sampler and option (``SAMPLER_SETTINGS``: DDPM with and without clipping, a
 learned variance, DDIM with eta, the VP-SDE and its ODE, GDMP guidance) in the ``checkpoint`` and
@@ -378,6 +378,8 @@ def main(argv=None):
                     help="gradient wrt the input only (attacks) or also the weights (loss.backward())")
     ap.add_argument("--mem-limit-gb", type=float, default=8.0)
     ap.add_argument("--samplers", action="store_true", help="every sampler vs its floor; memory vs chain length")
+    ap.add_argument("--mem-steps", type=int, nargs="+", default=None,
+                    help="chain lengths of the memory sweep (default: --steps)")
     ap.add_argument("--one-mem", nargs=2, metavar=("METHOD", "STEPS"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     H.set_threads(a.threads)
@@ -391,8 +393,8 @@ def main(argv=None):
             t = measure_time(a.arch, s, sampler_methods(), a.repeats, a.batch)
             rows += sampler_time_rows(a.arch, s, t)
         if not a.no_memory:
-            mem = measure_memory(a.arch, a.steps, [f"{n}:checkpoint" for n in SAMPLER_SETTINGS], a.mem_limit_gb,
-                                 a.batch, a.threads, log)
+            mem = measure_memory(a.arch, a.mem_steps or a.steps, [f"{n}:checkpoint" for n in SAMPLER_SETTINGS],
+                                 a.mem_limit_gb, a.batch, a.threads, log)
             rows += sampler_memory_rows(a.arch, mem)
         print(f"{a.arch}: batch {a.batch or ARCHS[a.arch]['batch']}; {H.header(a.repeats)}")
         print(H.render(rows))

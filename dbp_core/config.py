@@ -37,7 +37,7 @@ from .attacks.registry import KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, kind_names
 from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSIFIER_FORMATS, DATASETS, DIFFUSION_FORMATS,
                               SPLIT_SIZES, SPLITS)
 from .plugins import is_import_path, resolve_import_path
-from .purifier.registry import DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, SAMPLERS, VARIANCES
+from .purifier.registry import DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, RESPACINGS, SAMPLERS, VARIANCES
 from .stages.registry import DEFAULT_PROTOCOLS, PROTOCOLS, PURIFYING_PROTOCOLS, stage_names
 
 if sys.version_info >= (3, 11):
@@ -276,6 +276,10 @@ class PurifierConfig(_Section):
     guidance_target: Literal[GUIDANCE_TARGETS] = Field(
         "noised", description="GDMP's guidance target: the input re-noised to each step ('noised', CIFAR-10) or "
         "the input itself ('clean', ImageNet)")
+    respacing: Literal[RESPACINGS] = Field(
+        "t_star", description="'ddpm'/'ddim' timesteps: `steps` spread over the t* range ('t_star'), or `steps` "
+        "respaced over all 1000 as guided-diffusion's timestep_respacing, the chain starting at the last kept "
+        "step below t* ('global': GDMP on ImageNet, steps = 250, t_star = 0.178)")
 
     @model_validator(mode="after")
     def _sampler_options(self) -> "PurifierConfig":
@@ -285,6 +289,9 @@ class PurifierConfig(_Section):
         if self.variance != "fixed_large" and self.sampler != "ddpm":
             raise _FieldError("variance", self.variance, f"'fixed_large' (the default): variance is DDPM's, and "
                               f"sampler = '{self.sampler}'")
+        if self.respacing != "t_star" and self.sampler not in DISCRETE_SAMPLERS:
+            raise _FieldError("respacing", self.respacing, f"'t_star' (the default): respacing respaces the timesteps "
+                              f"of {' / '.join(DISCRETE_SAMPLERS)}, and sampler '{self.sampler}' has none")
         if self.clip_denoised and self.sampler not in DISCRETE_SAMPLERS:
             raise _FieldError("clip_denoised", True, f"false: clip_denoised clips the predicted x_0 of "
                               f"{' / '.join(DISCRETE_SAMPLERS)}, and sampler '{self.sampler}' predicts none")

@@ -91,6 +91,34 @@ def test_ddpm_equals_guided_diffusion_p_sample_loop(float64_guided, variance, cl
         assert (plain - out).abs().max() > 1e-6
 
 
+def test_global_respacing_is_guided_diffusions_and_gdmp_imagenets_chain(float64_guided):
+    """``respacing = "global"``: guided-diffusion's space_timesteps over all 1000 steps, cut below t*; GDMP on
+    ImageNet (respacing 250, learned variance, clipping, 45 steps from spaced index 44 = timestep 177) is
+    p_sample_loop over the last 45 spaced steps, from x_T noised to 177."""
+    from dbp_core.purifier.diffusion import global_respaced_timesteps
+    for count in (1, 2, 37, 100, 250, 999, 1000):
+        assert sorted(global_respaced_timesteps(1000, count, 1000)) == sorted(respace.space_timesteps(1000, str(count)))
+    model = LearnedEps()
+    pur = Purifier(model, t_star=0.178, steps=250, respacing="global", variance="learned", clip_denoised=True,
+                   noise=noise.replay(SEED), grad_mode="none")
+    ts = [st.t for st in pur.chain]
+    assert len(ts) == 45 and ts[0] == 177 and ts[-1] == 0
+    x = _images()
+    _, (x_T, last) = pur(x, UIDS, states=[0, 45])
+    ab = linear_schedule().alpha_bar64
+    z_f = ops.normal(x.shape, SEED, noise.stream(noise.FORWARD), UIDS, 177, dtype=F64)
+    assert torch.allclose(x_T, math.sqrt(ab[177]) * (2 * x - 1) + math.sqrt(1 - ab[177]) * z_f, rtol=0, atol=1e-12)
+    float64_guided.extend(_reverse_noise(ts, x.shape))
+    spaced = _spaced(sorted(respace.space_timesteps(1000, "250")), gdd.ModelVarType.LEARNED_RANGE)
+    # the sdk's skip_timesteps q_samples init_image to the first kept step with `noise`: GDMP's q_sample(x, 44)
+    ref = spaced.p_sample_loop(model, x.shape, noise=z_f, clip_denoised=True, skip_timesteps=250 - 45,
+                               init_image=2 * x - 1)
+    assert not float64_guided
+    assert torch.allclose(last, ref, rtol=0, atol=1e-10), (last - ref).abs().max()
+    # the default ("t_star") spreads 45 steps over 0..177 instead: 19 of them differ by one
+    assert sum(a != b for a, b in zip(ts, [st.t for st in Purifier(model, t_star=0.178, steps=45).chain])) == 19
+
+
 @pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("clip", [False, True])
 def test_ddim_equals_guided_diffusion_ddim_sample_loop(float64_guided, eta, clip):
@@ -436,6 +464,7 @@ def test_option_rules_name_the_option():
                       (dict(sampler="ddim", guidance=Guidance(1.0)), "guidance"),
                       (dict(sampler="vpode", variance="fixed_small"), "variance"),
                       (dict(sampler="ddpm", variance="learned"), "learned"),
+                      (dict(sampler="vpsde", respacing="global"), "respacing"),
                       (dict(sampler="euler"), "sampler")]:
         with pytest.raises(ValueError, match=match):
             Purifier(TinyEps(), **kw)

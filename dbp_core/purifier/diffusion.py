@@ -110,6 +110,23 @@ def respaced_timesteps(num_noise_steps: int, num_reverse_steps: int) -> list[int
     return ts
 
 
+def global_respaced_timesteps(num_train_steps: int, count: int, num_noise_steps: int) -> list[int]:
+    """guided-diffusion's respacing over the whole schedule (``space_timesteps(T, str(count))``: ``count``
+    steps of 0..T-1 at the fractional stride (T-1)/(count-1), accumulated and rounded as it does), cut to
+    the steps a purification to ``num_noise_steps`` visits: the kept steps <= num_noise_steps - 1, in
+    decreasing order, so the chain starts at the last kept step below t* (GDMP on ImageNet: 250 over
+    1000, t* = 0.178: 45 steps from 177)."""
+    T, k = int(num_train_steps), int(count)
+    if not 1 <= k <= T:
+        raise ValueError(f"global respacing keeps 1..{T} steps of the {T}-step schedule, got {k}")
+    stride = (T - 1) / (k - 1) if k > 1 else 1
+    kept, idx = set(), 0.0
+    for _ in range(k):
+        kept.add(round(idx))
+        idx += stride
+    return sorted((t for t in kept if t <= num_noise_steps - 1), reverse=True)
+
+
 @dataclass(frozen=True)
 class ReverseStep:
     """Coefficients of one reverse step (float64 scalars; docs/science.md, "DDPM reverse step").
@@ -233,8 +250,12 @@ def ddim_x0_coefficients(alpha_bar_t: float, alpha_bar_prev: float, sigma: float
 
 
 def reverse_chain(schedule: Schedule, num_noise_steps: int, num_reverse_steps: int,
-                  sampler: str = "ddpm", variance: str = "fixed_large", eta: float = 0.0) -> list[ReverseStep]:
-    """The reverse steps (in execution order) from index ``num_noise_steps - 1`` down to 0.
+                  sampler: str = "ddpm", variance: str = "fixed_large", eta: float = 0.0,
+                  respacing: str = "t_star") -> list[ReverseStep]:
+    """The reverse steps (in execution order) from index ``num_noise_steps - 1`` down to 0
+    (``respacing = "t_star"``: ``num_reverse_steps`` spread over that range), or over the kept steps
+    below t* of a respacing of the whole schedule to ``num_reverse_steps`` (``"global"``,
+    :func:`global_respaced_timesteps`; the chain then starts at its first kept step).
 
     Coefficients are computed in float64 from the float64 alpha_bar. ``sampler`` is
     ``"ddpm"`` (eq. 11 mean; ``variance`` "fixed_large" sigma^2 = beta_t, DiffPure's choice,
@@ -250,7 +271,10 @@ def reverse_chain(schedule: Schedule, num_noise_steps: int, num_reverse_steps: i
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     if num_noise_steps > schedule.num_steps:
         raise ValueError(f"cannot diffuse {num_noise_steps} steps with a {schedule.num_steps}-step schedule")
-    ts = respaced_timesteps(num_noise_steps, num_reverse_steps)
+    if respacing not in registry.RESPACINGS:
+        raise ValueError(f"respacing must be one of {registry.RESPACINGS}, got {respacing!r}")
+    ts = (respaced_timesteps(num_noise_steps, num_reverse_steps) if respacing == "t_star" else
+          global_respaced_timesteps(schedule.num_steps, num_reverse_steps, num_noise_steps))
     ab = schedule.alpha_bar64
     abs_ = [float(ab[t]) for t in ts] + [1.0]  # alpha_bar of each step, then 1 after the last
     out = []

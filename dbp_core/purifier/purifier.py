@@ -73,14 +73,19 @@ from . import noise as noise_mod
 from .chain import ChainCheckpoint, ChainPlan
 from .diffusion import ReverseStep, Schedule, linear_schedule, q_sample, reverse_chain
 from .guidance import Guidance, guidance_term
-from .registry import DISCRETE_SAMPLERS, GRAD_MODES, SAMPLERS, VARIANCES
+from .registry import DISCRETE_SAMPLERS, GRAD_MODES, RESPACINGS, SAMPLERS, VARIANCES
 from .vpsde import continuous_chain
 
 
-def check_options(sampler: str, variance: str, eta: float, clip_denoised: bool, guidance) -> None:
+def check_options(sampler: str, variance: str, eta: float, clip_denoised: bool, guidance,
+                  respacing: str = "t_star") -> None:
     """The combinations a sampler takes (ValueError naming the option otherwise)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if respacing not in RESPACINGS:
+        raise ValueError(f"respacing must be one of {RESPACINGS}, got {respacing!r}")
+    if respacing != "t_star" and sampler not in DISCRETE_SAMPLERS:
+        raise ValueError(f"respacing respaces DDPM/DDIM's timesteps; sampler {sampler!r} has none")
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
     if not 0.0 <= eta <= 1.0:
@@ -102,11 +107,11 @@ class Purifier(nn.Module):
                  steps: int | None = None, sampler: str = "ddpm", noise: noise_mod.NoiseSource | None = None,
                  grad_mode: str = "checkpoint", schedule: Schedule | None = None, variance: str = "fixed_large",
                  segments: int | None = None, *, eta: float = 0.0, clip_denoised: bool = False,
-                 clamp_output: bool = False, guidance: Guidance | None = None):
+                 clamp_output: bool = False, guidance: Guidance | None = None, respacing: str = "t_star"):
         super().__init__()
         if grad_mode not in GRAD_MODES:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
-        check_options(sampler, variance, float(eta), bool(clip_denoised), guidance)
+        check_options(sampler, variance, float(eta), bool(clip_denoised), guidance, respacing)
         if variance == "learned" and not getattr(eps_model, "learned_variance", False):
             raise ValueError("variance 'learned' needs a network that outputs [eps, v] (eps_model.learned_variance "
                              "is not set); use 'fixed_large' or 'fixed_small'")
@@ -123,9 +128,10 @@ class Purifier(nn.Module):
         self.clip_denoised = bool(clip_denoised)
         self.clamp_output = bool(clamp_output)
         self.guidance = guidance
+        self.respacing = respacing
         if sampler in DISCRETE_SAMPLERS:
             self.chain: list[ReverseStep] = reverse_chain(self.schedule, self.num_noise_steps, self.steps, sampler,
-                                                          variance, self.eta)
+                                                          variance, self.eta, respacing)
         else:
             self.chain = continuous_chain(sampler, self.t_star, self.steps)
         if segments is not None and segments < 1:
@@ -137,6 +143,7 @@ class Purifier(nn.Module):
         extra = "".join(f", {k}={v!r}" for k, v in (("eta", self.eta), ("clip_denoised", self.clip_denoised),
                                                      ("clamp_output", self.clamp_output),
                                                      ("guidance", self.guidance)) if v not in (0.0, False, None))
+        extra += f", respacing={self.respacing!r}" if self.respacing != "t_star" else ""
         return (f"t_star={self.t_star}, steps={self.steps}, sampler={self.sampler!r}, variance={self.variance!r}, "
                 f"noise={self.noise!r}, grad_mode={self.grad_mode!r}, segments={self.segments}{extra}")
 
@@ -282,7 +289,8 @@ class Purifier(nn.Module):
 
     def _purify(self, x, uids, replicas, replica, seed, reverse_seed, keep):
         x = 2.0 * x - 1.0
-        t_noise = self.num_noise_steps - 1  # DiffPure noises with the discrete alpha_bar at index n - 1
+        # DiffPure noises with the discrete alpha_bar at index n - 1 (a global respacing: at its first kept step)
+        t_noise = self.chain[0].t if self.sampler in DISCRETE_SAMPLERS else self.num_noise_steps - 1
         x_t = torch.cat([q_sample(self.schedule, x, t_noise, seed, noise_mod.stream(noise_mod.FORWARD, replica + k),
                                   uids) for k in range(replicas)]) if replicas > 1 else \
             q_sample(self.schedule, x, t_noise, seed, noise_mod.stream(noise_mod.FORWARD, replica), uids)

@@ -164,6 +164,7 @@ def purifier_options(pc, sampler: str | None = None, steps: int | None = None) -
             kw["guidance"] = Guidance(pc.guidance_scale, pc.guidance_eps, pc.guidance_target)
     if sampler in DISCRETE_SAMPLERS:
         kw["clip_denoised"] = pc.clip_denoised
+        kw["respacing"] = pc.respacing
     return kw
 
 
