@@ -2,7 +2,7 @@
 
 Usage (from the repository root, in the project's virtual environment):
 
-    python benchmarks/run_all.py --quick                 # ~25 min: every row, shorter chains/fewer repeats
+    python benchmarks/run_all.py --quick                 # ~45 min: every row, shorter chains/fewer repeats
     python benchmarks/run_all.py                         # complete: ~2 h on one core (the published table)
     python benchmarks/run_all.py --only ops attack addt  # some sections (ops purify samplers cifar-time cifar attack addt)
     python benchmarks/run_all.py --markdown --json results.json   # markdown table + machine-readable rows
