@@ -37,7 +37,7 @@ from .attacks.registry import KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, kind_names
 from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSIFIER_FORMATS, DATASETS, DIFFUSION_FORMATS,
                               SPLIT_SIZES, SPLITS)
 from .plugins import is_import_path, resolve_import_path
-from .purifier.registry import GRAD_MODES, SAMPLERS, VARIANCES
+from .purifier.registry import DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, RESPACINGS, SAMPLERS, VARIANCES
 from .stages.registry import DEFAULT_PROTOCOLS, PROTOCOLS, PURIFYING_PROTOCOLS, stage_names
 
 if sys.version_info >= (3, 11):
@@ -250,8 +250,11 @@ class ModelsConfig(_Section):
 class PurifierConfig(_Section):
     t_star: float = Field(0.1, gt=0, le=1, description="Diffusion time purified to, as a fraction of the "
                           "training steps (DiffPure: 0.1 = 100 of 1000)")
-    steps: int = Field(100, ge=1, description="Reverse steps from t* to 0 (respaced; 100 = the full chain at t*=0.1)")
-    sampler: Literal[SAMPLERS] = Field("ddpm", description="'ddpm' (stochastic reverse) or 'ddim' (eta = 0)")
+    steps: int = Field(100, ge=1, description="Reverse steps from t* to 0 (respaced; 100 = the full chain at "
+                       "t*=0.1; vpsde/vpode: Euler steps of t*/steps, DiffPure's 1e-3 at 1000 t*)")
+    sampler: Literal[SAMPLERS] = Field(
+        "ddpm", description="'ddpm' (stochastic reverse), 'ddim' (with eta), 'vpsde' (DiffPure's reverse VP-SDE, "
+        "Euler-Maruyama) or 'vpode' (the probability-flow ODE, Euler)")
     grad_mode: Literal[GRAD_MODES] = Field(
         "checkpoint", description="How attacks differentiate through the chain: 'checkpoint' per step "
         "(default: one image kept per step), 'full' autograd (every step's activations), 'segments' "
@@ -259,7 +262,49 @@ class PurifierConfig(_Section):
     segments: Optional[int] = Field(None, ge=1, description="Checkpointed segments when grad_mode = 'segments' "
                                     "(default ceil(sqrt(steps)): memory ~ 2 sqrt(steps) images)")
     variance: Literal[VARIANCES] = Field(
-        "fixed_large", description="Reverse variance: 'fixed_large' (beta_t, as DiffPure) or 'fixed_small' (posterior)")
+        "fixed_large", description="Reverse variance of 'ddpm': 'fixed_large' (beta_t, as DiffPure), 'fixed_small' "
+        "(posterior) or 'learned' (a guided-diffusion network's [eps, v] output)")
+    eta: float = Field(0.0, ge=0, le=1, description="DDIM's eta (sampler 'ddim'): 0 = deterministic, 1 = the DDPM "
+                       "posterior variance")
+    clip_denoised: bool = Field(False, description="Clip the predicted x_0 to [-1, 1] in every step ('ddpm', "
+                                "'ddim'; as guided-diffusion's clip_denoised and diffusers' clip_sample)")
+    clamp_output: bool = Field(False, description="Clamp the purified image to [0, 1] before the classifier")
+    guidance_scale: float = Field(0.0, ge=0, description="GDMP guidance toward the input (sampler 'ddpm'): "
+                                  "GDMP's guide_scale (60000 CIFAR-10, 1000 ImageNet); 0 = no guidance")
+    guidance_eps: float = Field(8 / 255, gt=0, le=1, description="GDMP's ptb/255, the [0, 1] budget in its "
+                                "scale m = (2 eps / 3) / guide_scale (8/255 CIFAR-10, 4/255 ImageNet)")
+    guidance_target: Literal[GUIDANCE_TARGETS] = Field(
+        "noised", description="GDMP's guidance target: the input re-noised to each step ('noised', CIFAR-10) or "
+        "the input itself ('clean', ImageNet)")
+    respacing: Literal[RESPACINGS] = Field(
+        "t_star", description="'ddpm'/'ddim' timesteps: `steps` spread over the t* range ('t_star'), or `steps` "
+        "respaced over all 1000 as guided-diffusion's timestep_respacing, the chain starting at the last kept "
+        "step below t* ('global': GDMP on ImageNet, steps = 250, t_star = 0.178)")
+
+    @model_validator(mode="after")
+    def _sampler_options(self) -> "PurifierConfig":
+        if self.eta != 0 and self.sampler != "ddim":
+            raise _FieldError("eta", self.eta, f"eta = 0: eta is DDIM's, and sampler = '{self.sampler}' "
+                              "(set sampler = 'ddim' to use it)")
+        if self.variance != "fixed_large" and self.sampler != "ddpm":
+            raise _FieldError("variance", self.variance, f"'fixed_large' (the default): variance is DDPM's, and "
+                              f"sampler = '{self.sampler}'")
+        if self.respacing != "t_star" and self.sampler not in DISCRETE_SAMPLERS:
+            raise _FieldError("respacing", self.respacing, f"'t_star' (the default): respacing respaces the timesteps "
+                              f"of {' / '.join(DISCRETE_SAMPLERS)}, and sampler '{self.sampler}' has none")
+        if self.clip_denoised and self.sampler not in DISCRETE_SAMPLERS:
+            raise _FieldError("clip_denoised", True, f"false: clip_denoised clips the predicted x_0 of "
+                              f"{' / '.join(DISCRETE_SAMPLERS)}, and sampler '{self.sampler}' predicts none")
+        if self.guidance_scale > 0 and self.sampler != "ddpm":
+            raise _FieldError("guidance_scale", self.guidance_scale, f"0: GDMP guidance guides the 'ddpm' step, "
+                              f"and sampler = '{self.sampler}'")
+        if self.guidance_scale == 0:
+            defaults = PurifierConfig.model_fields
+            for name in ("guidance_eps", "guidance_target"):
+                if getattr(self, name) != defaults[name].default:
+                    raise _FieldError(name, getattr(self, name), "its default: guidance is off (set guidance_scale "
+                                      "> 0 to guide)")
+        return self
 
 
 class AttackConfig(_Section):

@@ -39,6 +39,8 @@ t_star = 0.2
 steps = 5
 sampler = "ddim"
 grad_mode = "segments"
+clip_denoised = true
+clamp_output = true
 
 [[attacks]]
 kind = "pgd-eot"

@@ -17,7 +17,7 @@ from ..plugins import is_import_path, resolve_import_path
 from ..purifier.noise import derive_seed
 from ..runs import RunWriter
 
-__all__ = ["StageContext", "Resources", "Subset", "derive_seed"]
+__all__ = ["StageContext", "Resources", "Subset", "derive_seed", "purifier_options"]
 
 
 @dataclass
@@ -144,9 +144,28 @@ class Resources:
         if eps_model is None:
             return None
         from ..purifier.purifier import Purifier
-        pc = self.cfg.purifier
-        return Purifier(eps_model, t_star=pc.t_star, steps=pc.steps, sampler=pc.sampler, noise=noise,
-                        grad_mode=pc.grad_mode, segments=pc.segments, variance=pc.variance)
+        return Purifier(eps_model, noise=noise, **purifier_options(self.cfg.purifier))
+
+
+def purifier_options(pc, sampler: str | None = None, steps: int | None = None) -> dict[str, Any]:
+    """``Purifier`` keyword arguments of a ``[purifier]`` section, for ``sampler`` / ``steps`` (default: the
+    section's). A surrogate chain of another sampler keeps the options that sampler takes and leaves out the
+    others (eta is DDIM's; the variance and GDMP guidance are DDPM's; clipping is DDPM's and DDIM's)."""
+    from ..purifier.guidance import Guidance
+    from ..purifier.registry import DISCRETE_SAMPLERS
+    sampler = sampler or pc.sampler
+    kw: dict[str, Any] = dict(t_star=pc.t_star, steps=steps or pc.steps, sampler=sampler, grad_mode=pc.grad_mode,
+                              segments=pc.segments, clamp_output=pc.clamp_output)
+    if sampler == "ddim":
+        kw["eta"] = pc.eta
+    if sampler == "ddpm":
+        kw["variance"] = pc.variance
+        if pc.guidance_scale > 0:
+            kw["guidance"] = Guidance(pc.guidance_scale, pc.guidance_eps, pc.guidance_target)
+    if sampler in DISCRETE_SAMPLERS:
+        kw["clip_denoised"] = pc.clip_denoised
+        kw["respacing"] = pc.respacing
+    return kw
 
 
 @dataclass
