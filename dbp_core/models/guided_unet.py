@@ -108,7 +108,7 @@ def guided_config(preset: str | None = None, overrides: dict | None = None) -> G
     unknown = sorted(set(overrides or {}) - known)
     if unknown:
         raise ValueError(f"unknown guided-diffusion flag(s) {unknown}; expected some of {sorted(known)}")
-    cfg = replace(GuidedUNetConfig(), **PRESETS.get(preset, {}), **(overrides or {}))
+    cfg = replace(GuidedUNetConfig(), **{**PRESETS.get(preset, {}), **(overrides or {})})
     if cfg.class_cond:
         raise ValueError("class_cond = true: class-conditional checkpoints need a label, which the eps-model "
                          "interface does not carry; use an unconditional checkpoint")

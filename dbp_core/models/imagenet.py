@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .datasets import DatasetError, ImageSet
+from .imageset import DatasetError, ImageSet
 
 __all__ = ["CLASS_INDEX_FILE", "IMG_EXTENSIONS", "read_class_index", "scan_folder", "load_image", "LazyImages",
            "load_imagenet", "check_folder"]

@@ -65,7 +65,7 @@ def ncsnpp_config(preset: str | None = None, overrides: dict | None = None) -> N
     unknown = sorted(set(overrides or {}) - known)
     if unknown:
         raise ValueError(f"unknown score-sde field(s) {unknown}; expected some of {sorted(known)}")
-    cfg = replace(NCSNppConfig(), **PRESETS.get(preset, {}), **(overrides or {}))
+    cfg = replace(NCSNppConfig(), **{**PRESETS.get(preset, {}), **(overrides or {})})
     cfg = replace(cfg, ch_mult=tuple(int(m) for m in cfg.ch_mult),
                   attn_resolutions=tuple(int(r) for r in cfg.attn_resolutions))
     for ch in {cfg.nf * m for m in cfg.ch_mult} | {cfg.nf}:
