@@ -287,3 +287,27 @@ def test_inspection_does_not_read_the_weights(tmp_path):
     from safetensors.torch import save_file
     save_file({"w": torch.zeros(2, 3)}, str(st))
     assert inspect_tensor_file(st) == {"w": TensorMeta((2, 3), torch.float32)}
+
+
+def test_run_purifies_with_a_guided_diffusion_checkpoint(tmp_path, capsys):
+    """`dbp run` builds the network of models.diffusion_config, loads the file and purifies with it."""
+    from dbp_core.config import load_config
+    from dbp_core.models.guided_unet import GuidedDiffusionEps
+    from dbp_core.stages.context import Resources
+    flags = dict(image_size=8, num_channels=32, num_res_blocks=1, channel_mult="1,2", learn_sigma=False,
+                 attention_resolutions="4", num_head_channels=16, in_channels=1)
+    net = build_network(model_spec("x.pt", "diffusion", "guided-diffusion", config=flags))
+    torch.save(net.state_dict(), tmp_path / "unet.pt")
+    toml = tmp_path / "guided.toml"
+    toml.write_text('name = "guided"\ndevice = "cpu"\n[data]\ndataset = "tests.plugins:tiny_dataset"\n'
+                    'n_examples = 6\nbatch_size = 3\n[models]\nclassifier = "tests.plugins:tiny_classifier"\n'
+                    f'diffusion = "{tmp_path / "unet.pt"}"\ndiffusion_format = "guided-diffusion"\n'
+                    'diffusion_config = {' + ", ".join(f"{k} = {json.dumps(v)}" for k, v in flags.items()) + '}\n'
+                    '[purifier]\nt_star = 0.2\nsteps = 2\n[evaluation]\nprotocols = ["clean", "purified"]\n')
+    eps_model = Resources(load_config(toml)).eps_model()
+    assert isinstance(eps_model, GuidedDiffusionEps)
+    assert torch.equal(eps_model.unet.out[2].weight, net.out[2].weight)
+    assert cli.main(["--runs-dir", str(tmp_path / "runs"), "run", str(toml), "--no-progress"]) == 0, \
+        capsys.readouterr().err
+    (run,) = (tmp_path / "runs").iterdir()
+    assert "purified" in json.dumps(json.loads((run / "results.json").read_text()))
