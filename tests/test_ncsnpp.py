@@ -75,6 +75,8 @@ def test_wrapper_is_continuous_time_with_labels_999_t():
     with torch.no_grad():
         assert torch.equal(eps_model(x, torch.tensor([0.25, 0.5], dtype=torch.float64)),
                            net(x, torch.tensor([0.25 * 999, 0.5 * 999], dtype=torch.float64)))
+    with pytest.raises(TypeError, match="continuous-time model.*got torch.int64"):
+        eps_model(x, torch.tensor([250, 500]))
 
 
 def _ema_weights(net: NCSNpp) -> dict[str, torch.Tensor]:

@@ -248,6 +248,9 @@ class ScoreSDEEps(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, device=x.device)
+        if not t.is_floating_point():  # integer timesteps would be read as times 0, 1, 2, ...: refuse
+            raise TypeError(f"ScoreSDEEps is a continuous-time model (continuous_time = True): t must be float "
+                            f"times in [0, 1], got {t.dtype} (a discrete timestep k is the time k / 999)")
         if t.dim() == 0:
             t = t.expand(x.shape[0])
         return self.net(x, t * 999)
