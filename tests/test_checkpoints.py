@@ -21,7 +21,7 @@ from dbp_core.models.checkpoint_io import CheckpointError, inspect_tensor_file, 
 from dbp_core.models.classifiers import DigitsCNN
 from dbp_core.models.loaders import build_network, check_model, load_model, model_spec, save_checkpoint
 from dbp_core.models.registry import CLASSIFIER_ARCHS, DIFFUSION_ARCHS, DIFFUSION_CONFIG_KEYS
-from tests.checkpoint_files import TINY_DIFFUSERS, save_family_checkpoint, standin_checkpoint
+from tests.checkpoint_files import TINY_DIFFUSERS, standin_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDED_SMALL = dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", learn_sigma=True,
@@ -48,8 +48,8 @@ def spec_of(family: str, path: Path):
 def state_of(family: str, tmp: Path) -> dict[str, torch.Tensor]:
     """A good state dict of the family (real tensors; zero-stride stand-ins for the big classifiers)."""
     if family in ("robustbench", "torchvision"):
-        return torch.load(standin_checkpoint(tmp / "standin.pt", "classifier", family, FAMILIES[family][1]
-                                             [f"classifier_arch"]), weights_only=True)
+        return torch.load(standin_checkpoint(tmp / "standin.pt", "classifier", family,
+                                             FAMILIES[family][1]["classifier_arch"]), weights_only=True)
     if family == "dbp":
         return DigitsCNN().state_dict()
     if family == "diffusers":
@@ -283,6 +283,9 @@ def test_inspection_does_not_read_the_weights(tmp_path):
         grew[how] = int(out.strip().splitlines()[-1])  # kB (Linux ru_maxrss)
     assert grew["load"] > 0.8 * size_kb, grew
     assert grew["inspect"] < 0.1 * size_kb, grew
+    legacy = tmp_path / "legacy.pt"  # torch < 1.6's format cannot be memory-mapped: read whole, same answer
+    torch.save({"w": torch.zeros(2, 3, dtype=torch.float64)}, legacy, _use_new_zipfile_serialization=False)
+    assert inspect_tensor_file(legacy) == {"w": TensorMeta((2, 3), torch.float64)}
     st = tmp_path / "big.safetensors"
     from safetensors.torch import save_file
     save_file({"w": torch.zeros(2, 3)}, str(st))

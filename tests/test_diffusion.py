@@ -163,4 +163,4 @@ def test_reverse_variances_match_diffusers_scheduler(variance, diffusers_name):
         large = D.reverse_chain(s, 100, 10, "ddpm", "fixed_large")
         assert all(a.sigma < b.sigma for a, b in zip(chain[:-1], large[:-1]))
     with pytest.raises(ValueError, match="variance"):
-        D.reverse_chain(s, 100, 10, "ddpm", "learned")
+        D.reverse_chain(s, 100, 10, "ddpm", "fixed_huge")

@@ -23,7 +23,7 @@ when ``learn_sigma`` (``learned_variance = True``).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -53,13 +53,6 @@ class GuidedUNetConfig:
     use_new_attention_order: bool = False
     in_channels: int = 3
     class_cond: bool = False
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("channel_mult", "attention_resolutions"):
-            if isinstance(d[k], tuple):
-                d[k] = list(d[k])
-        return d
 
     @property
     def mults(self) -> tuple[float, ...]:

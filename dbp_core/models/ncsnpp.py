@@ -17,7 +17,7 @@ submodule sits in one ``all_modules`` list, in the authors' order, so the keys m
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -43,11 +43,6 @@ class NCSNppConfig:
     sigma_min: float = 0.01  # the (unused by DDPM++) `sigmas` buffer: geometric sigma_max .. sigma_min
     sigma_max: float = 50.0
     num_scales: int = 1000
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ch_mult"], d["attn_resolutions"] = list(self.ch_mult), list(self.attn_resolutions)
-        return d
 
 
 # score_sde_pytorch configs/vp/*.py (with default_cifar10_configs.py) of the released VP checkpoints.

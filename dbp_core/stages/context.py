@@ -107,15 +107,15 @@ class Resources:
 
     def _load_classifier(self):
         mc = self.cfg.models
-        model = self._model(mc.classifier, "classifier", mc.classifier_format)
+        model = self._model(mc.classifier, "classifier")
         mean, std = mc.mean, mc.std
         if mean is None and mc.classifier == "default":  # the shipped model's own normalisation
             from ..models import zoo
             mean, std = zoo.default_normalisation(self.cfg.data.dataset)
         elif mean is None and not is_import_path(mc.classifier):  # the checkpoint family's (ImageNet's, ...)
             from ..models.loaders import default_normalisation
-            mean, std = default_normalisation(self.model_spec("classifier").fmt, self.model_spec("classifier").arch) \
-                or (None, None)
+            spec = self.model_spec("classifier")
+            mean, std = default_normalisation(spec.fmt, spec.arch) or (None, None)
         if mean is not None:
             from ..models.normalized import Normalized
             model = Normalized(model, mean, std)
@@ -129,11 +129,11 @@ class Resources:
         mc = self.cfg.models
         if mc.diffusion == "none":
             return None
-        return self._model(mc.diffusion, "diffusion", mc.diffusion_format).to(self.device).eval()
+        return self._model(mc.diffusion, "diffusion").to(self.device).eval()
 
-    def _model(self, ref: str, role: str, fmt: str):
+    def _model(self, ref: str, role: str):
         import torch
-        mc, dataset = self.cfg.models, self.cfg.data.dataset
+        dataset = self.cfg.data.dataset
         if ref == "default":
             try:
                 from ..models import zoo
