@@ -34,7 +34,8 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       PrivateAttr, field_validator, model_validator)
 
 from .attacks.registry import KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, kind_names
-from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSIFIER_FORMATS, DATASETS, DIFFUSION_FORMATS,
+from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSIFIER_ARCHS, CLASSIFIER_FORMATS, DATASETS,
+                              DIFFUSION_ARCHS, DIFFUSION_CONFIG_KEYS, DIFFUSION_FORMATS, DIFFUSION_WEIGHTS,
                               SPLIT_SIZES, SPLITS)
 from .plugins import is_import_path, resolve_import_path
 from .purifier.registry import DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, RESPACINGS, SAMPLERS, VARIANCES
@@ -145,13 +146,25 @@ def _no_bool(v: Any) -> Any:
 
 class DataConfig(_Section):
     dataset: str = Field("digits", description="'digits' (embedded scikit-learn digits, 8x8), 'cifar10' "
-                         "(local cifar-10-batches-py folder in `root`) or an import path returning an ImageSet")
-    root: Optional[str] = Field(None, description="Dataset folder (cifar10); relative to the config file")
+                         "(local cifar-10-batches-py folder in `root`), 'imagenet' (local folder of <wnid>/*.JPEG "
+                         "class folders in `root`) or an import path returning an ImageSet")
+    root: Optional[str] = Field(None, description="Dataset folder (cifar10, imagenet); relative to the config file")
     split: Literal[SPLITS] = Field("test", description="Which split to evaluate on")
     n_examples: Optional[int] = Field(None, ge=1, description="How many examples (default: all; the paper: 1024)")
     first: int = Field(0, ge=0, description="Index of the first example (order = 'first') ")
-    order: Literal["first", "random"] = Field(
-        "first", description="'first': examples first..first+n-1; 'random': a seeded random subset")
+    order: Literal["first", "random", "diffpure"] = Field(
+        "first", description="'first': examples first..first+n-1; 'random': a seeded random subset; 'diffpure': "
+        "DiffPure's evaluation subset, numpy RandomState(subset_seed).choice(N, n_examples, replace=False)")
+    subset_seed: int = Field(0, ge=0, lt=2**32, description="order = 'diffpure': DiffPure's --data_seed (0..7 for "
+                             "CIFAR-10, 0..31 for ImageNet in its scripts)")
+    class_index: Optional[str] = Field(None, description="imagenet: the class-index file, imagenet_class_index.json "
+                                       "({\"0\": [\"n01440364\", \"tench\"], ...}) or a text file of wnids, one per "
+                                       "line in class order (default: imagenet_class_index.json in `root` or its parent, "
+                                       "else the sorted folder names when there are 1000); relative to the config file")
+    image_size: Optional[int] = Field(None, ge=8, description="imagenet: side of the center crop (default 256, the "
+                                      "guided-diffusion model's)")
+    resize: Optional[int] = Field(None, ge=8, description="imagenet: the shorter side is resized to this before the "
+                                  "crop (default: image_size; torchvision's eval transform: 256 then a 224 crop)")
     batch_size: int = Field(64, ge=1, description="Examples per batch (results do not depend on it)")
 
     @field_validator("dataset")
@@ -177,11 +190,33 @@ class DataConfig(_Section):
             raise ValueError(f"dataset folder '{path}' does not exist (relative to the config file's folder)")
         return v
 
+    @field_validator("class_index")
+    @classmethod
+    def _class_index(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if v is None:
+            return v
+        path = Path(v).expanduser()
+        path = path if path.is_absolute() else _base_dir(info) / path
+        if not path.is_file():
+            raise ValueError(f"class-index file '{path}' does not exist (relative to the config file's folder)")
+        return v
+
     @model_validator(mode="after")
     def _needs_root(self) -> "DataConfig":
         if self.dataset == "cifar10" and self.root is None:
             raise _FieldError("root", None, "dataset 'cifar10' needs `root`, the folder holding cifar-10-batches-py "
                              "(nothing is downloaded at run time)")
+        if self.dataset == "imagenet" and self.root is None:
+            raise _FieldError("root", None, "dataset 'imagenet' needs `root`, the folder of <wnid>/*.JPEG class "
+                             "folders (the val set; or its parent holding val/ and train/)")
+        if self.dataset != "imagenet":
+            for name in ("class_index", "image_size", "resize"):
+                if getattr(self, name) is not None:
+                    raise _FieldError(name, getattr(self, name), f"to be left out: {name} is a field of dataset 'imagenet', "
+                                      f"and dataset = '{self.dataset}'")
+        if self.order != "diffpure" and self.subset_seed != 0:
+            raise _FieldError("subset_seed", self.subset_seed, f"0 (its default): subset_seed picks DiffPure's subset "
+                              f"(order = 'diffpure'), and order = '{self.order}'")
         return self
 
     @model_validator(mode="after")
@@ -192,7 +227,7 @@ class DataConfig(_Section):
         if size is None:
             return self
         where = f"{self.dataset}/{self.split} has {size} examples"
-        if self.order == "random":
+        if self.order in ("random", "diffpure"):
             if self.n_examples is not None and self.n_examples > size:
                 raise _FieldError("n_examples", self.n_examples, f"at most {size} ({where})")
         elif self.first >= size:
@@ -208,14 +243,29 @@ class ModelsConfig(_Section):
     classifier: str = Field("default", description="'default' (the shipped model for the dataset), a "
                             "checkpoint path, or an import path 'package.module:callable' returning an nn.Module")
     classifier_format: Literal[CLASSIFIER_FORMATS] = Field(
-        "auto", description="Checkpoint format of `classifier` when it is a path")
+        "auto", description="Checkpoint format of `classifier` when it is a path: 'dbp', 'robustbench' (CIFAR-10 "
+        "WideResNets), 'torchvision' (ImageNet ResNets) or 'auto' (by classifier_arch, else by the file)")
+    classifier_arch: Optional[str] = Field(
+        None, description="Architecture of a 'robustbench' / 'torchvision' checkpoint: " + "; ".join(
+            f"{fmt}: {', '.join(names)}" for fmt, names in CLASSIFIER_ARCHS.items()) + " (default: the first)")
     mean: Optional[list[float]] = Field(None, description="Classifier input normalisation mean, per channel "
                                         "(default: none, or the default model's own)")
     std: Optional[list[float]] = Field(None, description="Classifier input normalisation std, per channel")
     diffusion: str = Field("default", description="'default', 'none' (no purification), a checkpoint file, a "
                            "diffusers folder (UNet2DModel layout) or an import path returning eps_model(x_t, t)")
     diffusion_format: Literal[DIFFUSION_FORMATS] = Field(
-        "auto", description="Format of `diffusion` when it is a path")
+        "auto", description="Format of `diffusion` when it is a path: 'dbp', 'diffusers' (a folder), "
+        "'guided-diffusion' (openai's UNet state dict), 'score-sde' (score_sde_pytorch's checkpoint) or 'auto' "
+        "(by diffusion_arch, else by what is on disk)")
+    diffusion_arch: Optional[str] = Field(
+        None, description="Architecture preset of a 'guided-diffusion' / 'score-sde' checkpoint: " + "; ".join(
+            f"{fmt}: {', '.join(names)}" for fmt, names in DIFFUSION_ARCHS.items()) + " (default: the first)")
+    diffusion_config: Optional[dict[str, Any]] = Field(
+        None, description="Architecture fields that override the preset, in the family's own names "
+        "(guided-diffusion's create_model flags, score_sde's config.model fields), e.g. {num_channels = 128}")
+    diffusion_weights: Optional[Literal[DIFFUSION_WEIGHTS]] = Field(
+        None, description="'score-sde' training checkpoints: 'ema' (the EMA weights, as DiffPure; default) or "
+        "'model' (the raw training weights)")
     trust_pickle: bool = Field(False, description="Allow loading pickled (non weights-only) checkpoints; "
                                "only for files you trust")
 
@@ -236,6 +286,41 @@ class ModelsConfig(_Section):
         if v is not None and any(s <= 0 for s in v):
             raise ValueError("every std must be > 0")
         return v
+
+    @model_validator(mode="after")
+    def _architectures(self) -> "ModelsConfig":
+        for role, archs in (("classifier", CLASSIFIER_ARCHS), ("diffusion", DIFFUSION_ARCHS)):
+            arch, fmt, ref = getattr(self, f"{role}_arch"), getattr(self, f"{role}_format"), getattr(self, role)
+            if arch is None:
+                continue
+            if ref in ("default", "none") or is_import_path(ref):
+                raise _FieldError(f"{role}_arch", arch, f"to be left out: it describes a checkpoint file, and models.{role} "
+                                  f"= {ref!r}")
+            allowed = archs.get(fmt, ()) if fmt != "auto" else tuple(a for names in archs.values() for a in names)
+            if arch not in allowed:
+                hint = difflib.get_close_matches(arch, allowed, n=1)
+                where = (f"one of {', '.join(allowed)}" if allowed else
+                         f"to be left out: format '{fmt}' fixes the architecture")
+                raise _FieldError(f"{role}_arch", arch, where + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        family = self.diffusion_format if self.diffusion_format != "auto" else next(
+            (f for f, names in DIFFUSION_ARCHS.items() if self.diffusion_arch in names), "auto")
+        if self.diffusion_config is not None:
+            keys = DIFFUSION_CONFIG_KEYS.get(family) if family != "auto" else tuple(
+                sorted({k for ks in DIFFUSION_CONFIG_KEYS.values() for k in ks}))
+            if keys is None:
+                raise _FieldError("diffusion_config", self.diffusion_config,
+                                  f"to be left out: it overrides a 'guided-diffusion' or 'score-sde' architecture, and "
+                                  f"diffusion_format = '{family}'")
+            for key in self.diffusion_config:
+                if key not in keys:
+                    hint = difflib.get_close_matches(key, keys, n=1)
+                    raise _FieldError(("diffusion_config", key), self.diffusion_config[key],
+                                      f"a field of the {family} architecture: {', '.join(keys)}"
+                                      + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        if self.diffusion_weights is not None and family not in ("score-sde", "auto"):
+            raise _FieldError("diffusion_weights", self.diffusion_weights, f"to be left out: it picks the weights of a "
+                              f"'score-sde' checkpoint, and diffusion_format = '{family}'")
+        return self
 
     @model_validator(mode="after")
     def _norm_pair(self) -> "ModelsConfig":
@@ -745,8 +830,9 @@ def _to_toml_data(cfg: ExperimentConfig, *, absolute_paths: bool) -> dict:
         for key, keywords in (("classifier", ("default",)), ("diffusion", ("default", "none"))):
             if m[key] not in keywords and not is_import_path(m[key]):
                 m[key] = str((base / Path(m[key]).expanduser()).resolve())
-        if "root" in data["data"]:
-            data["data"]["root"] = str((base / Path(data["data"]["root"]).expanduser()).resolve())
+        for key in ("root", "class_index"):
+            if key in data["data"]:
+                data["data"][key] = str((base / Path(data["data"][key]).expanduser()).resolve())
     return data
 
 
