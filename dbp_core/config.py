@@ -36,10 +36,11 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from .attacks.registry import (GRADIENTS, KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, OPTIONAL_FIELDS, SELECTIONS,
                                kind_names)
 from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSES as DATASET_CLASSES, IMAGE_SIZES,
-                              CLASSIFIER_FORMATS, DATASETS, DIFFUSION_FORMATS,
+                              CLASSIFIER_ARCHS, CLASSIFIER_FORMATS, DATASETS, DIFFUSION_ARCHS, DIFFUSION_CONFIG_KEYS,
+                              DIFFUSION_FORMATS, DIFFUSION_WEIGHTS,
                               SPLIT_SIZES, SPLITS)
 from .plugins import is_import_path, resolve_import_path
-from .purifier.registry import GRAD_MODES, SAMPLERS, VARIANCES
+from .purifier.registry import DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, RESPACINGS, SAMPLERS, VARIANCES
 from .stages.registry import DEFAULT_PROTOCOLS, PROTOCOLS, PURIFYING_PROTOCOLS, stage_names
 
 if sys.version_info >= (3, 11):
@@ -51,7 +52,7 @@ __all__ = [
     "ConfigError", "ExperimentConfig", "DataConfig", "ModelsConfig", "PurifierConfig",
     "AttackConfig", "EvaluationConfig", "ADDTConfig", "AnalysisConfig", "AuditConfig", "OutputConfig",
     "load_config", "loads_config", "validate_config", "save_config", "dumps_config",
-    "apply_overrides", "json_schema", "is_import_path", "resolve_import_path",
+    "apply_overrides", "parse_grid", "json_schema", "is_import_path", "resolve_import_path",
     "ATTACK_KINDS", "PROTOCOLS",
 ]
 
@@ -147,13 +148,25 @@ def _no_bool(v: Any) -> Any:
 
 class DataConfig(_Section):
     dataset: str = Field("digits", description="'digits' (embedded scikit-learn digits, 8x8), 'cifar10' "
-                         "(local cifar-10-batches-py folder in `root`) or an import path returning an ImageSet")
-    root: Optional[str] = Field(None, description="Dataset folder (cifar10); relative to the config file")
+                         "(local cifar-10-batches-py folder in `root`), 'imagenet' (local folder of <wnid>/*.JPEG "
+                         "class folders in `root`) or an import path returning an ImageSet")
+    root: Optional[str] = Field(None, description="Dataset folder (cifar10, imagenet); relative to the config file")
     split: Literal[SPLITS] = Field("test", description="Which split to evaluate on")
     n_examples: Optional[int] = Field(None, ge=1, description="How many examples (default: all; the paper: 1024)")
     first: int = Field(0, ge=0, description="Index of the first example (order = 'first') ")
-    order: Literal["first", "random"] = Field(
-        "first", description="'first': examples first..first+n-1; 'random': a seeded random subset")
+    order: Literal["first", "random", "diffpure"] = Field(
+        "first", description="'first': examples first..first+n-1; 'random': a seeded random subset; 'diffpure': "
+        "DiffPure's evaluation subset, numpy RandomState(subset_seed).choice(N, n_examples, replace=False)")
+    subset_seed: int = Field(0, ge=0, lt=2**32, description="order = 'diffpure': DiffPure's --data_seed (0..7 for "
+                             "CIFAR-10, 0..31 for ImageNet in its scripts)")
+    class_index: Optional[str] = Field(None, description="imagenet: the class-index file, imagenet_class_index.json "
+                                       "({\"0\": [\"n01440364\", \"tench\"], ...}) or a text file of wnids, one per "
+                                       "line in class order (default: imagenet_class_index.json in `root` or its parent, "
+                                       "else the sorted folder names when there are 1000); relative to the config file")
+    image_size: Optional[int] = Field(None, ge=8, description="imagenet: side of the center crop (default 256, the "
+                                      "guided-diffusion model's)")
+    resize: Optional[int] = Field(None, ge=8, description="imagenet: the shorter side is resized to this before the "
+                                  "crop (default: image_size; torchvision's eval transform: 256 then a 224 crop)")
     batch_size: int = Field(64, ge=1, description="Examples per batch (results do not depend on it)")
 
     @field_validator("dataset")
@@ -179,11 +192,33 @@ class DataConfig(_Section):
             raise ValueError(f"dataset folder '{path}' does not exist (relative to the config file's folder)")
         return v
 
+    @field_validator("class_index")
+    @classmethod
+    def _class_index(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if v is None:
+            return v
+        path = Path(v).expanduser()
+        path = path if path.is_absolute() else _base_dir(info) / path
+        if not path.is_file():
+            raise ValueError(f"class-index file '{path}' does not exist (relative to the config file's folder)")
+        return v
+
     @model_validator(mode="after")
     def _needs_root(self) -> "DataConfig":
         if self.dataset == "cifar10" and self.root is None:
             raise _FieldError("root", None, "dataset 'cifar10' needs `root`, the folder holding cifar-10-batches-py "
                              "(nothing is downloaded at run time)")
+        if self.dataset == "imagenet" and self.root is None:
+            raise _FieldError("root", None, "dataset 'imagenet' needs `root`, the folder of <wnid>/*.JPEG class "
+                             "folders (the val set; or its parent holding val/ and train/)")
+        if self.dataset != "imagenet":
+            for name in ("class_index", "image_size", "resize"):
+                if getattr(self, name) is not None:
+                    raise _FieldError(name, getattr(self, name), f"to be left out: {name} is a field of dataset 'imagenet', "
+                                      f"and dataset = '{self.dataset}'")
+        if self.order != "diffpure" and self.subset_seed != 0:
+            raise _FieldError("subset_seed", self.subset_seed, f"0 (its default): subset_seed picks DiffPure's subset "
+                              f"(order = 'diffpure'), and order = '{self.order}'")
         return self
 
     @model_validator(mode="after")
@@ -194,7 +229,7 @@ class DataConfig(_Section):
         if size is None:
             return self
         where = f"{self.dataset}/{self.split} has {size} examples"
-        if self.order == "random":
+        if self.order in ("random", "diffpure"):
             if self.n_examples is not None and self.n_examples > size:
                 raise _FieldError("n_examples", self.n_examples, f"at most {size} ({where})")
         elif self.first >= size:
@@ -210,14 +245,29 @@ class ModelsConfig(_Section):
     classifier: str = Field("default", description="'default' (the shipped model for the dataset), a "
                             "checkpoint path, or an import path 'package.module:callable' returning an nn.Module")
     classifier_format: Literal[CLASSIFIER_FORMATS] = Field(
-        "auto", description="Checkpoint format of `classifier` when it is a path")
+        "auto", description="Checkpoint format of `classifier` when it is a path: 'dbp', 'robustbench' (CIFAR-10 "
+        "WideResNets), 'torchvision' (ImageNet ResNets) or 'auto' (by classifier_arch, else by the file)")
+    classifier_arch: Optional[str] = Field(
+        None, description="Architecture of a 'robustbench' / 'torchvision' checkpoint: " + "; ".join(
+            f"{fmt}: {', '.join(names)}" for fmt, names in CLASSIFIER_ARCHS.items()) + " (default: the first)")
     mean: Optional[list[float]] = Field(None, description="Classifier input normalisation mean, per channel "
                                         "(default: none, or the default model's own)")
     std: Optional[list[float]] = Field(None, description="Classifier input normalisation std, per channel")
     diffusion: str = Field("default", description="'default', 'none' (no purification), a checkpoint file, a "
                            "diffusers folder (UNet2DModel layout) or an import path returning eps_model(x_t, t)")
     diffusion_format: Literal[DIFFUSION_FORMATS] = Field(
-        "auto", description="Format of `diffusion` when it is a path")
+        "auto", description="Format of `diffusion` when it is a path: 'dbp', 'diffusers' (a folder), "
+        "'guided-diffusion' (openai's UNet state dict), 'score-sde' (score_sde_pytorch's checkpoint) or 'auto' "
+        "(by diffusion_arch, else by what is on disk)")
+    diffusion_arch: Optional[str] = Field(
+        None, description="Architecture preset of a 'guided-diffusion' / 'score-sde' checkpoint: " + "; ".join(
+            f"{fmt}: {', '.join(names)}" for fmt, names in DIFFUSION_ARCHS.items()) + " (default: the first)")
+    diffusion_config: Optional[dict[str, Any]] = Field(
+        None, description="Architecture fields that override the preset, in the family's own names "
+        "(guided-diffusion's create_model flags, score_sde's config.model fields), e.g. {num_channels = 128}")
+    diffusion_weights: Optional[Literal[DIFFUSION_WEIGHTS]] = Field(
+        None, description="'score-sde' training checkpoints: 'ema' (the EMA weights, as DiffPure; default) or "
+        "'model' (the raw training weights)")
     trust_pickle: bool = Field(False, description="Allow loading pickled (non weights-only) checkpoints; "
                                "only for files you trust")
 
@@ -240,6 +290,41 @@ class ModelsConfig(_Section):
         return v
 
     @model_validator(mode="after")
+    def _architectures(self) -> "ModelsConfig":
+        for role, archs in (("classifier", CLASSIFIER_ARCHS), ("diffusion", DIFFUSION_ARCHS)):
+            arch, fmt, ref = getattr(self, f"{role}_arch"), getattr(self, f"{role}_format"), getattr(self, role)
+            if arch is None:
+                continue
+            if ref in ("default", "none") or is_import_path(ref):
+                raise _FieldError(f"{role}_arch", arch, f"to be left out: it describes a checkpoint file, and models.{role} "
+                                  f"= {ref!r}")
+            allowed = archs.get(fmt, ()) if fmt != "auto" else tuple(a for names in archs.values() for a in names)
+            if arch not in allowed:
+                hint = difflib.get_close_matches(arch, allowed, n=1)
+                where = (f"one of {', '.join(allowed)}" if allowed else
+                         f"to be left out: format '{fmt}' fixes the architecture")
+                raise _FieldError(f"{role}_arch", arch, where + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        family = self.diffusion_format if self.diffusion_format != "auto" else next(
+            (f for f, names in DIFFUSION_ARCHS.items() if self.diffusion_arch in names), "auto")
+        if self.diffusion_config is not None:
+            keys = DIFFUSION_CONFIG_KEYS.get(family) if family != "auto" else tuple(
+                sorted({k for ks in DIFFUSION_CONFIG_KEYS.values() for k in ks}))
+            if keys is None:
+                raise _FieldError("diffusion_config", self.diffusion_config,
+                                  f"to be left out: it overrides a 'guided-diffusion' or 'score-sde' architecture, and "
+                                  f"diffusion_format = '{family}'")
+            for key in self.diffusion_config:
+                if key not in keys:
+                    hint = difflib.get_close_matches(key, keys, n=1)
+                    raise _FieldError(("diffusion_config", key), self.diffusion_config[key],
+                                      f"a field of the {family} architecture: {', '.join(keys)}"
+                                      + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        if self.diffusion_weights is not None and family not in ("score-sde", "auto"):
+            raise _FieldError("diffusion_weights", self.diffusion_weights, f"to be left out: it picks the weights of a "
+                              f"'score-sde' checkpoint, and diffusion_format = '{family}'")
+        return self
+
+    @model_validator(mode="after")
     def _norm_pair(self) -> "ModelsConfig":
         if (self.mean is None) != (self.std is None):
             missing = "std" if self.std is None else "mean"
@@ -252,8 +337,11 @@ class ModelsConfig(_Section):
 class PurifierConfig(_Section):
     t_star: float = Field(0.1, gt=0, le=1, description="Diffusion time purified to, as a fraction of the "
                           "training steps (DiffPure: 0.1 = 100 of 1000)")
-    steps: int = Field(100, ge=1, description="Reverse steps from t* to 0 (respaced; 100 = the full chain at t*=0.1)")
-    sampler: Literal[SAMPLERS] = Field("ddpm", description="'ddpm' (stochastic reverse) or 'ddim' (eta = 0)")
+    steps: int = Field(100, ge=1, description="Reverse steps from t* to 0 (respaced; 100 = the full chain at "
+                       "t*=0.1; vpsde/vpode: Euler steps of t*/steps, DiffPure's 1e-3 at 1000 t*)")
+    sampler: Literal[SAMPLERS] = Field(
+        "ddpm", description="'ddpm' (stochastic reverse), 'ddim' (with eta), 'vpsde' (DiffPure's reverse VP-SDE, "
+        "Euler-Maruyama) or 'vpode' (the probability-flow ODE, Euler)")
     grad_mode: Literal[GRAD_MODES] = Field(
         "checkpoint", description="How attacks differentiate through the chain: 'checkpoint' per step "
         "(default: one image kept per step), 'full' autograd (every step's activations), 'segments' "
@@ -261,7 +349,49 @@ class PurifierConfig(_Section):
     segments: Optional[int] = Field(None, ge=1, description="Checkpointed segments when grad_mode = 'segments' "
                                     "(default ceil(sqrt(steps)): memory ~ 2 sqrt(steps) images)")
     variance: Literal[VARIANCES] = Field(
-        "fixed_large", description="Reverse variance: 'fixed_large' (beta_t, as DiffPure) or 'fixed_small' (posterior)")
+        "fixed_large", description="Reverse variance of 'ddpm': 'fixed_large' (beta_t, as DiffPure), 'fixed_small' "
+        "(posterior) or 'learned' (a guided-diffusion network's [eps, v] output)")
+    eta: float = Field(0.0, ge=0, le=1, description="DDIM's eta (sampler 'ddim'): 0 = deterministic, 1 = the DDPM "
+                       "posterior variance")
+    clip_denoised: bool = Field(False, description="Clip the predicted x_0 to [-1, 1] in every step ('ddpm', "
+                                "'ddim'; as guided-diffusion's clip_denoised and diffusers' clip_sample)")
+    clamp_output: bool = Field(False, description="Clamp the purified image to [0, 1] before the classifier")
+    guidance_scale: float = Field(0.0, ge=0, description="GDMP guidance toward the input (sampler 'ddpm'): "
+                                  "GDMP's guide_scale (60000 CIFAR-10, 1000 ImageNet); 0 = no guidance")
+    guidance_eps: float = Field(8 / 255, gt=0, le=1, description="GDMP's ptb/255, the [0, 1] budget in its "
+                                "scale m = (2 eps / 3) / guide_scale (8/255 CIFAR-10, 4/255 ImageNet)")
+    guidance_target: Literal[GUIDANCE_TARGETS] = Field(
+        "noised", description="GDMP's guidance target: the input re-noised to each step ('noised', CIFAR-10) or "
+        "the input itself ('clean', ImageNet)")
+    respacing: Literal[RESPACINGS] = Field(
+        "t_star", description="'ddpm'/'ddim' timesteps: `steps` spread over the t* range ('t_star'), or `steps` "
+        "respaced over all 1000 as guided-diffusion's timestep_respacing, the chain starting at the last kept "
+        "step below t* ('global': GDMP on ImageNet, steps = 250, t_star = 0.178)")
+
+    @model_validator(mode="after")
+    def _sampler_options(self) -> "PurifierConfig":
+        if self.eta != 0 and self.sampler != "ddim":
+            raise _FieldError("eta", self.eta, f"eta = 0: eta is DDIM's, and sampler = '{self.sampler}' "
+                              "(set sampler = 'ddim' to use it)")
+        if self.variance != "fixed_large" and self.sampler != "ddpm":
+            raise _FieldError("variance", self.variance, f"'fixed_large' (the default): variance is DDPM's, and "
+                              f"sampler = '{self.sampler}'")
+        if self.respacing != "t_star" and self.sampler not in DISCRETE_SAMPLERS:
+            raise _FieldError("respacing", self.respacing, f"'t_star' (the default): respacing respaces the timesteps "
+                              f"of {' / '.join(DISCRETE_SAMPLERS)}, and sampler '{self.sampler}' has none")
+        if self.clip_denoised and self.sampler not in DISCRETE_SAMPLERS:
+            raise _FieldError("clip_denoised", True, f"false: clip_denoised clips the predicted x_0 of "
+                              f"{' / '.join(DISCRETE_SAMPLERS)}, and sampler '{self.sampler}' predicts none")
+        if self.guidance_scale > 0 and self.sampler != "ddpm":
+            raise _FieldError("guidance_scale", self.guidance_scale, f"0: GDMP guidance guides the 'ddpm' step, "
+                              f"and sampler = '{self.sampler}'")
+        if self.guidance_scale == 0:
+            defaults = PurifierConfig.model_fields
+            for name in ("guidance_eps", "guidance_target"):
+                if getattr(self, name) != defaults[name].default:
+                    raise _FieldError(name, getattr(self, name), "its default: guidance is off (set guidance_scale "
+                                      "> 0 to guide)")
+        return self
 
 
 class AttackConfig(_Section):
@@ -761,6 +891,34 @@ def apply_overrides(data: dict, overrides: list[str], file: str | None = None) -
     return done
 
 
+def parse_grid(items: list[str], file: str | None = None) -> list[tuple[str, list]]:
+    """``key=v1,v2,...`` items (``dbp sweep --grid``) → [(key, [values])]. The values are read as
+    one TOML array (``0.01,0.02`` → numbers, ``"a","b"``, ``[1,2],[3,4]``), else split at commas
+    as words (``ddpm,ddim``); each point is then an override ``key=value`` (:func:`apply_overrides`)."""
+    grid: list[tuple[str, list]] = []
+
+    def bad(key: str, item: str, why: str) -> ConfigError:
+        return ConfigError(file, [{"path": key or "<grid>", "value": item, "type": "grid",
+                                   "message": f"bad --grid {item!r}: {why}"}])
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise bad(key, item, "expected key=value1,value2,... (e.g. attacks.0.eps=0.05,0.1)")
+        if any(k == key for k, _ in grid):
+            raise bad(key, item, "the key is swept twice; expected one --grid per key")
+        try:
+            values = tomllib.loads(f"v = [{text}]")["v"]
+        except tomllib.TOMLDecodeError:
+            values = [v.strip() for v in text.split(",")]
+        if not values or any(v == "" for v in values):
+            raise bad(key, item, "an empty value; expected key=value1,value2,...")
+        if len({repr(v) for v in values}) != len(values):
+            raise bad(key, item, "a value is listed twice")
+        grid.append((key, values))
+    return grid
+
+
 # --------------------------------------------------------------------------- load / save
 
 def validate_config(data: dict, *, file: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None,
@@ -808,8 +966,9 @@ def _to_toml_data(cfg: ExperimentConfig, *, absolute_paths: bool) -> dict:
         for key, keywords in (("classifier", ("default",)), ("diffusion", ("default", "none"))):
             if m[key] not in keywords and not is_import_path(m[key]):
                 m[key] = str((base / Path(m[key]).expanduser()).resolve())
-        if "root" in data["data"]:
-            data["data"]["root"] = str((base / Path(data["data"]["root"]).expanduser()).resolve())
+        for key in ("root", "class_index"):
+            if key in data["data"]:
+                data["data"][key] = str((base / Path(data["data"][key]).expanduser()).resolve())
     return data
 
 

@@ -39,6 +39,8 @@ t_star = 0.2
 steps = 5
 sampler = "ddim"
 grad_mode = "segments"
+clip_denoised = true
+clamp_output = true
 
 [[attacks]]
 kind = "pgd-eot"
@@ -123,18 +125,36 @@ def test_all_errors_reported_at_once():
 
 
 def test_shipped_experiments_valid(capsys, monkeypatch, tmp_path):
+    """Every shipped experiment passes `dbp check` (schema and preflight: checkpoint keys and shapes,
+    ImageNet folder) with its local files replaced by small files of the format it names."""
+    import tomllib
+
+    from tests.checkpoint_files import standin_checkpoint, tiny_imagenet
     monkeypatch.chdir(ROOT)
     files = sorted((ROOT / "experiments").glob("*.toml"))
     assert any(f.name == "quickstart.toml" for f in files)
-    # CIFAR-10 experiments name local checkpoints and data: stand-ins of the right kind
-    (tmp_path / "cifar-10-batches-py").mkdir()
-    (tmp_path / "ddpm").mkdir()
-    (tmp_path / "Standard.pt").write_bytes(b"")
-    local = ["--set", f"data.root={tmp_path / 'cifar-10-batches-py'}", "--set", f"models.diffusion={tmp_path / 'ddpm'}",
-             "--set", f"models.classifier={tmp_path / 'Standard.pt'}"]
     for f in files:
-        extra = local if 'dataset = "cifar10"' in f.read_text() else []
-        assert cli.main(["check", str(f), *extra]) == 0, capsys.readouterr().err
+        doc = tomllib.loads(f.read_text())
+        local, data, models = [], doc.get("data", {}), doc.get("models", {})
+        if data.get("dataset") == "cifar10":
+            (tmp_path / "cifar-10-batches-py").mkdir(exist_ok=True)
+            local += ["--set", f"data.root={tmp_path / 'cifar-10-batches-py'}"]
+        if data.get("dataset") == "imagenet":
+            root = tmp_path / "imagenet" / "val"
+            if not root.exists():
+                tiny_imagenet(root)
+            local += ["--set", f"data.root={root}", "--set", f"data.class_index={root / 'imagenet_class_index.json'}"]
+        for role in ("classifier", "diffusion"):
+            ref = models.get(role, "default")
+            if ref in ("default", "none") or ":" in ref:
+                continue
+            fmt = models.get(f"{role}_format", "auto")
+            fmt = {"classifier": "robustbench", "diffusion": "diffusers"}[role] if fmt == "auto" else fmt
+            name = f"{f.stem}-{role}" + ("" if fmt == "diffusers" else ".pt")
+            path = standin_checkpoint(tmp_path / name, role, fmt, models.get(f"{role}_arch"),
+                                      models.get("diffusion_config") if role == "diffusion" else None)
+            local += ["--set", f"models.{role}={path}"]
+        assert cli.main(["check", str(f), *local]) == 0, capsys.readouterr().err
         head = f.read_text().splitlines()[0]
         assert head.startswith("#"), f"{f.name} must start with a comment saying what it reproduces"
 

@@ -9,13 +9,13 @@ constructor imports its attack class when it is called. A kind that is an import
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .names import GRADIENTS, LOSSES, NOISE_KNOWLEDGE, NORMS, SELECTIONS
 
-__all__ = ["AttackKind", "KINDS", "kind_names", "build_attack", "undefended_config", "NOISE_KNOWLEDGE", "NORMS",
-           "LOSSES", "GRADIENTS", "SELECTIONS", "OPTIONAL_FIELDS"]
+__all__ = ["AttackKind", "KINDS", "kind_names", "build_attack", "attack_template", "undefended_config",
+           "NOISE_KNOWLEDGE", "NORMS", "LOSSES", "GRADIENTS", "SELECTIONS", "OPTIONAL_FIELDS"]
 
 # fields of [[attacks]] that only some kinds read; a kind lists those it reads in `reads`
 OPTIONAL_FIELDS = ("step", "restarts", "targets", "selection", "selection_samples", "evaluations", "queries")
@@ -39,6 +39,7 @@ class AttackKind:
     extra: str | None = None  # optional extra of dbp-lab it needs ("autoattack")
     requires: str | None = None  # the module that extra installs
     deterministic: bool = False  # attacks only deterministic settings (noise replayed, EOT 1)
+    template: dict = field(default_factory=dict)  # extra fields of a new ``[[attacks]]`` entry (attack_template)
 
 
 def _common(acfg, attack_seed: int, on_iteration) -> dict:
@@ -114,6 +115,17 @@ KINDS: dict[str, AttackKind] = {k.name: k for k in (
 
 def kind_names() -> tuple[str, ...]:
     return tuple(KINDS)
+
+
+def attack_template(name: str) -> dict:
+    """A new ``[[attacks]]`` entry of kind ``name`` (the console's "add attack"): the kind, the
+    first norm, the kind's default iterations, its default EOT when it has one, then the kind's own
+    ``template`` fields. Any registered kind has one, so a new kind needs no console change."""
+    kind = KINDS[name]
+    entry: dict = {"kind": name, "norm": NORMS[0], "iterations": kind.iterations}
+    if kind.eot != 1:
+        entry["eot"] = kind.eot
+    return {**entry, **kind.template}
 
 
 def build_attack(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):

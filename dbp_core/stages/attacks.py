@@ -40,7 +40,7 @@ from ..models.loaders import load_model_file
 from ..purifier import noise as noise_mod
 from ..purifier.purifier import Purifier
 from ..stats import accuracy_row, paired_difference
-from .context import StageContext
+from .context import StageContext, purifier_options
 
 PROGRESS_EVERY_S = 1.0  # status.json updates from inside an attack batch, at most this often
 
@@ -49,10 +49,8 @@ def attacker_model(res, acfg, defended: DefendedClassifier) -> DefendedClassifie
     """The defence as the attacker sees it: the same model, or a surrogate chain (steps, sampler)."""
     if acfg.surrogate_steps is None and acfg.surrogate_sampler is None:
         return defended
-    pc = res.cfg.purifier
-    surrogate = Purifier(defended.purifier.eps_model, t_star=pc.t_star, steps=acfg.surrogate_steps or pc.steps,
-                         sampler=acfg.surrogate_sampler or pc.sampler, grad_mode=pc.grad_mode,
-                         segments=pc.segments, variance=pc.variance)
+    surrogate = Purifier(defended.purifier.eps_model, **purifier_options(res.cfg.purifier, acfg.surrogate_sampler,
+                                                                          acfg.surrogate_steps))
     return DefendedClassifier(defended.classifier, surrogate)
 
 
