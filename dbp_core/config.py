@@ -435,9 +435,11 @@ class AttackConfig(_Section):
     selection_samples: Optional[int] = Field(
         None, ge=1, description="selection = 'lowest-correct': fresh purifications per iterate (the authors' "
         "AutoAttack fix: 20); default: the iterate's EOT replicas")
-    evaluations: Optional[int] = Field(None, ge=1, description="autoattack-rand: purifications that judge each "
-                                       "point's examples (default 20, the ICLR 2025 authors' fix)")
+    evaluations: Optional[int] = Field(None, ge=1, description="autoattack-rand, diffattack: purifications that "
+                                       "judge each point's examples (default 20, the ICLR 2025 authors' fix)")
     queries: Optional[int] = Field(None, ge=1, description="autoattack-standard: Square's queries (default 5000)")
+    deviation_weight: Optional[float] = Field(None, ge=0, description="diffattack: lambda, the weight of the "
+                                              "deviated-reconstruction loss (default 1, Kang et al. 2023)")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra arguments for a plugin attack")
 
     @field_validator("kind")
@@ -511,6 +513,13 @@ class AttackConfig(_Section):
             self.evaluations = 20
         if builtin and "queries" in reads and self.queries is None:
             self.queries = 5000
+        if builtin and "deviation_weight" in reads and self.deviation_weight is None:
+            self.deviation_weight = 1.0
+        if builtin and self.gradient not in kind.gradients:
+            raise _FieldError("gradient", self.gradient, f"kind '{self.kind}' takes gradient "
+                              + " or ".join(f"'{g}'" for g in kind.gradients)
+                              + (" (its deviation loss reads the purifier's intermediate states)"
+                                 if kind.name == "diffattack" else ""))
         if builtin and kind.name == "bpda" and self.gradient != "bpda":
             raise _FieldError("gradient", self.gradient, "kind 'bpda' is PGD with gradient = 'bpda'; for another "
                               "gradient use kind 'pgd' or 'pgd-eot' with `gradient`")
@@ -732,11 +741,15 @@ class ExperimentConfig(_Section):
                                   "protocols without purification, since models.diffusion = 'none'")
             if self.addt.enabled:
                 raise _FieldError(("addt", "enabled"), True, "a diffusion model (models.diffusion is 'none')")
+            for i, a in enumerate(self.attacks):
+                if a.kind == "diffattack":
+                    raise _FieldError(("attacks", i, "kind"), a.kind, "a diffusion model: DiffAttack's loss reads "
+                                      "the purifier's intermediate states (models.diffusion is 'none')")
         return self
 
 
 # the losses each AutoAttack kind runs, for the class-count checks
-_KIND_LOSSES = {"autoattack-rand": ("dlr",), "autoattack-standard": ("dlr-targeted",)}
+_KIND_LOSSES = {"autoattack-rand": ("dlr",), "diffattack": ("dlr",), "autoattack-standard": ("dlr-targeted",)}
 _MIN_CLASSES = {"ce": 2, "margin": 2, "dlr": 3, "dlr-targeted": 4}  # as attacks/losses.py (no torch here)
 
 

@@ -155,13 +155,14 @@ def test_new_protocols_end_to_end(tmp_path):
 
 
 def test_every_new_kind_runs_in_the_attacks_stage(tmp_path):
-    """apgd (margin), apgd-t, apgd-eot, autoattack-rand (BPDA gradient) and autoattack-standard
-    (the replayed defence) through the stage: rows, undefended baselines and AutoAttack's flags."""
+    """apgd (margin), apgd-t, apgd-eot, autoattack-rand (BPDA gradient), autoattack-standard
+    (the replayed defence) and diffattack through the stage: rows, undefended baselines and AutoAttack's flags."""
     attacks = [{"kind": "apgd", "eps": 0.1, "iterations": 4, "loss": "margin", "eot": 2},
                {"kind": "apgd-t", "eps": 0.1, "iterations": 3, "targets": 2},
                {"kind": "apgd-eot", "eps": 0.1, "iterations": 3, "eot": 2, "selection_samples": 3},
                {"kind": "autoattack-rand", "eps": 0.1, "iterations": 3, "eot": 2, "evaluations": 3, "gradient": "bpda"},
-               {"kind": "autoattack-standard", "eps": 0.1, "iterations": 3, "queries": 20}]
+               {"kind": "autoattack-standard", "eps": 0.1, "iterations": 3, "queries": 20},
+               {"kind": "diffattack", "eps": 0.1, "iterations": 3, "eot": 2, "evaluations": 3}]
     text = attack_study_toml(n=6, batch=6, attacks=attacks, evaluation={"protocols": ["purified", "undefended",
                                                                                       "single", "worst-case"]})
     cfg = loads_config(text, base_dir=str(tmp_path))

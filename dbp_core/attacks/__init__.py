@@ -8,6 +8,8 @@
 * ``APGD`` (apgd.py): AutoAttack's APGD / APGD-T step for step, with EOT, addressed noise and,
   as an option, the corrected selection rule for stochastic defences.
 * ``AutoAttackRand`` (autoattack_rand.py): APGD-CE then APGD-DLR, EOT 20, the ICLR 2025 authors' selection.
+* ``DiffAttack`` (diffattack.py): AutoAttack-rand plus the deviated-reconstruction loss on the
+  purifier's intermediate states (Kang et al. 2023).
 * ``AutoAttackStandard`` (autoattack_standard.py): AutoAttack's standard version through pyautoattack.
 * ``losses.py``: ce, margin, dlr, dlr-targeted; ``gradients.py``: exact, bpda, blind, forward-only.
 * ``registry.py``: the kinds an ``[[attacks]]`` entry can name, and how each is built.
@@ -22,6 +24,6 @@ __getattr__, __dir__ = exports(__name__, {
     "success_rate": ".base", "eot_gradient": ".eot", "ascent_direction": ".lp", "project": ".lp",
     "random_start": ".lp", "build_attack": ".registry", "AutoAttackRand": ".autoattack_rand",
     "AutoAttackStandard": ".autoattack_standard", "ModelOutput": ".base", "attacker_view": ".gradients",
-    "LOSSES": ".losses",
+    "LOSSES": ".losses", "DiffAttack": ".diffattack",
 })
 __all__ = __dir__()

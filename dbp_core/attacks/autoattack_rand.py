@@ -70,8 +70,13 @@ class AutoAttackRand:
         seed = derive_seed(self.noise.base, *self.noise.scope, "score", purpose)
         return correct_share(model, x, y, uids, self.evaluations, seed, self.eot_chunk)
 
+    def attacker(self, model):
+        """The model APGD differentiates (the defence itself here; DiffAttack adds its deviation term)."""
+        return model
+
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, uids: torch.Tensor) -> torch.Tensor:
         model = as_attack_model(model)
+        attacker = self.attacker(model)
         x = x.detach()
         scores = self.score(model, x, y, uids, "clean")
         x_adv = x.clone()
@@ -79,7 +84,7 @@ class AutoAttackRand:
             idx = (scores > 0).nonzero().view(-1)
             if idx.numel() == 0:
                 break
-            adv = self._apgd(loss, offset=j * (self.iterations + 1))(model, x[idx], y[idx], uids[idx])
+            adv = self._apgd(loss, offset=j * (self.iterations + 1))(attacker, x[idx], y[idx], uids[idx])
             share = self.score(model, adv, y[idx], uids[idx], loss)
             lower = share < scores[idx]  # strictly: ties keep the earlier example
             scores[idx[lower]] = share[lower]

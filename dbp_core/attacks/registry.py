@@ -18,7 +18,8 @@ __all__ = ["AttackKind", "KINDS", "kind_names", "build_attack", "attack_template
            "NOISE_KNOWLEDGE", "NORMS", "LOSSES", "GRADIENTS", "SELECTIONS", "OPTIONAL_FIELDS"]
 
 # fields of [[attacks]] that only some kinds read; a kind lists those it reads in `reads`
-OPTIONAL_FIELDS = ("step", "restarts", "targets", "selection", "selection_samples", "evaluations", "queries")
+OPTIONAL_FIELDS = ("step", "restarts", "targets", "selection", "selection_samples", "evaluations", "queries",
+                   "deviation_weight")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class AttackKind:
     extra: str | None = None  # optional extra of dbp-lab it needs ("autoattack")
     requires: str | None = None  # the module that extra installs
     deterministic: bool = False  # attacks only deterministic settings (noise replayed, EOT 1)
+    gradients: tuple[str, ...] = GRADIENTS  # the gradient approximations it accepts
     template: dict = field(default_factory=dict)  # extra fields of a new ``[[attacks]]`` entry (attack_template)
 
 
@@ -77,6 +79,13 @@ def _autoattack_rand(acfg, *, eval_seed: int, attack_seed: int, on_iteration=Non
                           **_common(acfg, attack_seed, on_iteration))
 
 
+def _diffattack(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):
+    from .diffattack import DiffAttack
+    return DiffAttack(deviation_weight=acfg.deviation_weight, eot=acfg.eot, evaluations=acfg.evaluations or 20,
+                      noise=_plan(acfg, eval_seed, attack_seed), random_start=acfg.random_start,
+                      selection=acfg.selection, **_common(acfg, attack_seed, on_iteration))
+
+
 def _autoattack_standard(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):
     from .autoattack_standard import AutoAttackStandard
     return AutoAttackStandard(norm=acfg.norm, eps=acfg.eps, iterations=acfg.iterations,
@@ -106,6 +115,11 @@ KINDS: dict[str, AttackKind] = {k.name: k for k in (
                "evaluations (the ICLR 2025 authors' fix)", "stochastic", 20, "autoattack-rand", _autoattack_rand,
                reads=("selection", "evaluations"), iterations=100, random_start=True, loss=None, losses=(),
                selection="autoattack"),
+    AttackKind("diffattack", "DiffAttack: AutoAttack-rand on CE/DLR plus the deviated-reconstruction loss on the "
+               "purifier's intermediate states (Kang et al. 2023), judged over 20 evaluations", "stochastic", 20,
+               "autoattack-rand", _diffattack, reads=("selection", "evaluations", "deviation_weight"),
+               iterations=100, random_start=True, loss=None, losses=(), selection="autoattack",
+               gradients=("exact",)),
     AttackKind("autoattack-standard", "AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) through pyautoattack, "
                "on DW-box's replayed defence", "replay", 1, "autoattack-standard", _autoattack_standard,
                reads=("queries",), iterations=100, loss=None, losses=(), extra="autoattack",
@@ -145,7 +159,7 @@ def undefended_config(acfg):
     if kind is None or kind.undefended is None:
         return None
     base = KINDS[kind.undefended]
-    update = {"kind": base.name, "eot": 1, "gradient": "exact", "noise": base.noise}
+    update = {"kind": base.name, "eot": 1, "gradient": "exact", "noise": base.noise, "deviation_weight": None}
     if base.name == "autoattack-rand":
         update["evaluations"] = 1  # a deterministic classifier: one evaluation is all of them
     return acfg.model_copy(update=update)

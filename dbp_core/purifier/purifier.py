@@ -74,7 +74,7 @@ from .chain import ChainCheckpoint, ChainPlan
 from .diffusion import ReverseStep, Schedule, linear_schedule, q_sample, reverse_chain
 from .guidance import Guidance, guidance_term
 from .registry import DISCRETE_SAMPLERS, GRAD_MODES, RESPACINGS, SAMPLERS, VARIANCES
-from .vpsde import continuous_chain
+from .vpsde import continuous_chain, vp_sigma
 
 
 def check_options(sampler: str, variance: str, eta: float, clip_denoised: bool, guidance,
@@ -287,10 +287,43 @@ class Purifier(nn.Module):
             out, kept = self._purify(x, uids, replicas, replica, seed, reverse_seed, keep)
         return out if want is None else (out, [kept[k] for k in want])
 
+    @property
+    def noise_timestep(self) -> int:
+        """The timestep of the forward noising: DiffPure noises with the discrete alpha_bar at index
+        n - 1 (a global respacing: at its first kept step)."""
+        return self.chain[0].t if self.sampler in DISCRETE_SAMPLERS else self.num_noise_steps - 1
+
+    def state_alpha_bar(self, k: int) -> float:
+        """alpha_bar at the time of the chain's state after ``k`` reverse steps (the input of step k):
+        the step's own for a discrete chain, ``1 - sigma(s)^2`` of the VP kernel at its time s for a
+        continuous one (Song et al. 2021, appendix B), 1 after the last step."""
+        if not 0 <= k <= len(self.chain):
+            raise ValueError(f"state must be a step count in [0, {len(self.chain)}], got {k}")
+        if k == len(self.chain):
+            return 1.0
+        step = self.chain[k]
+        return 1.0 - vp_sigma(step.time) ** 2 if step.time is not None else step.alpha_bar
+
+    def diffused(self, x: torch.Tensor, uids: torch.Tensor, states: Sequence[int], seed: int,
+                 replicas: int = 1, replica: int = 0) -> list[torch.Tensor]:
+        """The input diffused by the forward process to the time of each chain state k,
+        ``sqrt(ab_k) (2x - 1) + sqrt(1 - ab_k) z`` (DDPM eq. 4) with z the forward draw the
+        purification with ``seed`` makes: the reference that DiffAttack's deviated-reconstruction
+        loss compares the chain's states to (docs/science.md, "DiffAttack"). Differentiable in x;
+        [replicas * B, ...] each, replica-major like ``forward``."""
+        x = 2.0 * x - 1.0
+        uids = uids.to(x.device)
+        out = []
+        for k in states:
+            ab = self.state_alpha_bar(int(k))
+            out.append(torch.cat([ops.q_sample(x, math.sqrt(ab), math.sqrt(1.0 - ab), int(seed),
+                                               noise_mod.stream(noise_mod.FORWARD, replica + r), uids,
+                                               self.noise_timestep) for r in range(replicas)]))
+        return out
+
     def _purify(self, x, uids, replicas, replica, seed, reverse_seed, keep):
         x = 2.0 * x - 1.0
-        # DiffPure noises with the discrete alpha_bar at index n - 1 (a global respacing: at its first kept step)
-        t_noise = self.chain[0].t if self.sampler in DISCRETE_SAMPLERS else self.num_noise_steps - 1
+        t_noise = self.noise_timestep
         x_t = torch.cat([q_sample(self.schedule, x, t_noise, seed, noise_mod.stream(noise_mod.FORWARD, replica + k),
                                   uids) for k in range(replicas)]) if replicas > 1 else \
             q_sample(self.schedule, x, t_noise, seed, noise_mod.stream(noise_mod.FORWARD, replica), uids)
