@@ -458,6 +458,8 @@ gradient = "bpda"
 [[attacks]]
 kind = "autoattack-standard"
 queries = 1000
+[[attacks]]
+kind = "diffattack"
 [audit]
 attack = "autoattack-rand-linf"
 """
@@ -476,6 +478,7 @@ def test_every_attack_kind_validates_with_its_defaults(tmp_path, capsys):
     assert (a["apgd-eot"].selection, a["apgd-eot"].iterations, a["apgd-eot"].eot) == ("lowest-correct", 20, 10)
     assert (a["autoattack-rand"].eot, a["autoattack-rand"].evaluations, a["autoattack-rand"].loss) == (20, 20, None)
     assert (a["autoattack-standard"].noise, a["autoattack-standard"].eot) == ("replay", 1)
+    assert (a["diffattack"].eot, a["diffattack"].deviation_weight, a["diffattack"].gradient) == (20, 1.0, "exact")
     assert a["pgd-eot"].gradient == "forward-only" and a["pgd-eot"].step == pytest.approx(8 / 255 / 4)
     assert set(KINDS) <= {"pgd", "bpda", "dwbox", "dwbox-forward"} | set(a)
     # the frozen config (every default spelled out) loads again to the same config
