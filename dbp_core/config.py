@@ -10,9 +10,10 @@ expected — with a "did you mean" suggestion for unknown keys.
 
 Defaults follow DiffPure / the paper (docs/science.md) for CIFAR-10:
 t* = 0.1, Linf eps 8/255 with step 2/255, L2 eps 0.5 with step 0.1,
-20 iterations, EOT 10; ADDT lr 2e-4, 500 warm-up steps, AdamW (0.95, 0.999),
-weight decay 1e-6, EMA 0.9999 / power 0.75, lambda 0.03 clamped at 0.3,
-5 CGPO iterations. Field descriptions and bounds are kept in the models
+20 iterations, EOT 10; ADDT as the authors' script (LYMDLUT/ADDT, ``train_ADDT.py``): lr 2e-4
+constant (no warm-up), AdamW (0.95, 0.999), weight decay 1e-6, EMA 0.9999 / power 0.75,
+lambda 0.03 clamped at 0.3, 5 CGPO iterations with the model in train mode, dropout 0.1.
+Field descriptions and bounds are kept in the models
 (``json_schema()`` / ``ExperimentConfig.model_fields``) for the console's form.
 
 This module is the schema only: option names come from the light registries
@@ -30,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       PrivateAttr, field_validator, model_validator)
 
 from .attacks.registry import KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, kind_names
@@ -186,9 +187,12 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _within_split(self) -> "DataConfig":
+        sizes = SPLIT_SIZES.get(self.dataset, {})
+        if sizes and self.split not in sizes:
+            raise _FieldError("split", self.split, f"one of {', '.join(sizes)} (the splits of {self.dataset})")
         if self.n_examples is None and self.first == 0:
             return self
-        size = SPLIT_SIZES.get(self.dataset, {}).get(self.split)
+        size = sizes.get(self.split)
         if size is None:
             return self
         where = f"{self.dataset}/{self.split} has {size} examples"
@@ -366,9 +370,13 @@ class EvaluationConfig(_Section):
 class ADDTConfig(_Section):
     enabled: bool = Field(False, description="Run adversarial denoising diffusion training")
     steps: int = Field(800, ge=1, description="Fine-tuning steps")
-    batch_size: int = Field(32, ge=1, description="Training batch size (paper: 32 per GPU x 8)")
-    lr: float = Field(2e-4, gt=0, le=1, description="Learning rate (constant after warm-up)")
-    warmup: int = Field(500, ge=0, description="Linear warm-up steps")
+    batch_size: int = Field(32, ge=1, description="Global training batch: all processes together (under "
+                            "torchrun each takes its share); the authors: 32 per GPU x 8 GPUs = 256")
+    lr: float = Field(2e-4, gt=0, le=1, description="Learning rate (constant, as the authors; after the warm-up "
+                      "if warmup_steps > 0)")
+    warmup_steps: int = Field(0, ge=0, validation_alias=AliasChoices("warmup_steps", "warmup"),
+                              description="Linear warm-up steps of the learning rate (the authors: none, their "
+                              "'constant' scheduler ignores --lr_warmup_steps; old name: warmup)")
     betas: tuple[float, float] = Field((0.95, 0.999), description="AdamW betas")
     weight_decay: float = Field(1e-6, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip")
@@ -387,6 +395,10 @@ class ADDTConfig(_Section):
     pgd_eps: float = Field(8 / 255, gt=0, le=1, description="Clip of the linf-pgd mapping, [0,1] units")
     hflip: Optional[bool] = Field(None, description="Random horizontal flip (default: on for cifar10, off for digits)")
     control: bool = Field(False, description="Also train the lambda = 0 control on the same data and seeds")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout probability set in every dropout layer of the "
+                           "diffusion model while it is fine-tuned, masks addressed by example (the authors: 0.1)")
+    cgpo_train_mode: bool = Field(True, description="CGPO probes the model in train mode, dropout active (the "
+                                  "authors'); false: in eval mode")
 
     _betas_tuple = field_validator("betas", mode="before")(_tuple_from_list)
 

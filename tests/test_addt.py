@@ -73,7 +73,7 @@ def test_cgpo_increases_the_classifier_loss_over_a_random_delta():
 def make_trainer(seed=3, **cgpo_kw):
     torch.manual_seed(0)
     s = CGPOSettings(**{"multiplier": 0.3, "iterations": 2, **cgpo_kw})
-    ts = TrainSettings(batch_size=8, lr=1e-3, warmup=2, ema=True, t_max=1000)
+    ts = TrainSettings(batch_size=8, lr=1e-3, warmup_steps=2, ema=True, t_max=1000)
     return ADDTTrainer(TinyEps(dtype=torch.float32), tiny_classifier(), tiny_data(), AB, s, ts, seed=seed)
 
 
@@ -183,7 +183,7 @@ def test_addt_lowers_the_denoising_loss_under_cgpo_on_the_embedded_default():
     models = {"original": base}
     for name, settings in (("addt", s), ("control", CGPOSettings(multiplier=0.0, iterations=5))):
         tr = ADDTTrainer(copy.deepcopy(base), clf, data, AB, settings,
-                         TrainSettings(batch_size=32, lr=5e-4, warmup=10, t_max=t_max, ema=False), seed=0)
+                         TrainSettings(batch_size=32, lr=5e-4, warmup_steps=10, t_max=t_max, ema=False), seed=0)
         for _ in range(100):
             tr.train_step()
         models[name] = tr.evaluation_model()

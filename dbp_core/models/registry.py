@@ -6,8 +6,8 @@ against the loaders.
 """
 DATASETS = ("digits", "cifar10")
 CHANNELS = {"digits": 1, "cifar10": 3}
-SPLIT_SIZES = {"digits": {"train": 1437, "test": 360}, "cifar10": {"train": 50000, "test": 10000}}
-SPLITS = ("train", "test")
+SPLIT_SIZES = {"digits": {"train": 1437, "val": 160, "test": 200}, "cifar10": {"train": 50000, "test": 10000}}
+SPLITS = ("train", "val", "test")
 
 CLASSIFIER_FORMATS = ("auto", "dbp", "robustbench")
 DIFFUSION_FORMATS = ("auto", "dbp", "diffusers")
