@@ -88,20 +88,34 @@ def _execute(run, cfg, args) -> int:
     display = ProgressDisplay(enabled=False if args.no_progress else None)
     try:
         state = run_study(run, cfg, on_progress=display)
+    except KeyboardInterrupt:  # before run_study took over the signals: the run is left as it was
+        _leave_interrupted(run)
+        raise
     finally:
         display.close()
         run.unlock()  # taken by _prepare_run / _prepare_resume (run_study keeps a lock it did not take)
     view = read_run(run.path, check_alive=False)
+    unrecorded = getattr(run, "unrecorded", None)  # the disk was full even for the final status
+    note = f"\n(and the run's state could not be recorded: {unrecorded})" if unrecorded else ""
     if state == "done":
         print(f"\n{headline_text(view.headline)}" if view.headline else "")
         print(run.path)
         return EXIT_OK
     if state == "interrupted":
-        print(f"dbp: interrupted; resume with: dbp resume {run.id}\n{run.path}", file=sys.stderr)
+        print(f"dbp: interrupted; resume with: dbp resume {run.id}{note}\n{run.path}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"dbp: run failed: {view.status.message if view.status else ''}\n(traceback in {run.log_path})\n{run.path}",
-          file=sys.stderr)
+    message = view.status.message if view.status and view.status.state == "failed" else ""
+    print(f"dbp: run failed: {message}{note}\n(traceback in {run.log_path})\n{run.path}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _leave_interrupted(run) -> None:
+    """A signal between the creation (or claim) of a run and its start: record it interrupted."""
+    try:
+        run.release_space()
+        run.write_status(state="interrupted", message="interrupted before it started")
+    except (OSError, ValueError):
+        pass
 
 
 # --------------------------------------------------------------------------- commands
@@ -122,7 +136,12 @@ def _prepare_run(args):
         run = _store(args).create(cfg, lock=True)  # locked: no `dbp resume` can start it before we do
     except RunStoreError as exc:
         raise UserError(str(exc)) from None
-    print(f"run {run.id} in {run.path}", file=sys.stderr)
+    try:
+        print(f"run {run.id} in {run.path}", file=sys.stderr)
+    except KeyboardInterrupt:
+        _leave_interrupted(run)
+        run.unlock()
+        raise
     return run, cfg
 
 
@@ -140,13 +159,20 @@ def _prepare_resume(args):
     from .config import ConfigError
     from .runs import RunFileError, RunLocked
     run = _open_run(args)
+    problems = run.file_problems()  # a link in place of .lock or log.txt: refused before either is opened
+    if problems:
+        raise UserError(f"run {run.id} cannot be resumed: {problems[0]}")
     try:
         run.lock()
     except RunLocked as exc:
         raise UserError(str(exc)) from None
+    except RunFileError as exc:
+        raise UserError(f"run {run.id} cannot be resumed: {exc}") from None
     try:
         try:
             status = run.read_status(persist=True)
+            if status is None or status.state != "done":
+                run.verify_integrity()  # the frozen config, checkpoints, saved models: as dbp wrote them
         except RunFileError as exc:
             raise UserError(f"run {run.id} cannot be resumed: {exc}") from None
         state = status.state if status else None
@@ -156,6 +182,10 @@ def _prepare_resume(args):
             return EXIT_OK
         if state == "running":  # alive, yet it did not hold the lock: a dbp without run locks
             raise UserError(f"run {run.id} is already running (pid {status.pid} on {status.host})")
+        try:
+            run.reserve_space()
+        except OSError as exc:
+            raise UserError(f"run {run.id} cannot be resumed: no room for its files ({exc}); free some space") from None
         run.mark_running()
         try:
             from .preflight import preflight
@@ -165,6 +195,7 @@ def _prepare_resume(args):
                 run.write_status(**{k: v for k, v in run.claimed_from.to_dict().items() if k != "updated"})
             raise
     except BaseException:
+        run.release_space()
         run.unlock()
         raise
     print(f"resuming run {run.id} ({state})", file=sys.stderr)
@@ -427,11 +458,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _printable_streams() -> None:
+    """A path or value that is not valid UTF-8 (a non-UTF-8 byte in an argument becomes a lone
+    surrogate) is printed with backslash escapes instead of ending the command."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # not a text stream (a test's capture)
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
-    from .runs import RunFileError, RunLocked, RunStoreError
-    parser = build_parser()
-    args = parser.parse_args(argv)  # argparse exits 2 on bad usage itself
+    try:
+        _printable_streams()
+        from .config import ConfigError
+        from .runs import RunFileError, RunLocked, RunStoreError
+        parser = build_parser()
+        args = parser.parse_args(argv)  # argparse exits 2 on bad usage itself
+    except KeyboardInterrupt:  # Ctrl-C while starting
+        print("dbp: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         return args.fn(args)
     except ConfigError as exc:
@@ -452,8 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def entry() -> None:  # pragma: no cover
-    sys.exit(main())
+def entry() -> None:  # pragma: no cover — the `dbp` script is dbp_core.__main__:entry
+    from .__main__ import entry as main_entry
+    main_entry()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 ATTACK_KINDS = kind_names()
+MAX_THREADS = 1024  # torch's thread pools; more than the CPUs of the machine is refused by dbp check
 
 
 # --------------------------------------------------------------------------- errors
@@ -127,7 +128,8 @@ def _check_model_ref(value: str, info: ValidationInfo, *, keywords: tuple[str, .
 class _Section(BaseModel):
     # strict: no lax coercion (true -> 1, "100" -> 100, 1 -> true); an int is still accepted where a
     # float is expected, and tuple fields take a TOML array (see _tuple_from_list)
-    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
+    # every number must be finite: nan / inf (valid TOML) would pass every bound and give 0% or a crash
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
 
 
 def _tuple_from_list(v: Any) -> Any:
@@ -435,8 +437,9 @@ class ExperimentConfig(_Section):
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="'auto' = cuda when available; "
                                                    "'cuda' is checked against the devices torch sees "
                                                    "(by dbp check / dbp run)")
-    threads: Optional[int] = Field(None, ge=1, description="Intra-op CPU threads of torch for the run "
-                                   "(default: torch's own choice, usually one per core)")
+    threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS, description="Intra-op CPU threads of torch for the "
+                                   "run (default: torch's own choice, usually one per core; dbp check also refuses "
+                                   "more than this machine's CPUs)")
     stages: list[str] = Field(default_factory=lambda: ["evaluate"],
                               description="Stages run in order (see dbp_core.study)")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -581,11 +584,56 @@ def _translate(exc: ValidationError, overridden: dict[str, str]) -> list[dict[st
 
 # --------------------------------------------------------------------------- overrides
 
+MAX_DEPTH = 32  # tables and arrays nested deeper than this are refused (an experiment needs < 6)
+
+
 def _parse_override_value(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        return _TooDeep()
+
+
+class _TooDeep:
+    """An override value nested too deeply for the TOML parser: reported by :func:`_plain_problems`."""
+
+
+def _plain_problems(data: Any) -> list[dict[str, Any]]:
+    """What the schema cannot be given safely, found without recursion: nesting deeper than
+    MAX_DEPTH (a RecursionError later), and text that is not valid UTF-8 (a non-UTF-8 byte in a
+    command-line argument becomes a lone surrogate, which no file can hold)."""
+    problems: list[dict[str, Any]] = []
+    stack: list[tuple[tuple, Any, int]] = [((), data, 0)]
+    while stack and len(problems) < 5:
+        loc, value, depth = stack.pop()
+        where = format_loc(loc[:8]) + ("..." if len(loc) > 8 else "")
+        if isinstance(value, _TooDeep) or depth > MAX_DEPTH:
+            problems.append({"path": where, "value": None, "type": "depth",
+                             "message": f"nested more than {MAX_DEPTH} levels deep; expected the tables and "
+                             "values of an experiment (docs/config.md)"})
+            continue
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if isinstance(key, str) and not _is_utf8(key):
+                problems.append({"path": where, "value": None, "type": "encoding",
+                                 "message": f"key {ascii(key)} is not valid UTF-8; expected UTF-8 text"})
+                continue
+            stack.append((loc + (key,), item, depth + 1))
+        if isinstance(value, str) and not _is_utf8(value):
+            problems.append({"path": where, "value": None, "type": "encoding",
+                             "message": f"got {ascii(value)[:80]}: not valid UTF-8 (a byte that is not UTF-8, e.g. "
+                             "from --set in another encoding); expected UTF-8 text"})
+    return problems
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def apply_overrides(data: dict, overrides: list[str], file: str | None = None) -> dict[str, str]:
@@ -643,14 +691,29 @@ def validate_config(data: dict, *, file: str | os.PathLike | None = None, base_d
                     overrides: list[str] | None = None) -> ExperimentConfig:
     """Validate a parsed TOML document (plus overrides) → ExperimentConfig, or raise ConfigError."""
     import copy
+    problems = _plain_problems(data)
+    if problems:
+        raise ConfigError(file, problems)
     data = copy.deepcopy(data)
+    for item in overrides or []:
+        if not _is_utf8(item):
+            key = item.partition("=")[0]
+            raise ConfigError(file, [{"path": key if _is_utf8(key) else "<override>", "value": None,
+                                      "type": "encoding", "message": f"--set {ascii(item)[:80]}: not valid UTF-8 "
+                                      "(a byte that is not UTF-8 in the command line); expected UTF-8 text"}])
     overridden = apply_overrides(data, list(overrides or []), str(file) if file else None)
+    problems = _plain_problems(data)
+    if problems:
+        raise ConfigError(file, problems)
     if base_dir is None:
         base_dir = Path(file).resolve().parent if file else Path.cwd()
     try:
         cfg = ExperimentConfig.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
         raise ConfigError(file, _translate(exc, overridden)) from None
+    except RecursionError:
+        raise ConfigError(file, [{"path": "", "value": None, "type": "depth",
+                                  "message": "nested too deeply to validate"}]) from None
     cfg._base_dir = str(base_dir)
     return cfg
 
@@ -661,6 +724,10 @@ def loads_config(text: str, *, file: str | None = None, base_dir: str | None = N
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, [{"path": "", "value": None, "type": "toml", "message": f"not valid TOML: {exc}"}]) from None
+    except RecursionError:
+        raise ConfigError(file, [{"path": "", "value": None, "type": "depth", "message": "tables or arrays nested "
+                                  "too deeply to read; expected the tables and values of an experiment "
+                                  "(docs/config.md)"}]) from None
     return validate_config(data, file=file, base_dir=base_dir, overrides=overrides)
 
 

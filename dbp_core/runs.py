@@ -972,7 +972,12 @@ class RunStore:
         frozen = None
         if cfg is not None:  # rendered before the folder exists: a config that cannot be written leaves none
             from .config import dumps_config
-            frozen = dumps_config(cfg, absolute_paths=True).encode("utf-8")
+            try:
+                frozen = dumps_config(cfg, absolute_paths=True).encode("utf-8")
+            except UnicodeEncodeError as exc:  # e.g. a model path under a folder whose name is not UTF-8
+                bad = exc.object[max(0, exc.start - 30):exc.end + 10]
+                raise RunStoreError(f"cannot freeze the config into config.toml: {ascii(bad)} is not valid UTF-8; "
+                                    "expected paths and values in UTF-8") from None
         self.ensure_root()
         for _ in range(100):
             path = self.root / self.new_id(experiment)
