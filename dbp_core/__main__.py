@@ -10,17 +10,26 @@ import sys
 
 
 def entry() -> None:
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # both end as KeyboardInterrupt
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # both end as KeyboardInterrupt
     try:
         if hasattr(signal, "pthread_sigmask"):
+            # Rust extensions (pydantic-core, safetensors) panic if a KeyboardInterrupt lands in their
+            # module initialisation: import them with the signals held, then let the signals through
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            for name in ("datetime", "pydantic_core", "safetensors"):
+                try:
+                    __import__(name)
+                except ImportError:
+                    pass
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         from .cli import main
         code = main()
     except KeyboardInterrupt:
         print("dbp: interrupted", file=sys.stderr)
         code = 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # the command is over (a run's state is recorded): a late second signal changes nothing
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(code)
 
 

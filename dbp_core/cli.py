@@ -7,9 +7,12 @@ never a traceback; a failed run's traceback is in its ``log.txt``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,14 +79,31 @@ def _open_run(args):
         raise UserError(str(exc)) from None
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT/SIGTERM (delivered when the block ends) while a config is validated: validation
+    imports plugins inside pydantic's Rust validators, and a KeyboardInterrupt raised there would be
+    lost in an import error or abort the process."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _load(args):
-    from .config import load_config
-    from .preflight import preflight
-    return preflight(load_config(args.file, overrides=args.set or []), args.file)
+    with _signals_held():
+        from .config import load_config
+        from .preflight import preflight
+        cfg = load_config(args.file, overrides=args.set or [])
+    return preflight(cfg, args.file)
 
 
 def _execute(run, cfg, args) -> int:
-    from .results import headline_text, read_run
     from .runner import run_study
     display = ProgressDisplay(enabled=False if args.no_progress else None)
     try:
@@ -94,6 +114,14 @@ def _execute(run, cfg, args) -> int:
     finally:
         display.close()
         run.unlock()  # taken by _prepare_run / _prepare_resume (run_study keeps a lock it did not take)
+    try:
+        return _report_end(run, state)
+    except KeyboardInterrupt:  # a late signal: the run's state is recorded, say what it is
+        return {"done": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(state, EXIT_FAILED)
+
+
+def _report_end(run, state: str) -> int:
+    from .results import headline_text, read_run
     view = read_run(run.path, check_alive=False)
     unrecorded = getattr(run, "unrecorded", None)  # the disk was full even for the final status
     note = f"\n(and the run's state could not be recorded: {unrecorded})" if unrecorded else ""
@@ -110,8 +138,12 @@ def _execute(run, cfg, args) -> int:
 
 
 def _leave_interrupted(run) -> None:
-    """A signal between the creation (or claim) of a run and its start: record it interrupted."""
+    """A signal between the creation (or claim) of a run and its start: record it interrupted
+    (unless the run already recorded how it ended: the signal came after)."""
     try:
+        status = run.read_status(check_alive=False)
+        if status is not None and status.final:
+            return
         run.release_space()
         run.write_status(state="interrupted", message="interrupted before it started")
     except (OSError, ValueError):
@@ -189,7 +221,9 @@ def _prepare_resume(args):
         run.mark_running()
         try:
             from .preflight import preflight
-            cfg = preflight(run.read_config(), str(run.config_path))
+            with _signals_held():
+                frozen = run.read_config()
+            cfg = preflight(frozen, str(run.config_path))
         except ConfigError:
             if run.claimed_from is not None:  # put the status back as it was
                 run.write_status(**{k: v for k, v in run.claimed_from.to_dict().items() if k != "updated"})
@@ -364,7 +398,10 @@ def cmd_report(args) -> int:
         print(f"{rep['report']}  ({len(rep['figures'])} figures)")
     if written["comparison"]:
         print(f"{written['comparison']['report']}  (comparison of {len(paths)} runs)")
-    return EXIT_OK
+    problems = [p for rep in written["runs"] for p in rep["problems"]]
+    for p in problems:  # the report shows what could be read; a damaged file is named and the exit is 2
+        print(f"dbp: error: {p}", file=sys.stderr)
+    return EXIT_BAD_INPUT if problems else EXIT_OK
 
 
 def cmd_backend(args) -> int:
@@ -471,7 +508,8 @@ def _printable_streams() -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         _printable_streams()
-        from .config import ConfigError
+        with _signals_held():  # pydantic builds the schema's validators in Rust: not interruptible
+            from .config import ConfigError
         from .runs import RunFileError, RunLocked, RunStoreError
         parser = build_parser()
         args = parser.parse_args(argv)  # argparse exits 2 on bad usage itself

@@ -50,7 +50,7 @@ __all__ = [
     "ConfigError", "ExperimentConfig", "DataConfig", "ModelsConfig", "PurifierConfig",
     "AttackConfig", "EvaluationConfig", "ADDTConfig", "AnalysisConfig", "OutputConfig",
     "load_config", "loads_config", "validate_config", "save_config", "dumps_config",
-    "apply_overrides", "json_schema", "is_import_path", "resolve_import_path",
+    "apply_overrides", "json_schema", "is_import_path", "resolve_import_path", "plain_problems", "MAX_DEPTH",
     "ATTACK_KINDS", "PROTOCOLS",
 ]
 
@@ -600,7 +600,7 @@ class _TooDeep:
     """An override value nested too deeply for the TOML parser: reported by :func:`_plain_problems`."""
 
 
-def _plain_problems(data: Any) -> list[dict[str, Any]]:
+def plain_problems(data: Any) -> list[dict[str, Any]]:
     """What the schema cannot be given safely, found without recursion: nesting deeper than
     MAX_DEPTH (a RecursionError later), and text that is not valid UTF-8 (a non-UTF-8 byte in a
     command-line argument becomes a lone surrogate, which no file can hold)."""
@@ -691,7 +691,7 @@ def validate_config(data: dict, *, file: str | os.PathLike | None = None, base_d
                     overrides: list[str] | None = None) -> ExperimentConfig:
     """Validate a parsed TOML document (plus overrides) → ExperimentConfig, or raise ConfigError."""
     import copy
-    problems = _plain_problems(data)
+    problems = plain_problems(data)
     if problems:
         raise ConfigError(file, problems)
     data = copy.deepcopy(data)
@@ -702,7 +702,7 @@ def validate_config(data: dict, *, file: str | os.PathLike | None = None, base_d
                                       "type": "encoding", "message": f"--set {ascii(item)[:80]}: not valid UTF-8 "
                                       "(a byte that is not UTF-8 in the command line); expected UTF-8 text"}])
     overridden = apply_overrides(data, list(overrides or []), str(file) if file else None)
-    problems = _plain_problems(data)
+    problems = plain_problems(data)
     if problems:
         raise ConfigError(file, problems)
     if base_dir is None:

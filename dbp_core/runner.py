@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import re
 import signal
 import socket
 import sys
@@ -84,6 +85,9 @@ class _SignalGate:
             raise Interrupted(signum)
 
 
+PEER_LOST = re.compile(r"Connection (closed|reset) by peer|Read error|Broken pipe|remote worker")
+
+
 def describe(exc: BaseException) -> str:
     """One line saying why the run failed: the exception and its message; for an exception without
     a message (``MemoryError()``) or an exit the run's own code called, where it was raised."""
@@ -93,6 +97,9 @@ def describe(exc: BaseException) -> str:
         return f"SystemExit: the run's code called sys.exit({exc.code!r}) at {where}; a plugin must raise " \
                "an exception, not exit"
     text = " ".join(str(exc).split())
+    if dist.is_distributed() and PEER_LOST.search(text):  # gloo / NCCL: the other end of a collective is gone
+        return (f"a peer process of the torchrun job died or lost its connection ({type(exc).__name__}: "
+                f"{text[:160]}); torchrun's output says which rank and why")
     if not text:
         text = ("out of memory" if isinstance(exc, MemoryError) else "raised without a message") + f", at {where}"
     return f"{type(exc).__name__}: {text}"

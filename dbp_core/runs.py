@@ -113,6 +113,17 @@ def naming(exc: OSError, path: str | os.PathLike) -> OSError:
     return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
 
 
+def _write_error(exc: Exception, path: Path) -> OSError:
+    """An OSError for a writer that failed without one (torch.save): ENOSPC when the disk is full."""
+    try:
+        st = os.statvfs(path.parent)
+        full = st.f_bavail * st.f_frsize < 64 * 1024
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full else errno.EIO
+    return OSError(code, f"{os.strerror(code)} ({str(exc).splitlines()[0][:120]})", str(path))
+
+
 def open_nofollow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
     """``os.open`` of a file inside a run folder: never through a symbolic link, never a FIFO,
     device or folder. A link or another kind of file is a :class:`RunFileError` naming it."""
@@ -176,7 +187,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
         try:
             with open(tmp, "xb") as fh:
                 if callable(write):
-                    write(fh)
+                    try:
+                        write(fh)
+                    except RuntimeError as exc:  # torch.save reports a failed write as a RuntimeError
+                        raise _write_error(exc, path) from None
                 else:
                     fh.write(write.encode("utf-8") if isinstance(write, str) else write)
                 fh.flush()

@@ -45,6 +45,8 @@ def list_experiments(folder: str | os.PathLike) -> list[ExperimentFile]:
             out.append(ExperimentFile(path, str(data.get("name", path.stem)), str(data.get("description", ""))))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             out.append(ExperimentFile(path, path.stem, "", error=f"{type(exc).__name__}: {exc}"))
+        except RecursionError:  # tables or arrays nested too deeply for the parser
+            out.append(ExperimentFile(path, path.stem, "", error="tables or arrays nested too deeply to read"))
     return out
 
 
@@ -168,7 +170,7 @@ def parse_value(text: str, kind: str) -> Any:
         return text
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -212,9 +214,17 @@ class ConfigForm:
         self.parse_error: str | None = None
         try:
             self.data: dict = tomllib.loads(text if text is not None else self.path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             self.data = {}
             self.parse_error = f"cannot read {self.path}: {exc}"
+        except RecursionError:
+            self.data = {}
+            self.parse_error = f"cannot read {self.path}: tables or arrays nested too deeply"
+        from dbp_core.config import plain_problems
+        too_deep = [e for e in plain_problems(self.data) if e["type"] == "depth"]
+        if too_deep:  # the form (and copies of it) could not hold it: shown as a parse error
+            self.data = {}
+            self.parse_error = f"cannot read {self.path}: {too_deep[0]['path']}: {too_deep[0]['message']}"
         self.errors: dict[str, str] = {}
         self.general_errors: list[str] = []
         self.valid = False
