@@ -26,6 +26,12 @@ shorter chains, would exceed ``--mem-limit-gb`` is skipped at the longer chain (
     python benchmarks/bench_purify.py                         # 10/100/1000 steps, digits
     python benchmarks/bench_purify.py --steps 10 100 --repeats 3   # quicker
     python benchmarks/bench_purify.py --arch cifar --steps 5 --repeats 2 --no-memory
+    python benchmarks/bench_purify.py --samplers --steps 10 100 --mem-steps 10 100 1000 --batch 8
+
+``--samplers``: every sampler and option (``SAMPLER_SETTINGS``: DDPM with and without clipping, a
+learned variance, DDIM with eta, the VP-SDE and its ODE, GDMP guidance) in the ``checkpoint`` and
+``full`` modes against the floors above (their network work is the same: one call per step), round-robin
+per chain length; memory: the ``checkpoint`` mode's allocator peak per sampler at each chain length.
 """
 from __future__ import annotations
 
@@ -56,6 +62,44 @@ CIFAR10_DDPM_CONFIG = dict(
 )
 
 ARCHS = {"digits": dict(batch=32, shape=(1, 8, 8)), "cifar": dict(batch=4, shape=(3, 32, 32))}
+
+# Purifier options per sampler (docs/science.md). "learned" runs the network through LearnedHead.
+SAMPLER_SETTINGS = {
+    "ddpm": dict(sampler="ddpm"),
+    "ddpm-clip": dict(sampler="ddpm", clip_denoised=True, clamp_output=True),
+    "ddpm-learned-clip": dict(sampler="ddpm", variance="learned", clip_denoised=True),
+    "ddim-eta0.5-clip": dict(sampler="ddim", eta=0.5, clip_denoised=True),
+    "vpsde": dict(sampler="vpsde"),
+    "vpode": dict(sampler="vpode"),
+    "gdmp": dict(sampler="ddpm", clip_denoised=True, guidance=("noised", 30.0, 0.2)),
+}
+
+
+class LearnedHead(torch.nn.Module):
+    """A guided-diffusion style [eps, v] output from an eps network (v = tanh(eps)), to time the
+    learned-variance step at the same network cost."""
+
+    learned_variance = True
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, t):
+        eps = self.net(x, t)
+        return torch.cat([eps, torch.tanh(eps)], dim=1)
+
+
+def sampler_purifier(name: str, net, steps: int, mode: str):
+    from dbp_core import noise
+    from dbp_core.purifier.guidance import Guidance
+    from dbp_core.purify import Purifier
+    kw = dict(SAMPLER_SETTINGS[name])
+    if "guidance" in kw:
+        target, scale, eps = kw["guidance"]
+        kw["guidance"] = Guidance(scale, eps, target)
+    model = LearnedHead(net) if kw.get("variance") == "learned" else net
+    return Purifier(model, t_star=t_star_for(steps), steps=steps, noise=noise.stochastic(), grad_mode=mode, **kw)
 
 
 def cifar_unet(seed: int = 0):
@@ -125,6 +169,11 @@ def make_method(method: str, steps: int, net, x, w, uids, segments: int | None =
             fn(v).backward(w)
             return v.grad
         return run
+
+    if ":" in method:  # "<sampler>:<grad mode>"
+        name, mode = method.split(":")
+        pur = sampler_purifier(name, net, steps, mode)
+        return grad_of(lambda v: pur(v, uids))
 
     if method.startswith("ours-"):
         pur = Purifier(net, t_star=t_star, steps=steps, noise=noise.stochastic(), grad_mode=method[5:],
@@ -222,6 +271,41 @@ def measure_memory(arch: str, steps_list, methods, mem_limit_gb: float, batch: i
 
 # --- rows of the one table ---
 
+def sampler_methods() -> list[str]:
+    return ["floor", "floor-ckpt"] + [f"{n}:{m}" for n in SAMPLER_SETTINGS for m in ("full", "checkpoint")]
+
+
+def sampler_time_rows(arch: str, steps: int, T: H.Timings) -> list[H.Row]:
+    area = f"samplers {arch}, {steps} steps"
+    rows = []
+    for n in SAMPLER_SETTINGS:
+        for mode, floor, what in (("checkpoint", "floor-ckpt", "2 fwd + 1 bwd"), ("full", "floor", "fwd + bwd")):
+            k = f"{n}:{mode}"
+            if k in T and floor in T:
+                rows.append(H.Row(area, f"{n} {mode} vs its floor ({what})", T.ratio(k, floor),
+                                  detail=f"{T.best(k):.3g} s vs {T.best(floor):.3g} s"))
+    return rows
+
+
+def sampler_memory_rows(arch: str, mem: dict[tuple[str, int], dict]) -> list[H.Row]:
+    area = f"samplers memory {arch}"
+    rows = []
+    for (m, s), r in mem.items():  # memory_sweep's order: sampler by sampler, shortest chain first
+        rows.append(H.Row(area, f"{m} allocator peak, {s} steps", r.get("alloc_mb"), unit="MB",
+                          note=f"skipped: ~{r['est_mb'] / 1024:.1f} GB extrapolated" if r.get("skipped") else "",
+                          detail="" if r.get("skipped") else f"peak RSS growth {r['rss_growth_mb']:.0f} MB"))
+    steps_all = sorted({s for _, s in mem})
+    if len(steps_all) >= 2:
+        lo, hi = steps_all[0], steps_all[-1]
+        for n in SAMPLER_SETTINGS:
+            a = mem.get((f"{n}:checkpoint", hi), {}).get("alloc_mb")
+            b = mem.get((f"{n}:checkpoint", lo), {}).get("alloc_mb")
+            if a and b:
+                rows.append(H.Row(area, f"{n}:checkpoint memory {hi} vs {lo} steps", a / b,
+                                  detail=f"{a:.1f} vs {b:.1f} MB"))
+    return rows
+
+
 def time_rows(arch: str, steps: int, T: H.Timings, wrt: str = "x") -> list[H.Row]:
     area = f"purify {arch}, {steps} steps" + (", grad wrt x + weights" if wrt != "x" else "")
     t = {k: T.best(k) for k in T}
@@ -293,6 +377,9 @@ def main(argv=None):
     ap.add_argument("--wrt", choices=("x", "x+weights"), default="x",
                     help="gradient wrt the input only (attacks) or also the weights (loss.backward())")
     ap.add_argument("--mem-limit-gb", type=float, default=8.0)
+    ap.add_argument("--samplers", action="store_true", help="every sampler vs its floor; memory vs chain length")
+    ap.add_argument("--mem-steps", type=int, nargs="+", default=None,
+                    help="chain lengths of the memory sweep (default: --steps)")
     ap.add_argument("--one-mem", nargs=2, metavar=("METHOD", "STEPS"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     H.set_threads(a.threads)
@@ -301,6 +388,17 @@ def main(argv=None):
         return
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     rows = []
+    if a.samplers:
+        for s in a.steps:
+            t = measure_time(a.arch, s, sampler_methods(), a.repeats, a.batch)
+            rows += sampler_time_rows(a.arch, s, t)
+        if not a.no_memory:
+            mem = measure_memory(a.arch, a.mem_steps or a.steps, [f"{n}:checkpoint" for n in SAMPLER_SETTINGS],
+                                 a.mem_limit_gb, a.batch, a.threads, log)
+            rows += sampler_memory_rows(a.arch, mem)
+        print(f"{a.arch}: batch {a.batch or ARCHS[a.arch]['batch']}; {H.header(a.repeats)}")
+        print(H.render(rows))
+        return
     for s in a.steps:
         t = measure_time(a.arch, s, a.methods, a.repeats, a.batch, wrt=a.wrt)
         log(f"time {a.arch} {s} steps: " + ", ".join(f"{k} {t.best(k):.3g}s" for k in t))

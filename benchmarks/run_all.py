@@ -2,9 +2,9 @@
 
 Usage (from the repository root, in the project's virtual environment):
 
-    python benchmarks/run_all.py --quick                 # ~25 min: every row, shorter chains/fewer repeats
+    python benchmarks/run_all.py --quick                 # ~45 min: every row, shorter chains/fewer repeats
     python benchmarks/run_all.py                         # complete: ~2 h on one core (the published table)
-    python benchmarks/run_all.py --only ops attack addt  # some sections (ops purify cifar-time cifar attack addt)
+    python benchmarks/run_all.py --only ops attack addt  # some sections (ops purify samplers cifar-time cifar attack addt)
     python benchmarks/run_all.py --markdown --json results.json   # markdown table + machine-readable rows
 
 What each row compares (the section's file has the details):
@@ -16,6 +16,10 @@ What each row compares (the section's file has the details):
   for ``checkpoint``), vs a plain autograd loop with ``torch.randn`` noise and vs a diffusers
   ``DDPMScheduler`` loop, at 10/100/1000 steps (``--quick``: 10/100); memory (torch allocator high-water
   mark, exact) per mode vs chain length 10/100/1000, each in a fresh process.
+* ``samplers`` (bench_purify.py --samplers): every sampler and option (DDPM with and without clipping, a
+  learned variance, DDIM with eta, the VP-SDE, its ODE, GDMP guidance), ``checkpoint`` and ``full``,
+  vs the same floors, at 10/100 steps (``--quick``: 10); memory of ``checkpoint`` per sampler vs
+  chain length 10/100/1000 (``--quick``: 10/1000), each in a fresh process.
 * ``cifar-time`` (bench_purify.py --arch cifar): the same time comparison on the CIFAR-10 DDPM
   architecture (diffusers UNet2DModel, google/ddpm-cifar10-32 config, 35.7 M parameters, random
   weights, batch 4), 5-step chains round-robin in one process: the headline's time ratio vs the plain
@@ -50,7 +54,7 @@ import torch  # noqa: E402
 
 import _harness as H  # noqa: E402
 
-SECTIONS = ("ops", "purify", "cifar-time", "cifar", "attack", "addt")
+SECTIONS = ("ops", "purify", "samplers", "cifar-time", "cifar", "attack", "addt")
 
 
 def machine() -> str:
@@ -70,6 +74,7 @@ def plan(quick: bool) -> dict:
         return dict(ops_sizes=[1 << 20, 1 << 22], ops_repeats=9,
                     purify_time={10: 7, 100: 5}, purify_mem_steps=[10, 100, 1000], purify_mem_batch=8,
                     purify_mem_limit=2.0, purify_mem_at={1000: ["ours-checkpoint", "ours-segments"]},
+                    samplers_time={10: 3}, samplers_mem_steps=[10, 1000],
                     cifar_time=dict(steps=5, repeats=2, warmup=0,
                                     methods=["floor", "floor-ckpt", "ours-full", "ours-checkpoint", "ours-segments",
                                              "plain"]),
@@ -78,6 +83,7 @@ def plan(quick: bool) -> dict:
     return dict(ops_sizes=[1 << 20, 1 << 22], ops_repeats=15,
                 purify_time={10: 9, 100: 3, 1000: 2}, purify_mem_steps=[10, 100, 1000], purify_mem_batch=None,
                 purify_mem_limit=8.0, purify_mem_at=None,
+                samplers_time={10: 3, 100: 3}, samplers_mem_steps=[10, 100, 1000],
                 cifar_time=dict(steps=5, repeats=3, warmup=1, methods=None,
                                 weights_methods=["floor", "floor-ckpt", "ours-full", "ours-checkpoint", "ours-segments",
                                                  "plain", "peer-ckpt"]),
@@ -119,6 +125,16 @@ def main(argv=None):
             for r in mrows:
                 r.area += f" (batch {p['purify_mem_batch']})"
         rows += mrows
+
+    if "samplers" in a.only:
+        import bench_purify as BP
+        for steps, reps in p["samplers_time"].items():
+            log(f"samplers digits: time, {steps} steps, {reps} repeats")
+            rows += BP.sampler_time_rows("digits", steps, BP.measure_time("digits", steps, BP.sampler_methods(), reps))
+        log("samplers digits: memory of checkpoint per sampler (one fresh process each)")
+        mem = BP.measure_memory("digits", p["samplers_mem_steps"], [f"{n}:checkpoint" for n in BP.SAMPLER_SETTINGS],
+                                8.0, log=log)
+        rows += BP.sampler_memory_rows("digits", mem)
 
     if "cifar-time" in a.only:
         import bench_purify as BP

@@ -1,6 +1,7 @@
 """The dbp console: ``dbp console`` / ``python -m console``.
 
-Three screens (Textual modes): Experiments, Monitor, Runs; a help screen; the command
+Three screens (Textual modes): Experiments, Monitor, Runs; pushed on top of them: the sweep
+view, the compare view, a run's frozen config and report, dialogs; a help screen; the command
 palette (Ctrl+P). The console never owns a run: runs are ``dbp run`` processes in their own
 session (see :mod:`console.launcher`); the console reads their folders back through
 :mod:`dbp_core.results` (its state, without Textual, is :mod:`console.state`). The screens ask
@@ -15,14 +16,14 @@ from pathlib import Path
 from typing import Iterable
 
 from textual.app import App, SystemCommand
-from textual.binding import Binding
 from textual.screen import Screen
 
 from dbp_core.results import read_run
 
 from .launcher import Job, Launcher
-from .messages import CancelRun, ChangeParallel, LaunchExperiment, ResumeRun, WatchRun
-from .screens import ExperimentsScreen, HelpScreen, MonitorScreen, RunsScreen
+from .messages import (CancelRun, ChangeParallel, LaunchExperiment, LaunchSweep, ResumeRun, WatchRun,
+                       WatchSweep)
+from .screens import ExperimentsScreen, HelpScreen, MonitorScreen, RunsScreen, SweepScreen
 
 
 class ConsoleApp(App):
@@ -30,21 +31,14 @@ class ConsoleApp(App):
     TITLE = "dbp console"
     MODES = {"experiments": ExperimentsScreen, "monitor": MonitorScreen, "runs": RunsScreen}
     DEFAULT_MODE = "experiments"
-    BINDINGS = [
-        Binding("f1,question_mark", "help", "Help"),
-        Binding("f2", "switch_mode('experiments')", "Experiments"),
-        Binding("f3", "switch_mode('monitor')", "Monitor"),
-        Binding("f4", "switch_mode('runs')", "Runs"),
-        Binding("1", "switch_mode('experiments')", "Experiments", show=False),
-        Binding("2", "switch_mode('monitor')", "Monitor", show=False),
-        Binding("3", "switch_mode('runs')", "Runs", show=False),
-        Binding("q", "quit", "Quit"),
-    ]
+    # the global keys are the screens' (console.screens.base), first in every footer
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # console.tcss lays out both
 
     def __init__(self, experiments_dir: str | os.PathLike = "experiments", runs_dir: str | os.PathLike | None = None,
                  *, cwd: str | os.PathLike | None = None, max_parallel: int = 1, env: dict | None = None,
-                 poll_interval: float | None = None):
+                 poll_interval: float | None = None, inline_images: str | None = None):
         super().__init__()
+        self.inline_images = inline_images  # 'sixel' / 'tgp' when report figures show inline
         from dbp_core.runs import default_runs_dir
         self.experiments_dir = Path(experiments_dir)
         self.runs_dir = default_runs_dir(runs_dir)
@@ -52,21 +46,51 @@ class ConsoleApp(App):
         self.launcher = Launcher(self.runs_dir, cwd=cwd or os.getcwd(), max_parallel=max_parallel, env=env)
         self._watch_requests: list[str] = []
         self._watch_jobs: list[Job] = []
+        self.pending_job: Job | None = None  # the launch the monitor shows until its run exists
+        self._sweep_jobs: list[Job] = []
 
     def on_mount(self) -> None:
         self.sub_title = f"experiments: {self.experiments_dir} · runs: {self.runs_dir}"
-        self.set_interval(min(1.0, self.poll_interval), self.launcher.tick)
+        self.set_interval(min(1.0, self.poll_interval), self.tick)
+
+    def tick(self) -> None:
+        """The launcher's tick, then what the new output of jobs says (a sweep's id)."""
+        self.launcher.tick()
+        for job in list(self._sweep_jobs):
+            if job.sweep_id:
+                self._sweep_jobs.remove(job)
+                self.open_sweep(job.sweep_id)
+            elif job.state in ("exited", "cancelled"):
+                self._sweep_jobs.remove(job)
+                self._report_failed(job)
 
     # ---- what the screens ask for (console.messages)
     def on_launch_experiment(self, message: LaunchExperiment) -> None:
-        job = self.launcher.submit(message.path)
+        job = self.launcher.submit(message.path, label=message.name)
         state = "started" if job.state == "running" else "queued"
         self.notify(f"{state}: {message.name} (job {job.id})")
-        self._watch_jobs.append(job)  # its run is ticked in the monitor once its id is known
+        self._watch_jobs.append(job)  # its run is shown in the monitor once its id is known
+        self.pending_job = job  # until then the monitor shows the launch, not the previous run
         self.switch_mode("monitor")
+
+    def on_launch_sweep(self, message: LaunchSweep) -> None:
+        job = self.launcher.submit_sweep(message.path, message.grid, label=f"sweep {message.name}")
+        state = "started" if job.state == "running" else "queued"
+        self.notify(f"{state}: sweep of {message.name} over {'; '.join(message.grid)} (job {job.id})")
+        self._sweep_jobs.append(job)  # its sweep view opens once its id is known
+        self.tick()
+
+    def on_watch_sweep(self, message: WatchSweep) -> None:
+        self.open_sweep(message.sweep_id)
+
+    def open_sweep(self, sweep_id: str) -> None:
+        if isinstance(self.screen, SweepScreen) and self.screen.sweep_id == sweep_id:
+            return
+        self.push_screen(SweepScreen(sweep_id))
 
     def on_watch_run(self, message: WatchRun) -> None:
         self._watch_requests.append(message.run_id)
+        self.pending_job = None
         self.switch_mode("monitor")
 
     def on_resume_run(self, message: ResumeRun) -> None:
@@ -86,8 +110,13 @@ class ConsoleApp(App):
         self.notify(f"max parallel runs: {self.launcher.max_parallel}")
         self.launcher.tick()  # a raised limit starts queued jobs now
 
+    def _report_failed(self, job: Job) -> None:
+        if job.returncode:
+            self.notify(f"{job.label} exited with code {job.returncode}: {self.launcher.output(job)[-300:]}",
+                        severity="error", timeout=10)
+
     def take_watch_requests(self, known_ids: Iterable[str]) -> list[str]:
-        """The runs to tick in the monitor that are now in the store (the monitor asks at each
+        """The runs to show in the monitor that are now in the store (the monitor asks at each
         poll); a watched job that exited with an error before it made a run is reported."""
         known = set(known_ids)
         for job in list(self._watch_jobs):
@@ -96,11 +125,13 @@ class ConsoleApp(App):
                 self._watch_jobs.remove(job)
             elif job.state in ("exited", "cancelled"):
                 self._watch_jobs.remove(job)
-                if job.returncode:
-                    self.notify(f"{job.label} exited with code {job.returncode}: "
-                                f"{self.launcher.output(job)[-300:]}", severity="error", timeout=10)
+                if self.pending_job is job:
+                    self.pending_job = None
+                self._report_failed(job)
         ready = [r for r in self._watch_requests if r in known]
         self._watch_requests = [r for r in self._watch_requests if r not in known]
+        if self.pending_job is not None and self.pending_job.run_id in ready:
+            self.pending_job = None
         return ready
 
     # ---- help and command palette
@@ -127,7 +158,8 @@ class ConsoleApp(App):
         yield SystemCommand("Experiments", "Edit, save and launch experiment TOMLs",
                             lambda: self.switch_mode("experiments"))
         yield SystemCommand("Monitor", "Live curves, progress and logs of runs", lambda: self.switch_mode("monitor"))
-        yield SystemCommand("Runs", "Run history, compare, export", lambda: self.switch_mode("runs"))
+        yield SystemCommand("Runs", "Run history, filter, compare, export, delete, report",
+                            lambda: self.switch_mode("runs"))
         yield SystemCommand("Help", "Key bindings and what each screen does", self.action_help)
         yield SystemCommand("More parallel runs", "Raise the queue's max-parallel by one",
                             lambda: self.post_message(ChangeParallel(1)))
@@ -145,5 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    ConsoleApp(args.experiments, args.runs_dir, max_parallel=args.max_parallel).run()
+    from .widgets.images import probe_inline_images
+    inline = probe_inline_images()  # asks the terminal now: it cannot once Textual owns it
+    ConsoleApp(args.experiments, args.runs_dir, max_parallel=args.max_parallel, inline_images=inline).run()
     return 0

@@ -5,6 +5,10 @@ started from an argument list (no shell, so no config value can inject a command
 session (``start_new_session=True``: closing the console or pressing Ctrl+C in it does not
 reach the run), with stdin from /dev/null and stdout/stderr into a file (never a pipe, which
 would break once the console is gone). The console only reads the run folder back.
+
+The queue's limit counts every run of the store that is running — started from this console, a
+shell, or an earlier console — plus the jobs of this console whose run is not known yet, each once.
+A sweep (``dbp sweep``) is one job that runs its points one after another.
 """
 from __future__ import annotations
 
@@ -18,15 +22,26 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dbp_core.results import running_runs
 from dbp_core.runs import RunStatus, pid_alive
 
-__all__ = ["Job", "Launcher", "run_command", "resume_command", "cancel_pid"]
+__all__ = ["Job", "Launcher", "run_command", "resume_command", "sweep_command", "cancel_pid"]
 
 _RUN_LINE = re.compile(r"^(?:run|resuming run) (\S+)", re.M)
+_SWEEP_LINE = re.compile(r"^sweep (\S+) in ", re.M)
 
 
 def run_command(runs_dir: Path, toml: Path, overrides: list[str] = ()) -> list[str]:
     cmd = [sys.executable, "-m", "dbp_core", "--runs-dir", str(runs_dir), "run", str(toml), "--no-progress"]
+    for o in overrides:
+        cmd += ["--set", o]
+    return cmd
+
+
+def sweep_command(runs_dir: Path, toml: Path, grid: list[str], overrides: list[str] = ()) -> list[str]:
+    cmd = [sys.executable, "-m", "dbp_core", "--runs-dir", str(runs_dir), "sweep", str(toml), "--no-progress"]
+    for g in grid:
+        cmd += ["--grid", g]
     for o in overrides:
         cmd += ["--set", o]
     return cmd
@@ -59,8 +74,10 @@ class Job:
     cmd: list[str]
     state: str = "queued"     # queued -> running -> exited | cancelled
     proc: subprocess.Popen | None = None
-    run_id: str | None = None
+    run_id: str | None = None  # the (first) run it made; a sweep: see runs, sweep_id
     out_path: Path | None = None
+    sweep_id: str | None = None
+    runs: list[str] = field(default_factory=list)  # every run it has started, in order
     returncode: int | None = None
     id: int = field(default_factory=lambda: next(_ids))
     submitted: float = field(default_factory=time.time)
@@ -68,6 +85,11 @@ class Job:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+    @property
+    def current_run(self) -> str | None:
+        """The run it is running now (a sweep's latest point)."""
+        return self.runs[-1] if self.runs else self.run_id
 
 
 class Launcher:
@@ -82,11 +104,20 @@ class Launcher:
         self.max_parallel = max(1, int(max_parallel))
         self.env = env
         self.jobs: list[Job] = []
+        self.store_running: list[str] = []  # running runs of the store at the last count
 
     # ---- queue
-    def submit(self, toml: str | os.PathLike, overrides: list[str] = ()) -> Job:
+    def submit(self, toml: str | os.PathLike, overrides: list[str] = (), label: str | None = None) -> Job:
         toml = Path(toml).resolve()
-        job = Job(label=toml.stem, cmd=run_command(self.runs_dir, toml, list(overrides)))
+        job = Job(label=label or toml.stem, cmd=run_command(self.runs_dir, toml, list(overrides)))
+        self.jobs.append(job)
+        self.tick()
+        return job
+
+    def submit_sweep(self, toml: str | os.PathLike, grid: list[str], label: str | None = None) -> Job:
+        """Queue ``dbp sweep toml --grid ...`` (one job: its points run one after another)."""
+        toml = Path(toml).resolve()
+        job = Job(label=label or f"sweep {toml.stem}", cmd=sweep_command(self.runs_dir, toml, list(grid)))
         self.jobs.append(job)
         self.tick()
         return job
@@ -103,6 +134,17 @@ class Launcher:
     def queued(self) -> list[Job]:
         return [j for j in self.jobs if j.state == "queued"]
 
+    def busy(self, store_running: list[str] | None = None) -> int:
+        """How many runs count against max-parallel: the store's running runs (``store_running``,
+        default: read now) and this console's running jobs whose current run is not among them
+        (just started, or a sweep between two points), each once."""
+        if store_running is None:
+            store_running = running_runs(self.runs_dir)
+        busy = set(store_running)
+        for job in self.running():
+            busy.add(job.current_run if job.current_run in busy else f"job-{job.id}")
+        return len(busy)
+
     def tick(self) -> None:
         for job in self.running():
             self._learn_run_id(job)
@@ -111,8 +153,12 @@ class Launcher:
                 job.returncode = rc
                 job.state = "exited"
                 self._learn_run_id(job)
-        free = self.max_parallel - len(self.running())
-        for job in self.queued()[:max(0, free)]:
+        queued = self.queued()
+        if not queued:
+            return
+        self.store_running = running_runs(self.runs_dir)  # read only while something waits
+        free = self.max_parallel - self.busy(self.store_running)
+        for job in queued[:max(0, free)]:
             self._start(job)
 
     def _start(self, job: Job) -> None:
@@ -126,15 +172,20 @@ class Launcher:
         job.state = "running"
 
     def _learn_run_id(self, job: Job) -> None:
-        if job.run_id or job.out_path is None:
+        """The run ids (and a sweep's id) from what the CLI printed so far."""
+        if job.out_path is None or (job.run_id and job.state != "running" and job.sweep_id is None):
             return
         try:
             text = job.out_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return
-        m = _RUN_LINE.search(text)
+        ids = list(dict.fromkeys(_RUN_LINE.findall(text)))
+        if ids:
+            job.runs = ids
+            job.run_id = job.run_id or ids[0]
+        m = _SWEEP_LINE.search(text)
         if m:
-            job.run_id = m.group(1)
+            job.sweep_id = m.group(1)
 
     def output(self, job: Job) -> str:
         try:
@@ -153,7 +204,7 @@ class Launcher:
 
     def job_for_run(self, run_id: str) -> Job | None:
         for job in reversed(self.jobs):
-            if job.run_id == run_id and job.state == "running":
+            if job.state == "running" and (job.run_id == run_id or job.current_run == run_id):
                 return job
         return None
 

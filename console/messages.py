@@ -9,7 +9,7 @@ from pathlib import Path
 
 from textual.message import Message
 
-__all__ = ["LaunchExperiment", "WatchRun", "ResumeRun", "CancelRun", "ChangeParallel"]
+__all__ = ["LaunchExperiment", "LaunchSweep", "WatchRun", "WatchSweep", "ResumeRun", "CancelRun", "ChangeParallel"]
 
 
 class LaunchExperiment(Message):
@@ -21,8 +21,27 @@ class LaunchExperiment(Message):
         self.name = name or self.path.stem
 
 
+class LaunchSweep(Message):
+    """Queue ``dbp sweep <path> --grid ...`` and open its sweep view once its id is known."""
+
+    def __init__(self, path: str | os.PathLike, grid: list[str], name: str | None = None):
+        super().__init__()
+        self.path = Path(path)
+        self.grid = list(grid)
+        self.name = name or self.path.stem
+
+
+class WatchSweep(Message):
+    """Open the sweep view of the sweep ``sweep_id``."""
+
+    def __init__(self, sweep_id: str):
+        super().__init__()
+        self.sweep_id = sweep_id
+
+
 class WatchRun(Message):
-    """Tick the run ``run_id`` in the monitor, highlight it and switch to the monitor."""
+    """Show the run ``run_id`` in the monitor (ticked alone: the overlay is replaced) and switch
+    to the monitor."""
 
     def __init__(self, run_id: str):
         super().__init__()

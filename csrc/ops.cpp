@@ -16,5 +16,6 @@ TORCH_LIBRARY(dbp, m) {
   m.def("normal(int[] shape, int seed, int stream, Tensor uids, int step, ScalarType? dtype=None) -> Tensor");
   m.def("q_sample(Tensor x0, Tensor sqrt_ab, Tensor sqrt_1mab, int seed, int stream, Tensor uids, int step) -> Tensor");
   m.def("ddpm_step(Tensor x_t, Tensor eps, Tensor c_x, Tensor c_eps, Tensor sigma, int seed, int stream, Tensor uids, int step) -> Tensor");
+  m.def("clipped_step(Tensor x_t, Tensor eps, Tensor a, Tensor b, Tensor c0, Tensor c1, Tensor sigma, int seed, int stream, Tensor uids, int step) -> Tensor");
   m.def("rbgm(Tensor g, int seed, int stream, Tensor uids, int step) -> Tensor");
 }

@@ -104,6 +104,7 @@ def _load(args):
 
 
 def _execute(run, cfg, args) -> int:
+    from .results import read_run
     from .runner import run_study
     display = ProgressDisplay(enabled=False if args.no_progress else None)
     try:
@@ -126,7 +127,7 @@ def _report_end(run, state: str) -> int:
     unrecorded = getattr(run, "unrecorded", None)  # the disk was full even for the final status
     note = f"\n(and the run's state could not be recorded: {unrecorded})" if unrecorded else ""
     if state == "done":
-        print(f"\n{headline_text(view.headline)}" if view.headline else "")
+        print("\n".join(results_lines(view)))  # the table of `dbp show`
         print(run.path)
         return EXIT_OK
     if state == "interrupted":
@@ -165,7 +166,8 @@ def _prepare_run(args):
     cfg = _load(args)
     args._config_runs_dir = cfg.output.runs_dir
     try:
-        run = _store(args).create(cfg, lock=True)  # locked: no `dbp resume` can start it before we do
+        # locked: no `dbp resume` can start it before we do
+        run = _store(args).create(cfg, lock=True, source=str(Path(args.file).resolve()))
     except RunStoreError as exc:
         raise UserError(str(exc)) from None
     try:
@@ -188,9 +190,13 @@ def cmd_run(args) -> int:
 def _prepare_resume(args):
     """Take the run's lock (a second `dbp resume`, or the run's own process, holds it → exit 2),
     check its state, mark it running at once, then read its frozen config."""
+    return _claim_for_resume(_open_run(args))
+
+
+def _claim_for_resume(run):
+    """:func:`_prepare_resume` of an opened run: (run, cfg), or EXIT_OK for a run already done."""
     from .config import ConfigError
     from .runs import RunFileError, RunLocked
-    run = _open_run(args)
     problems = run.file_problems()  # a link in place of .lock or log.txt: refused before either is opened
     if problems:
         raise UserError(f"run {run.id} cannot be resumed: {problems[0]}")
@@ -238,12 +244,109 @@ def _prepare_resume(args):
 
 def cmd_resume(args) -> int:
     from . import dist
+    sweep = _find_sweep(args, args.run)
+    if sweep is not None:
+        return _run_sweep(sweep, args)
     if dist.env_world_size() > 1:
         return _distributed(args, _prepare_resume)
     prepared = _prepare_resume(args)
     if isinstance(prepared, int):
         return prepared
     return _execute(*prepared, args)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+def _find_sweep(args, ref):
+    from .runs import RunNotFound
+    try:
+        return _store(args).find_sweep(ref)
+    except RunNotFound as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_sweep(args) -> int:
+    """``dbp sweep FILE --grid key=v1,v2 [--grid ...]``: one run per grid point, in a sweep group
+    (dbp_core/runs.py: the sweep folder); every point is checked before the first one runs."""
+    from . import dist
+    from .config import ConfigError, dumps_config, loads_config, parse_grid
+    from .runs import RunStoreError
+    if dist.env_world_size() > 1:
+        raise UserError("dbp sweep runs its points one after another in one process; under torchrun, run "
+                        "`dbp run FILE --set key=value` per point instead")
+    grid = parse_grid(args.grid, args.file)
+    if not grid:
+        raise UserError("dbp sweep needs at least one --grid key=value1,value2,...")
+    cfg = _load(args)
+    args._config_runs_dir = cfg.output.runs_dir
+    base = dumps_config(cfg, absolute_paths=True)  # the points' base: frozen, paths absolute
+    import itertools
+
+    from .runs import SweepPoint
+    for combo in itertools.product(*[v for _, v in grid]):
+        point = SweepPoint(0, dict(zip([k for k, _ in grid], combo)), None)
+        try:
+            loads_config(base, file=args.file, overrides=point.overrides)
+        except ConfigError as exc:
+            raise ConfigError(exc.file, [{**e, "message": e["message"].replace("(from --set", "(from --grid")}
+                                         for e in exc.errors]) from None
+    try:
+        sweep = _store(args).create_sweep(cfg.name, base, grid, source=str(Path(args.file).resolve()),
+                                          overrides=list(args.set or []))
+    except RunStoreError as exc:
+        raise UserError(str(exc)) from None
+    print(f"sweep {sweep.id} in {sweep.path}: {len(sweep.points())} points over "
+          + " x ".join(f"{k} ({len(v)})" for k, v in grid), file=sys.stderr)
+    return _run_sweep(sweep, args)
+
+
+def _run_sweep(sweep, args) -> int:
+    """Run the sweep's points in order: a point without a run gets one, an interrupted or failed
+    point is resumed, a done point is skipped. Stops at the first point that does not finish
+    (``dbp resume <sweep>`` continues from there)."""
+    from .config import load_config
+    from .preflight import preflight
+    from .results import headline_text, read_run, read_sweep
+    from .runs import RunNotFound
+    store = _store(args)
+    sweep.lock()  # RunLocked (exit 2) when another process runs this sweep
+    try:
+        manifest = sweep.read()
+        points = sweep.points()
+        for p in points:
+            where = f"point {p.index + 1}/{len(points)}: {p.label}"
+            run = None
+            if p.run:
+                try:
+                    run = store.open(p.run)
+                except RunNotFound:
+                    print(f"dbp: {where}: its run {p.run} is gone (deleted?); running the point again",
+                          file=sys.stderr)
+            if run is not None:
+                prepared = _claim_for_resume(run)
+                if isinstance(prepared, int):
+                    continue  # done
+                print(f"({where})", file=sys.stderr)
+            else:
+                cfg = preflight(load_config(sweep.config_path, overrides=p.overrides), str(sweep.config_path))
+                run = store.create(cfg, lock=True, source=manifest.get("source"), group=sweep.id)
+                sweep.set_run(p.index, run.id)
+                print(f"run {run.id} in {run.path} ({where})", file=sys.stderr)
+                prepared = (run, cfg)
+            rc = _execute(*prepared, args)
+            if rc != EXIT_OK:
+                print(f"dbp: sweep {sweep.id} stopped at {where}; continue with: dbp resume {sweep.id}",
+                      file=sys.stderr)
+                return rc
+    finally:
+        sweep.unlock()
+    view = read_sweep(sweep.path)
+    print(f"\nsweep {view.id}: {view.progress_text}")
+    for pv in view.points:
+        head = headline_text(pv.view.headline) if pv.view is not None else "-"
+        print(f"  {pv.point.label:<40} {pv.state:<12} {head}")
+    print(sweep.path)
+    return EXIT_OK
 
 
 def _distributed(args, prepare) -> int:
@@ -315,34 +418,64 @@ def cmd_runs(args) -> int:
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(*r)
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    from .results import list_sweeps
+    sweeps = list_sweeps(_store(args).root)
+    if sweeps:  # the groups of `dbp sweep`: their points are rows of the table above
+        st = Table(title="sweeps")
+        for col in ("id", "experiment", "swept", "state", "points"):
+            st.add_column(col, overflow="fold")
+        for sv in sweeps:
+            st.add_row(sv.id, sv.experiment, ", ".join(sv.keys), sv.state, sv.progress_text)
+        console.print(st)
     return EXIT_OK
 
 
+def results_lines(view) -> list[str]:
+    """The results of a run as ``dbp show`` prints them (and ``dbp run`` at its end): every
+    accuracy row with its interval and what it measures, the paired differences, the headline."""
+    from .results import fmt_pct, headline_text, row_meaning
+    if not view.results:
+        return []
+    lines = ["", "accuracies:"]
+    for row in view.rows:
+        model = f"{row['model']}: " if row.get("model") not in (None, "original") else ""
+        what = model + row["protocol"] + (f" / {row['attack']}" if row.get("attack") else "")
+        lines.append(f"  {row.get('stage', ''):<10} {what:<36} {fmt_pct(row['accuracy']):>7}  "
+                     f"[{fmt_pct(row['ci_low'])}, {fmt_pct(row['ci_high'])}]  n={row['n']}  {row_meaning(row)}")
+    if view.comparisons:
+        lines += ["", "paired differences (a - b, same examples and seeds):"]
+        for c in view.comparisons:
+            lines.append(f"  {c['a']:<30} - {c['b']:<30} {100 * c['diff']:+6.1f} pts  "
+                         f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]  ({c.get('what', '')})")
+    if view.audit:
+        flags = view.audit["flags"]
+        raised = sum(f["raised"] for f in flags)
+        lines += ["", f"audit of {view.audit['attack']}: {raised} of {len(flags)} flags raised"]
+        lines += [f"  {'RAISED' if f['raised'] else 'ok':<7}{f['name']:<25}{f['summary']}" for f in flags]
+    if view.headline:
+        note = "  (robust accuracy under the strongest attack)" if view.headline.get("protocol") == "single" else ""
+        lines += ["", f"headline:   {headline_text(view.headline).replace('/', ' / ', 1)}{note}"]
+    return lines
+
+
 def cmd_show(args) -> int:
-    from .results import fmt_pct, headline_text, read_run
+    from .results import read_run
     view = read_run(_open_run(args).path)
     status = view.status
     print(f"run:        {view.id}\nfolder:     {view.path}")
+    if view.source:
+        print(f"source:     {view.source}")
+    if view.group:
+        print(f"sweep:      {view.group}")
     message = status.message if status else view.status_problem
     print(f"experiment: {view.experiment}\nstate:      {view.state}" + (f" — {message}" if message else ""))
     eta = status.eta if status else None
     show_eta = view.state == "running" and eta is not None and eta > 0
     print(f"progress:   {view.progress_text()}" + (f", eta {eta:.0f} s" if show_eta else ""))
-    if view.results:
-        print("\naccuracies:")
-        for row in view.rows:
-            model = f"{row['model']}: " if row.get("model") not in (None, "original") else ""
-            what = model + row["protocol"] + (f" / {row['attack']}" if row.get("attack") else "")
-            print(f"  {row.get('stage', ''):<10} {what:<36} {fmt_pct(row['accuracy']):>7}  "
-                  f"[{fmt_pct(row['ci_low'])}, {fmt_pct(row['ci_high'])}]  n={row['n']}")
-        if view.comparisons:
-            print("\npaired differences (a - b, same examples and seeds):")
-            for c in view.comparisons:
-                print(f"  {c['a']:<30} - {c['b']:<30} {100 * c['diff']:+6.1f} pts  "
-                      f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]  ({c.get('what', '')})")
-        if view.headline:
-            print(f"\nheadline:   {headline_text(view.headline).replace('/', ' / ', 1)}")
+    for line in results_lines(view):
+        print(line)
     tail = view.log_tail(5)
     if tail:
         print("\nlog:\n  " + "\n  ".join(tail))
@@ -384,6 +517,15 @@ def cmd_report(args) -> int:
     from .runs import RunNotFound
     store = _store(args)
     paths = []
+    sweeps = [s for s in (_find_sweep(args, ref) for ref in args.runs) if s is not None]
+    if sweeps:
+        if len(sweeps) != len(args.runs):
+            raise UserError("dbp report takes runs or sweeps, not both")
+        from .report import write_sweep_report
+        for sweep in sweeps:
+            rep = write_sweep_report(sweep.path, out=args.out if len(sweeps) == 1 else None)
+            print(f"{rep['report']}  ({len(rep['figures'])} figures)")
+        return EXIT_OK
     for ref in args.runs:
         try:
             paths.append(store.open(ref).path)
@@ -460,8 +602,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="experiment TOML")
     add_set(p)
     p.add_argument("--no-progress", action="store_true", help="plain progress lines even on a terminal")
-    p = add("resume", cmd_resume, "Continue an interrupted or failed run from its last checkpoint")
-    p.add_argument("run", help="run id, unique prefix or folder")
+    p = add("sweep", cmd_sweep, "Run an experiment once per point of a grid of values (a sweep group)")
+    p.add_argument("file", help="experiment TOML")
+    p.add_argument("--grid", metavar="KEY=V1,V2,...", action="append", default=[],
+                   help="a field and its values, e.g. --grid attacks.0.eps=0.05,0.1,0.2 (repeatable: the "
+                   "product of the grids)")
+    add_set(p)
+    p.add_argument("--no-progress", action="store_true", help="plain progress lines even on a terminal")
+    p = add("resume", cmd_resume, "Continue an interrupted or failed run (or the unfinished points of a sweep) "
+            "from its last checkpoint")
+    p.add_argument("run", help="run id, unique prefix or folder; or a sweep id")
     p.add_argument("--no-progress", action="store_true", help="plain progress lines even on a terminal")
     p = add("check", cmd_check, "Validate an experiment TOML without running it")
     p.add_argument("file", help="experiment TOML")
@@ -475,9 +625,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", nargs="?", const="-", default="-", metavar="FILE",
                    help="write CSV to FILE (default: standard output)")
     p = add("report", cmd_report, "Write PNG figures and report.md into each run's report/ folder")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run id, unique prefix or folder (several: also a comparison)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run id, unique prefix or folder (several: also a "
+                   "comparison); or a sweep id (its accuracy-vs-value curve)")
     p.add_argument("--out", metavar="DIR", help="where the comparison of several runs goes (default: the first "
-                   "run's report/); with one run, where its report goes")
+                   "run's report/comparison/); with one run or sweep, where its report goes")
     add("backend", cmd_backend, "Print which implementation of the dbp ops is live")
     p = add("train", cmd_train, "Train the embedded default models (classifier and DDPM)")
     p.add_argument("--dataset", default="digits", help="dataset (default: digits)")

@@ -34,11 +34,14 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       PrivateAttr, field_validator, model_validator)
 
-from .attacks.registry import KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, kind_names
-from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSIFIER_FORMATS, DATASETS, DIFFUSION_FORMATS,
+from .attacks.registry import (GRADIENTS, KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, OPTIONAL_FIELDS, SELECTIONS,
+                               kind_names)
+from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSES as DATASET_CLASSES, IMAGE_SIZES,
+                              CLASSIFIER_ARCHS, CLASSIFIER_FORMATS, DATASETS, DIFFUSION_ARCHS, DIFFUSION_CONFIG_KEYS,
+                              DIFFUSION_FORMATS, DIFFUSION_WEIGHTS,
                               SPLIT_SIZES, SPLITS)
 from .plugins import is_import_path, resolve_import_path
-from .purifier.registry import GRAD_MODES, SAMPLERS, VARIANCES
+from .purifier.registry import DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, RESPACINGS, SAMPLERS, VARIANCES
 from .stages.registry import DEFAULT_PROTOCOLS, PROTOCOLS, PURIFYING_PROTOCOLS, stage_names
 
 if sys.version_info >= (3, 11):
@@ -48,9 +51,10 @@ else:  # pragma: no cover
 
 __all__ = [
     "ConfigError", "ExperimentConfig", "DataConfig", "ModelsConfig", "PurifierConfig",
-    "AttackConfig", "EvaluationConfig", "ADDTConfig", "AnalysisConfig", "OutputConfig",
+    "AttackConfig", "EvaluationConfig", "ADDTConfig", "AnalysisConfig", "AuditConfig", "OutputConfig",
     "load_config", "loads_config", "validate_config", "save_config", "dumps_config",
-    "apply_overrides", "json_schema", "is_import_path", "resolve_import_path", "plain_problems", "MAX_DEPTH",
+    "apply_overrides", "parse_grid", "json_schema", "is_import_path", "resolve_import_path", "plain_problems",
+    "MAX_DEPTH",
     "ATTACK_KINDS", "PROTOCOLS",
 ]
 
@@ -148,13 +152,25 @@ def _no_bool(v: Any) -> Any:
 
 class DataConfig(_Section):
     dataset: str = Field("digits", description="'digits' (embedded scikit-learn digits, 8x8), 'cifar10' "
-                         "(local cifar-10-batches-py folder in `root`) or an import path returning an ImageSet")
-    root: Optional[str] = Field(None, description="Dataset folder (cifar10); relative to the config file")
+                         "(local cifar-10-batches-py folder in `root`), 'imagenet' (local folder of <wnid>/*.JPEG "
+                         "class folders in `root`) or an import path returning an ImageSet")
+    root: Optional[str] = Field(None, description="Dataset folder (cifar10, imagenet); relative to the config file")
     split: Literal[SPLITS] = Field("test", description="Which split to evaluate on")
     n_examples: Optional[int] = Field(None, ge=1, description="How many examples (default: all; the paper: 1024)")
     first: int = Field(0, ge=0, description="Index of the first example (order = 'first') ")
-    order: Literal["first", "random"] = Field(
-        "first", description="'first': examples first..first+n-1; 'random': a seeded random subset")
+    order: Literal["first", "random", "diffpure"] = Field(
+        "first", description="'first': examples first..first+n-1; 'random': a seeded random subset; 'diffpure': "
+        "DiffPure's evaluation subset, numpy RandomState(subset_seed).choice(N, n_examples, replace=False)")
+    subset_seed: int = Field(0, ge=0, lt=2**32, description="order = 'diffpure': DiffPure's --data_seed (0..7 for "
+                             "CIFAR-10, 0..31 for ImageNet in its scripts)")
+    class_index: Optional[str] = Field(None, description="imagenet: the class-index file, imagenet_class_index.json "
+                                       "({\"0\": [\"n01440364\", \"tench\"], ...}) or a text file of wnids, one per "
+                                       "line in class order (default: imagenet_class_index.json in `root` or its parent, "
+                                       "else the sorted folder names when there are 1000); relative to the config file")
+    image_size: Optional[int] = Field(None, ge=8, description="imagenet: side of the center crop (default 256, the "
+                                      "guided-diffusion model's)")
+    resize: Optional[int] = Field(None, ge=8, description="imagenet: the shorter side is resized to this before the "
+                                  "crop (default: image_size; torchvision's eval transform: 256 then a 224 crop)")
     batch_size: int = Field(64, ge=1, description="Examples per batch (results do not depend on it)")
 
     @field_validator("dataset")
@@ -180,11 +196,33 @@ class DataConfig(_Section):
             raise ValueError(f"dataset folder '{path}' does not exist (relative to the config file's folder)")
         return v
 
+    @field_validator("class_index")
+    @classmethod
+    def _class_index(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if v is None:
+            return v
+        path = Path(v).expanduser()
+        path = path if path.is_absolute() else _base_dir(info) / path
+        if not path.is_file():
+            raise ValueError(f"class-index file '{path}' does not exist (relative to the config file's folder)")
+        return v
+
     @model_validator(mode="after")
     def _needs_root(self) -> "DataConfig":
         if self.dataset == "cifar10" and self.root is None:
             raise _FieldError("root", None, "dataset 'cifar10' needs `root`, the folder holding cifar-10-batches-py "
                              "(nothing is downloaded at run time)")
+        if self.dataset == "imagenet" and self.root is None:
+            raise _FieldError("root", None, "dataset 'imagenet' needs `root`, the folder of <wnid>/*.JPEG class "
+                             "folders (the val set; or its parent holding val/ and train/)")
+        if self.dataset != "imagenet":
+            for name in ("class_index", "image_size", "resize"):
+                if getattr(self, name) is not None:
+                    raise _FieldError(name, getattr(self, name), f"to be left out: {name} is a field of dataset 'imagenet', "
+                                      f"and dataset = '{self.dataset}'")
+        if self.order != "diffpure" and self.subset_seed != 0:
+            raise _FieldError("subset_seed", self.subset_seed, f"0 (its default): subset_seed picks DiffPure's subset "
+                              f"(order = 'diffpure'), and order = '{self.order}'")
         return self
 
     @model_validator(mode="after")
@@ -198,7 +236,7 @@ class DataConfig(_Section):
         if size is None:
             return self
         where = f"{self.dataset}/{self.split} has {size} examples"
-        if self.order == "random":
+        if self.order in ("random", "diffpure"):
             if self.n_examples is not None and self.n_examples > size:
                 raise _FieldError("n_examples", self.n_examples, f"at most {size} ({where})")
         elif self.first >= size:
@@ -214,14 +252,29 @@ class ModelsConfig(_Section):
     classifier: str = Field("default", description="'default' (the shipped model for the dataset), a "
                             "checkpoint path, or an import path 'package.module:callable' returning an nn.Module")
     classifier_format: Literal[CLASSIFIER_FORMATS] = Field(
-        "auto", description="Checkpoint format of `classifier` when it is a path")
+        "auto", description="Checkpoint format of `classifier` when it is a path: 'dbp', 'robustbench' (CIFAR-10 "
+        "WideResNets), 'torchvision' (ImageNet ResNets) or 'auto' (by classifier_arch, else by the file)")
+    classifier_arch: Optional[str] = Field(
+        None, description="Architecture of a 'robustbench' / 'torchvision' checkpoint: " + "; ".join(
+            f"{fmt}: {', '.join(names)}" for fmt, names in CLASSIFIER_ARCHS.items()) + " (default: the first)")
     mean: Optional[list[float]] = Field(None, description="Classifier input normalisation mean, per channel "
                                         "(default: none, or the default model's own)")
     std: Optional[list[float]] = Field(None, description="Classifier input normalisation std, per channel")
     diffusion: str = Field("default", description="'default', 'none' (no purification), a checkpoint file, a "
                            "diffusers folder (UNet2DModel layout) or an import path returning eps_model(x_t, t)")
     diffusion_format: Literal[DIFFUSION_FORMATS] = Field(
-        "auto", description="Format of `diffusion` when it is a path")
+        "auto", description="Format of `diffusion` when it is a path: 'dbp', 'diffusers' (a folder), "
+        "'guided-diffusion' (openai's UNet state dict), 'score-sde' (score_sde_pytorch's checkpoint) or 'auto' "
+        "(by diffusion_arch, else by what is on disk)")
+    diffusion_arch: Optional[str] = Field(
+        None, description="Architecture preset of a 'guided-diffusion' / 'score-sde' checkpoint: " + "; ".join(
+            f"{fmt}: {', '.join(names)}" for fmt, names in DIFFUSION_ARCHS.items()) + " (default: the first)")
+    diffusion_config: Optional[dict[str, Any]] = Field(
+        None, description="Architecture fields that override the preset, in the family's own names "
+        "(guided-diffusion's create_model flags, score_sde's config.model fields), e.g. {num_channels = 128}")
+    diffusion_weights: Optional[Literal[DIFFUSION_WEIGHTS]] = Field(
+        None, description="'score-sde' training checkpoints: 'ema' (the EMA weights, as DiffPure; default) or "
+        "'model' (the raw training weights)")
     trust_pickle: bool = Field(False, description="Allow loading pickled (non weights-only) checkpoints; "
                                "only for files you trust")
 
@@ -244,6 +297,41 @@ class ModelsConfig(_Section):
         return v
 
     @model_validator(mode="after")
+    def _architectures(self) -> "ModelsConfig":
+        for role, archs in (("classifier", CLASSIFIER_ARCHS), ("diffusion", DIFFUSION_ARCHS)):
+            arch, fmt, ref = getattr(self, f"{role}_arch"), getattr(self, f"{role}_format"), getattr(self, role)
+            if arch is None:
+                continue
+            if ref in ("default", "none") or is_import_path(ref):
+                raise _FieldError(f"{role}_arch", arch, f"to be left out: it describes a checkpoint file, and models.{role} "
+                                  f"= {ref!r}")
+            allowed = archs.get(fmt, ()) if fmt != "auto" else tuple(a for names in archs.values() for a in names)
+            if arch not in allowed:
+                hint = difflib.get_close_matches(arch, allowed, n=1)
+                where = (f"one of {', '.join(allowed)}" if allowed else
+                         f"to be left out: format '{fmt}' fixes the architecture")
+                raise _FieldError(f"{role}_arch", arch, where + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        family = self.diffusion_format if self.diffusion_format != "auto" else next(
+            (f for f, names in DIFFUSION_ARCHS.items() if self.diffusion_arch in names), "auto")
+        if self.diffusion_config is not None:
+            keys = DIFFUSION_CONFIG_KEYS.get(family) if family != "auto" else tuple(
+                sorted({k for ks in DIFFUSION_CONFIG_KEYS.values() for k in ks}))
+            if keys is None:
+                raise _FieldError("diffusion_config", self.diffusion_config,
+                                  f"to be left out: it overrides a 'guided-diffusion' or 'score-sde' architecture, and "
+                                  f"diffusion_format = '{family}'")
+            for key in self.diffusion_config:
+                if key not in keys:
+                    hint = difflib.get_close_matches(key, keys, n=1)
+                    raise _FieldError(("diffusion_config", key), self.diffusion_config[key],
+                                      f"a field of the {family} architecture: {', '.join(keys)}"
+                                      + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        if self.diffusion_weights is not None and family not in ("score-sde", "auto"):
+            raise _FieldError("diffusion_weights", self.diffusion_weights, f"to be left out: it picks the weights of a "
+                              f"'score-sde' checkpoint, and diffusion_format = '{family}'")
+        return self
+
+    @model_validator(mode="after")
     def _norm_pair(self) -> "ModelsConfig":
         if (self.mean is None) != (self.std is None):
             missing = "std" if self.std is None else "mean"
@@ -256,8 +344,11 @@ class ModelsConfig(_Section):
 class PurifierConfig(_Section):
     t_star: float = Field(0.1, gt=0, le=1, description="Diffusion time purified to, as a fraction of the "
                           "training steps (DiffPure: 0.1 = 100 of 1000)")
-    steps: int = Field(100, ge=1, description="Reverse steps from t* to 0 (respaced; 100 = the full chain at t*=0.1)")
-    sampler: Literal[SAMPLERS] = Field("ddpm", description="'ddpm' (stochastic reverse) or 'ddim' (eta = 0)")
+    steps: int = Field(100, ge=1, description="Reverse steps from t* to 0 (respaced; 100 = the full chain at "
+                       "t*=0.1; vpsde/vpode: Euler steps of t*/steps, DiffPure's 1e-3 at 1000 t*)")
+    sampler: Literal[SAMPLERS] = Field(
+        "ddpm", description="'ddpm' (stochastic reverse), 'ddim' (with eta), 'vpsde' (DiffPure's reverse VP-SDE, "
+        "Euler-Maruyama) or 'vpode' (the probability-flow ODE, Euler)")
     grad_mode: Literal[GRAD_MODES] = Field(
         "checkpoint", description="How attacks differentiate through the chain: 'checkpoint' per step "
         "(default: one image kept per step), 'full' autograd (every step's activations), 'segments' "
@@ -265,7 +356,49 @@ class PurifierConfig(_Section):
     segments: Optional[int] = Field(None, ge=1, description="Checkpointed segments when grad_mode = 'segments' "
                                     "(default ceil(sqrt(steps)): memory ~ 2 sqrt(steps) images)")
     variance: Literal[VARIANCES] = Field(
-        "fixed_large", description="Reverse variance: 'fixed_large' (beta_t, as DiffPure) or 'fixed_small' (posterior)")
+        "fixed_large", description="Reverse variance of 'ddpm': 'fixed_large' (beta_t, as DiffPure), 'fixed_small' "
+        "(posterior) or 'learned' (a guided-diffusion network's [eps, v] output)")
+    eta: float = Field(0.0, ge=0, le=1, description="DDIM's eta (sampler 'ddim'): 0 = deterministic, 1 = the DDPM "
+                       "posterior variance")
+    clip_denoised: bool = Field(False, description="Clip the predicted x_0 to [-1, 1] in every step ('ddpm', "
+                                "'ddim'; as guided-diffusion's clip_denoised and diffusers' clip_sample)")
+    clamp_output: bool = Field(False, description="Clamp the purified image to [0, 1] before the classifier")
+    guidance_scale: float = Field(0.0, ge=0, description="GDMP guidance toward the input (sampler 'ddpm'): "
+                                  "GDMP's guide_scale (60000 CIFAR-10, 1000 ImageNet); 0 = no guidance")
+    guidance_eps: float = Field(8 / 255, gt=0, le=1, description="GDMP's ptb/255, the [0, 1] budget in its "
+                                "scale m = (2 eps / 3) / guide_scale (8/255 CIFAR-10, 4/255 ImageNet)")
+    guidance_target: Literal[GUIDANCE_TARGETS] = Field(
+        "noised", description="GDMP's guidance target: the input re-noised to each step ('noised', CIFAR-10) or "
+        "the input itself ('clean', ImageNet)")
+    respacing: Literal[RESPACINGS] = Field(
+        "t_star", description="'ddpm'/'ddim' timesteps: `steps` spread over the t* range ('t_star'), or `steps` "
+        "respaced over all 1000 as guided-diffusion's timestep_respacing, the chain starting at the last kept "
+        "step below t* ('global': GDMP on ImageNet, steps = 250, t_star = 0.178)")
+
+    @model_validator(mode="after")
+    def _sampler_options(self) -> "PurifierConfig":
+        if self.eta != 0 and self.sampler != "ddim":
+            raise _FieldError("eta", self.eta, f"eta = 0: eta is DDIM's, and sampler = '{self.sampler}' "
+                              "(set sampler = 'ddim' to use it)")
+        if self.variance != "fixed_large" and self.sampler != "ddpm":
+            raise _FieldError("variance", self.variance, f"'fixed_large' (the default): variance is DDPM's, and "
+                              f"sampler = '{self.sampler}'")
+        if self.respacing != "t_star" and self.sampler not in DISCRETE_SAMPLERS:
+            raise _FieldError("respacing", self.respacing, f"'t_star' (the default): respacing respaces the timesteps "
+                              f"of {' / '.join(DISCRETE_SAMPLERS)}, and sampler '{self.sampler}' has none")
+        if self.clip_denoised and self.sampler not in DISCRETE_SAMPLERS:
+            raise _FieldError("clip_denoised", True, f"false: clip_denoised clips the predicted x_0 of "
+                              f"{' / '.join(DISCRETE_SAMPLERS)}, and sampler '{self.sampler}' predicts none")
+        if self.guidance_scale > 0 and self.sampler != "ddpm":
+            raise _FieldError("guidance_scale", self.guidance_scale, f"0: GDMP guidance guides the 'ddpm' step, "
+                              f"and sampler = '{self.sampler}'")
+        if self.guidance_scale == 0:
+            defaults = PurifierConfig.model_fields
+            for name in ("guidance_eps", "guidance_target"):
+                if getattr(self, name) != defaults[name].default:
+                    raise _FieldError(name, getattr(self, name), "its default: guidance is off (set guidance_scale "
+                                      "> 0 to guide)")
+        return self
 
 
 class AttackConfig(_Section):
@@ -274,23 +407,44 @@ class AttackConfig(_Section):
                       "attack(model, x, y, uids, cfg) -> x_adv")
     norm: Literal[NORMS] = Field("linf", description="Threat model")
     eps: Optional[float] = Field(None, gt=0, description="Budget in [0,1] pixel units (default 8/255 Linf, 0.5 L2)")
-    step: Optional[float] = Field(None, gt=0, description="Step size (default eps/4 Linf = 2/255, 0.1 L2)")
-    iterations: int = Field(20, ge=1, description="Attack iterations")
+    step: Optional[float] = Field(None, gt=0, description="Step size of the PGD kinds (default eps/4 Linf = 2/255, "
+                                  "0.1 L2); APGD's steps adapt from 2 eps")
+    iterations: int = Field(20, ge=1, description="Attack iterations (updates; default: 100 for "
+                                      + ", ".join(k.name for k in KINDS.values() if k.iterations == 100)
+                                      + " as AutoAttack, 20 otherwise)")
     eot: Optional[int] = Field(None, ge=1, description="Purifications averaged per gradient (default: "
                                + ", ".join(f"{k.eot} for {k.name}" for k in KINDS.values() if k.eot != 1)
                                + ", 1 otherwise)")
     eot_chunk: Optional[int] = Field(None, ge=1, description="Replicas per forward pass (default: all at once)")
-    random_start: bool = Field(False, description="Start from a random point in the eps-ball")
+    random_start: bool = Field(False, description="Start from a random point in the eps-ball (default: "
+                                         "on for " + ", ".join(k.name for k in KINDS.values() if k.random_start)
+                                         + " as AutoAttack, off otherwise)")
     noise: Optional[Literal[NOISE_KNOWLEDGE]] = Field(
         None, description="What the attacker knows of the defence's noise: nothing ('stochastic'), every draw "
         "('replay', DW-box) or the forward draw only ('replay-forward'); default from kind")
     surrogate_steps: Optional[int] = Field(None, ge=1, description="Reverse steps of the attacker's chain "
                                            "(default: the defence's)")
     surrogate_sampler: Optional[Literal[SAMPLERS]] = Field(None, description="Sampler of the attacker's chain")
-    loss: Literal[LOSSES] = Field("ce", description="Attack loss")
+    loss: Optional[Literal[LOSSES]] = Field(
+        None, description="Attack loss: ce, margin (Carlini-Wagner), dlr, dlr-targeted (default: ce; "
+        "dlr-targeted for apgd-t; the autoattack kinds run their own)")
+    gradient: Optional[Literal[GRADIENTS]] = Field(
+        None, description="What the attacker differentiates: 'exact' (the defence), 'bpda' (identity backward "
+        "through the purifier), 'blind' (the classifier alone), 'forward-only' (forward noise, then the "
+        "classifier); the defence always judges (default: exact; bpda for kind bpda)")
+    restarts: int = Field(1, ge=1, description="APGD kinds: runs from new random starts on the points not yet fooled")
+    targets: Optional[int] = Field(None, ge=1, description="APGD with loss dlr-targeted: target classes, the "
+                                   "2nd..(targets+1)-th largest clean logits (default 9, AutoAttack's)")
+    selection: Optional[Literal[SELECTIONS]] = Field(
+        None, description="APGD's returned example: 'autoattack' (the last iterate one purification "
+        "misclassified) or 'lowest-correct' (the iterate with the lowest share of correct purifications); "
+        "default: lowest-correct for apgd-eot, autoattack otherwise")
     selection_samples: Optional[int] = Field(
-        None, ge=1, description="apgd-eot: fresh purifications per iterate for the stochastic selection rule "
-        "(the authors' AutoAttack fix: 20); default: the iterate's EOT replicas")
+        None, ge=1, description="selection = 'lowest-correct': fresh purifications per iterate (the authors' "
+        "AutoAttack fix: 20); default: the iterate's EOT replicas")
+    evaluations: Optional[int] = Field(None, ge=1, description="autoattack-rand: purifications that judge each "
+                                       "point's examples (default 20, the ICLR 2025 authors' fix)")
+    queries: Optional[int] = Field(None, ge=1, description="autoattack-standard: Square's queries (default 5000)")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra arguments for a plugin attack")
 
     @field_validator("kind")
@@ -321,28 +475,66 @@ class AttackConfig(_Section):
         if self.norm == "linf" and self.eps > 1:
             raise _FieldError("eps", self.eps, "Linf eps is in [0, 1] pixel units; expected a number <= 1 "
                               "(8/255 = 0.0314 is the CIFAR-10 default)")
-        if self.step is None:
+        reads = kind.reads if builtin else OPTIONAL_FIELDS
+        for field in OPTIONAL_FIELDS:  # a field the kind does not read is an error, not silently ignored
+            value = getattr(self, field)
+            if field not in reads and value is not None and not (field == "restarts" and value == 1):
+                users = [k.name for k in KINDS.values() if field in k.reads]
+                raise _FieldError(field, value, f"kind '{self.kind}' does not use `{field}` (it is read by "
+                                  + ", ".join(users) + "); remove it")
+        if self.step is None and "step" in reads:
             self.step = self.eps / 4 if self.norm == "linf" else self.eps / 5
         if self.noise is None:
             self.noise = kind.noise if builtin else "stochastic"
         if self.eot is None:
             self.eot = kind.eot if builtin else 1
+        # kind defaults of fields whose schema default is the common one (a form shows a number)
+        if builtin and "iterations" not in self.model_fields_set:
+            self.iterations = kind.iterations
+        if builtin and "random_start" not in self.model_fields_set:
+            self.random_start = kind.random_start
+        if self.gradient is None:
+            self.gradient = kind.gradient if builtin else "exact"
+        if builtin and kind.loss is None:
+            if self.loss is not None:
+                raise _FieldError("loss", self.loss, f"kind '{self.kind}' runs its own losses (AutoAttack's); "
+                                  "remove `loss`")
+        elif self.loss is None:
+            self.loss = kind.loss if builtin else "ce"
+        elif builtin and self.loss not in kind.losses:
+            raise _FieldError("loss", self.loss, f"kind '{self.kind}' takes loss "
+                              + " or ".join(f"'{x}'" for x in kind.losses))
+        if self.targets is not None and self.loss != "dlr-targeted":
+            raise _FieldError("targets", self.targets, "targets are for loss = 'dlr-targeted' (kind 'apgd-t'); "
+                              "remove it")
+        if self.targets is None and self.loss == "dlr-targeted" and "targets" in reads:
+            self.targets = 9
+        if builtin and kind.selection is not None and self.selection is None:
+            self.selection = kind.selection
+        if self.selection_samples is not None and self.selection != "lowest-correct":
+            raise _FieldError("selection_samples", self.selection_samples, "fresh purifications for "
+                              "selection = 'lowest-correct' (the default of apgd-eot); remove it or set that selection")
+        if builtin and "evaluations" in reads and self.evaluations is None:
+            self.evaluations = 20
+        if builtin and "queries" in reads and self.queries is None:
+            self.queries = 5000
+        if builtin and kind.name == "bpda" and self.gradient != "bpda":
+            raise _FieldError("gradient", self.gradient, "kind 'bpda' is PGD with gradient = 'bpda'; for another "
+                              "gradient use kind 'pgd' or 'pgd-eot' with `gradient`")
         if self.name is None:
             self.name = f"{self.kind if builtin else self.kind.rpartition(':')[2]}-{self.norm}"
         replaying = [k.name for k in KINDS.values() if k.noise != "stochastic"]
         if builtin and kind.noise != "stochastic":
             if self.eot != 1:
-                raise _FieldError("eot", self.eot, "DW-box knows the defence's noise, so EOT must be 1")
+                what = "AutoAttack's standard version attacks a deterministic setting (the replayed defence)" \
+                    if kind.extra else "DW-box knows the defence's noise"
+                raise _FieldError("eot", self.eot, f"{what}: EOT on a deterministic setting averages one "
+                                  "function with itself, so EOT must be 1")
             if self.noise != kind.noise:
                 raise _FieldError("noise", self.noise, f"kind '{self.kind}' implies noise = '{kind.noise}'")
         elif builtin and self.noise != "stochastic":
             raise _FieldError("noise", self.noise, f"kind '{self.kind}' attacks fresh noise; use kind "
                               + " or ".join(f"'{k}'" for k in replaying) + " for noise replay")
-        selecting = [k.name for k in KINDS.values() if k.selection]
-        if self.selection_samples is not None and not (builtin and kind.selection):
-            raise _FieldError("selection_samples", self.selection_samples, "only kind "
-                              + " or ".join(f"'{k}'" for k in selecting) + " has a selection rule; remove it or use "
-                              + " or ".join(f"kind = '{k}'" for k in selecting))
         if builtin and self.options:
             raise _FieldError("options", self.options, "`options` are only for plugin attacks (kind = "
                               "'package.module:callable')")
@@ -425,6 +617,47 @@ class AnalysisConfig(_Section):
     _dims_not_bool = field_validator("landscape_dims", mode="before")(_no_bool)
 
 
+AUDIT_CHECKS = ("large-eps", "more-iterations", "more-eot", "gradient-approximations", "random-noise",
+                "eot-convergence", "transfer", "zero-gradients")
+
+
+class AuditConfig(_Section):
+    attack: Optional[str] = Field(None, description="Name of the attack audited (default: the first)")
+    examples: int = Field(64, ge=1, description="Examples audited: the first of the run's (each check re-runs "
+                          "the attack on them)")
+    checks: list[Literal[AUDIT_CHECKS]] = Field(
+        default_factory=lambda: list(AUDIT_CHECKS),
+        description="The checks run (docs/results.md, \"The audit\"): large-eps, more-iterations, more-eot, "
+        "gradient-approximations, random-noise, eot-convergence, transfer, zero-gradients")
+    large_eps: Optional[float] = Field(None, gt=0, description="The very large budget of check large-eps "
+                                       "(default: 1 for Linf, the diameter of the image space for L2)")
+    large_eps_accuracy: float = Field(0.1, ge=0, le=1, description="large-eps is raised when robust accuracy "
+                                      "stays above this")
+    noise_samples: int = Field(10, ge=1, description="random-noise: random points per example; the example "
+                               "counts as broken if any is misclassified")
+    eot_ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64],
+                              description="eot-convergence: the EOT sizes K whose independent estimates are compared")
+    cosine: float = Field(0.9, gt=0, lt=1, description="eot-convergence: the cosine the estimates must reach")
+    eot_limit: int = Field(1000, ge=1, description="eot-convergence is raised when the estimates would reach "
+                           "`cosine` only beyond this many draws (extrapolated with the 1/K law) or do not "
+                           "improve with K")
+
+    @field_validator("checks")
+    @classmethod
+    def _unique_checks(cls, v: list[str]) -> list[str]:
+        dup = sorted({c for c in v if v.count(c) > 1})
+        if dup:
+            raise ValueError(f"check listed twice: {', '.join(dup)}")
+        return v
+
+    @field_validator("eot_ks")
+    @classmethod
+    def _ks(cls, v: list[int]) -> list[int]:
+        if not v or any(isinstance(k, bool) or k < 1 for k in v) or sorted(set(v)) != v:
+            raise ValueError("expected increasing EOT sizes >= 1, e.g. [1, 2, 4, 8]")
+        return v
+
+
 class OutputConfig(_Section):
     runs_dir: Optional[str] = Field(None, description="Run store root (default: --runs-dir, $DBP_RUNS_DIR, ./runs)")
     checkpoint_every: int = Field(1, ge=1, description="Checkpoint every N batches / training steps")
@@ -449,6 +682,7 @@ class ExperimentConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     addt: ADDTConfig = Field(default_factory=ADDTConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     _base_dir: Optional[str] = PrivateAttr(None)  # folder relative paths resolve against
 
@@ -489,10 +723,18 @@ class ExperimentConfig(_Section):
         if channels and self.models.mean is not None and len(self.models.mean) not in (1, channels):
             raise _FieldError(("models", "mean"), self.models.mean,
                               f"1 or {channels} values (dataset '{self.data.dataset}' has {channels} channels)")
+        for i, a in enumerate(self.attacks):
+            _check_attack_against_dataset(a, i, self.data.dataset)
         if self.analysis.attack is not None and self.analysis.attack not in names:
             hint = difflib.get_close_matches(self.analysis.attack, names, n=1)
             raise _FieldError(("analysis", "attack"), self.analysis.attack,
                               "the name of one of the [[attacks]]" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        if self.audit.attack is not None and self.audit.attack not in names:
+            hint = difflib.get_close_matches(self.audit.attack, names, n=1)
+            raise _FieldError(("audit", "attack"), self.audit.attack,
+                              "the name of one of the [[attacks]]" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        if "audit" in self.stages and not self.attacks:
+            raise _FieldError("stages", self.stages, "stage 'audit' audits an attack: add an [[attacks]] entry")
         if (self.analysis.trajectory or self.analysis.landscape) and not self.attacks:
             field = "trajectory" if self.analysis.trajectory else "landscape"
             raise _FieldError(("analysis", field), True, "analyses follow an attack: add an [[attacks]] entry")
@@ -507,6 +749,31 @@ class ExperimentConfig(_Section):
             if self.addt.enabled:
                 raise _FieldError(("addt", "enabled"), True, "a diffusion model (models.diffusion is 'none')")
         return self
+
+
+# the losses each AutoAttack kind runs, for the class-count checks
+_KIND_LOSSES = {"autoattack-rand": ("dlr",), "autoattack-standard": ("dlr-targeted",)}
+_MIN_CLASSES = {"ce": 2, "margin": 2, "dlr": 3, "dlr-targeted": 4}  # as attacks/losses.py (no torch here)
+
+
+def _check_attack_against_dataset(a: "AttackConfig", i: int, dataset: str) -> None:
+    """Budgets and losses a built-in dataset cannot meet: an L2 eps beyond the diameter of [0, 1]^d,
+    a DLR loss with too few classes, more APGD-T targets than wrong classes."""
+    channels, size, classes = DATASET_CHANNELS.get(dataset), IMAGE_SIZES.get(dataset), DATASET_CLASSES.get(dataset)
+    if channels and size and a.norm == "l2":
+        diameter = (channels * size * size) ** 0.5
+        if a.eps > diameter:
+            raise _FieldError(("attacks", i, "eps"), a.eps, f"an L2 eps <= {diameter:.4g}, the diameter of the "
+                              f"[0, 1] image space of '{dataset}' ({channels}x{size}x{size}); a larger ball adds nothing")
+    if not classes:
+        return
+    for loss in ((a.loss,) if a.loss else _KIND_LOSSES.get(a.kind, ())):
+        if classes < _MIN_CLASSES[loss]:
+            raise _FieldError(("attacks", i, "loss" if a.loss else "kind"), a.loss or a.kind,
+                              f"loss '{loss}' needs at least {_MIN_CLASSES[loss]} classes; '{dataset}' has {classes}")
+    if a.targets is not None and a.targets > classes - 1:
+        raise _FieldError(("attacks", i, "targets"), a.targets,
+                          f"at most {classes - 1} targets ('{dataset}' has {classes} classes)")
 
 
 class _FieldError(ValueError):
@@ -685,6 +952,34 @@ def apply_overrides(data: dict, overrides: list[str], file: str | None = None) -
     return done
 
 
+def parse_grid(items: list[str], file: str | None = None) -> list[tuple[str, list]]:
+    """``key=v1,v2,...`` items (``dbp sweep --grid``) → [(key, [values])]. The values are read as
+    one TOML array (``0.01,0.02`` → numbers, ``"a","b"``, ``[1,2],[3,4]``), else split at commas
+    as words (``ddpm,ddim``); each point is then an override ``key=value`` (:func:`apply_overrides`)."""
+    grid: list[tuple[str, list]] = []
+
+    def bad(key: str, item: str, why: str) -> ConfigError:
+        return ConfigError(file, [{"path": key or "<grid>", "value": item, "type": "grid",
+                                   "message": f"bad --grid {item!r}: {why}"}])
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise bad(key, item, "expected key=value1,value2,... (e.g. attacks.0.eps=0.05,0.1)")
+        if any(k == key for k, _ in grid):
+            raise bad(key, item, "the key is swept twice; expected one --grid per key")
+        try:
+            values = tomllib.loads(f"v = [{text}]")["v"]
+        except tomllib.TOMLDecodeError:
+            values = [v.strip() for v in text.split(",")]
+        if not values or any(v == "" for v in values):
+            raise bad(key, item, "an empty value; expected key=value1,value2,...")
+        if len({repr(v) for v in values}) != len(values):
+            raise bad(key, item, "a value is listed twice")
+        grid.append((key, values))
+    return grid
+
+
 # --------------------------------------------------------------------------- load / save
 
 def validate_config(data: dict, *, file: str | os.PathLike | None = None, base_dir: str | os.PathLike | None = None,
@@ -751,8 +1046,9 @@ def _to_toml_data(cfg: ExperimentConfig, *, absolute_paths: bool) -> dict:
         for key, keywords in (("classifier", ("default",)), ("diffusion", ("default", "none"))):
             if m[key] not in keywords and not is_import_path(m[key]):
                 m[key] = str((base / Path(m[key]).expanduser()).resolve())
-        if "root" in data["data"]:
-            data["data"]["root"] = str((base / Path(data["data"]["root"]).expanduser()).resolve())
+        for key in ("root", "class_index"):
+            if key in data["data"]:
+                data["data"][key] = str((base / Path(data["data"][key]).expanduser()).resolve())
     return data
 
 

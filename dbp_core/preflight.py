@@ -7,18 +7,25 @@ A problem is reported as a :class:`~dbp_core.config.ConfigError` naming the fiel
 Each check is a function ``check_*(cfg) -> list[problem]`` (a problem: ``{"path", "value",
 "type", "message"}``) listed in :data:`CHECKS`; :func:`preflight` runs them all and reports
 every problem at once.
+
+Checkpoints (:func:`checkpoint_problems`): every ``models.classifier`` / ``models.diffusion`` that
+is a path must fit its format and architecture — the network is built on the meta device and the
+file is inspected without reading its weights (``models/loaders.py``, ``check_model``), so even a
+2 GB checkpoint is checked in about a second. Dataset files that a run reads first
+(:func:`dataset_problems`: ImageNet's class index and folders) are checked too.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Callable
 
+from .attacks.registry import KINDS
 from .config import ConfigError, ExperimentConfig
+from .models.registry import CHANNELS, IMAGE_SIZES
 
-__all__ = ["preflight", "cuda_problem", "CHECKS", "chain_length", "available_memory", "peak_memory_estimate"]
-
-# image shape [C, H, W] of the built-in datasets (a plugin dataset's is known only when it is loaded)
-IMAGE_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32)}
+__all__ = ["preflight", "cuda_problem", "missing_extra", "checkpoint_problems", "dataset_problems", "CHECKS",
+           "chain_length", "available_memory", "peak_memory_estimate"]
 
 
 def _problem(path: str, value, message: str, kind: str = "preflight") -> dict:
@@ -34,6 +41,26 @@ def cuda_problem() -> str | None:
     why = (f"torch {torch.__version__} is built with CUDA {built} but sees no CUDA device" if built
            else f"torch {torch.__version__} is built without CUDA")
     return f"{why}; available: 'cpu' (or 'auto', which picks cuda when there is one)"
+
+
+def missing_extra(kind: str) -> str | None:
+    """None when the optional extra an attack kind needs is importable, else how to install it."""
+    k = KINDS.get(kind)
+    if k is None or k.requires is None:
+        return None
+    try:
+        found = importlib.util.find_spec(k.requires) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return None
+    return (f"kind '{kind}' needs the optional extra '{k.extra}' (the module {k.requires} is not installed): "
+            f"pip install 'dbp-lab[{k.extra}]'")
+
+
+def check_extras(cfg: ExperimentConfig) -> list[dict]:
+    return [_problem(f"attacks[{i}].kind", a.kind, f"got '{a.kind}': {problem}", "extra")
+            for i, a in enumerate(cfg.attacks) for problem in [missing_extra(a.kind)] if problem]
 
 
 def check_device(cfg: ExperimentConfig) -> list[dict]:
@@ -136,9 +163,10 @@ def peak_memory_estimate(cfg: ExperimentConfig) -> list[tuple[str, int, int, str
     * the judge keeps ``n_repurify`` outcomes (a float and a class index) per example, for the
       adversarial and the clean images, and one seed per purification."""
     import math
-    shape = IMAGE_SHAPES.get(cfg.data.dataset)
-    if shape is None:
+    dataset = cfg.data.dataset
+    if dataset not in IMAGE_SIZES:  # imagenet's size is data.image_size; a plugin's known only once loaded
         return []
+    shape = (CHANNELS[dataset], IMAGE_SIZES[dataset], IMAGE_SIZES[dataset])
     from .models.registry import SPLIT_SIZES
     elems = shape[0] * shape[1] * shape[2]
     size = SPLIT_SIZES[cfg.data.dataset][cfg.data.split]
@@ -179,8 +207,12 @@ def check_memory(cfg: ExperimentConfig) -> list[dict]:
             for path, value, need, how in estimates if need > free]
 
 
-CHECKS: list[Callable[[ExperimentConfig], list[dict]]] = [check_device, check_chain, check_replicas, check_threads,
-                                                          check_memory]
+def check_files(cfg: ExperimentConfig) -> list[dict]:
+    return checkpoint_problems(cfg) + dataset_problems(cfg)
+
+
+CHECKS: list[Callable[[ExperimentConfig], list[dict]]] = [check_extras, check_device, check_chain, check_replicas,
+                                                          check_threads, check_memory, check_files]
 
 
 def preflight(cfg: ExperimentConfig, file: str | None = None) -> ExperimentConfig:
@@ -189,3 +221,42 @@ def preflight(cfg: ExperimentConfig, file: str | None = None) -> ExperimentConfi
     if errors:
         raise ConfigError(file, errors)
     return cfg
+
+
+def checkpoint_problems(cfg: ExperimentConfig) -> list[dict]:
+    """One error per ``models.classifier`` / ``models.diffusion`` checkpoint that does not fit
+    its family and architecture (the message names the file and the first keys)."""
+    from .models.checkpoint_io import CheckpointError
+    from .models.loaders import check_model, model_spec_from
+    from .plugins import is_import_path
+    errors = []
+    mc = cfg.models
+    for role in ("classifier", "diffusion"):
+        ref = getattr(mc, role)
+        if ref in ("default", "none") or is_import_path(ref):
+            continue
+        try:
+            check_model(model_spec_from(mc, role, cfg.resolve_path(ref)))
+        except CheckpointError as exc:
+            msg = str(exc)
+            field = next((f"models.{f}" for f in ("diffusion_config", "diffusion_weights", f"{role}_arch")
+                          if msg.startswith(f"models.{f}")), f"models.{role}")
+            errors.append({"path": field, "value": ref, "type": "checkpoint", "message": msg})
+    return errors
+
+
+def dataset_problems(cfg: ExperimentConfig) -> list[dict]:
+    """ImageNet: the class index reads and every class folder is in it (the images are read by the run)."""
+    dc = cfg.data
+    if dc.dataset != "imagenet" or dc.root is None:
+        return []
+    from .models.datasets import DatasetError
+    from .models.imagenet import check_folder
+    try:
+        check_folder(dc.split, cfg.resolve_path(dc.root),
+                     cfg.resolve_path(dc.class_index) if dc.class_index else None, dc.image_size, dc.resize)
+    except DatasetError as exc:
+        return [{"path": "data.class_index" if dc.class_index and str(exc).startswith(
+            str(cfg.resolve_path(dc.class_index))) else "data.root", "value": dc.root, "type": "dataset",
+                 "message": str(exc)}]
+    return []

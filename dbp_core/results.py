@@ -8,7 +8,13 @@
 * :class:`MetricsView` — what ``metrics.jsonl`` says, read incrementally: per-iteration attack
   curves, robust accuracy so far, evaluation accuracies, ADDT curves. An event that a resumed
   run repeats (the batch it was killed in is run again) counts once: the last one wins;
-* :func:`export_rows` / :data:`EXPORT_COLUMNS` — the CSV rows of ``dbp export`` and the console;
+* :func:`export_rows` / :data:`EXPORT_COLUMNS` — the CSV rows of ``dbp export`` and the console,
+  with the run's settings as columns (``attack.*`` for the row's attack, ``config.*`` the rest);
+* :func:`row_meaning` — what an accuracy row measures, in words (``dbp show``, the console);
+* :func:`setting_differences`, :func:`paired_between` — what differs between runs' frozen configs,
+  and paired differences between runs on the examples they share (per-example outcomes);
+* :func:`read_sweep` / :class:`SweepView`, :func:`list_sweeps` — a sweep's points and its
+  accuracy-vs-value curves;
 * :func:`parse_run_id` — the parts of a run id (format owned by :mod:`dbp_core.runs`).
 
 Nothing here imports torch.
@@ -19,17 +25,26 @@ import csv
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .runs import (MetricsReader, Run, RunFileError, RunId, RunStatus, RunStore, parse_json, parse_run_id,
-                   read_bytes_nofollow, read_json_object)
+from .runs import (MetricsReader, Run, RunFileError, RunId, RunStatus, RunStore, Sweep, SweepPoint, parse_json,
+                   parse_run_id, read_bytes_nofollow, read_json_object, toml_value)
+from .stats import paired_difference, per_example_means
 
 __all__ = ["RESULTS_SCHEMA", "headline", "check_results", "check_trajectory", "check_landscape", "read_analysis",
            "RunView", "read_run", "list_runs", "MetricsView",
            "EXPORT_COLUMNS", "export_rows", "write_csv", "parse_run_id", "RunId", "RunStatus", "fmt_pct",
-           "headline_text"]
+           "headline_text", "row_meaning", "PROTOCOL_MEANINGS", "flat_settings", "setting_differences",
+           "same_examples", "paired_between", "per_example_outcomes", "SweepView", "read_sweep", "list_sweeps",
+           "running_runs", "config_columns", "export_fieldnames", "SweepPointView"]
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 RESULTS_SCHEMA = "dbp-lab.results/1"
 
@@ -60,6 +75,37 @@ def headline_text(h: dict | None, interval: bool = True) -> str:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# what each protocol of an accuracy row measures (docs/results.md, "Accuracy rows")
+PROTOCOL_MEANINGS = {
+    "clean": "classifier alone, no purification, no attack",
+    "purified": "purified, no attack",
+    "purified-avg": "purified, no attack, mean over N purifications",
+    "purified-worst": "purified, no attack, worst of N purifications",
+    "single": "attacked, one purification",
+    "fresh-noise": "attacked, judged under noise the attacker did not know",
+    "repurify-avg": "attacked, mean over N fresh purifications",
+    "repurify-worst": "attacked, worst of N fresh purifications",
+    "majority": "attacked, majority vote of N purifications",
+    "undefended": "bare classifier under the same attack, no purifier",
+}
+_BASELINES = ("clean", "purified", "purified-avg", "purified-worst")
+
+
+def row_meaning(row: dict) -> str:
+    """What an accuracy row measures, in words: 'attacked, one purification'; an unattacked row
+    of the attacks stage says whose paired baseline it is ('purified, no attack (paired
+    baseline of pgd-eot-linf)'), so rows that look alike are told apart."""
+    protocol = str(row.get("protocol"))
+    text = PROTOCOL_MEANINGS.get(protocol, protocol)
+    attack = row.get("attack")
+    if attack and protocol in _BASELINES:
+        text += f" (paired baseline of {attack})"
+    model = row.get("model")
+    if model not in (None, "original"):
+        text += f"; model {model}"
+    return text
 
 
 # --------------------------------------------------------------------------- results.json shape
@@ -125,6 +171,14 @@ def _check_fields(obj: Any, where: str, required: dict, optional: dict, path) ->
             raise RunFileError(path, f"field '{where}.{name}' holds {_show(obj[name])}; expected {expected}")
 
 
+_AUDIT_FIELDS = {"attack": (lambda v: isinstance(v, str), "a string"),
+                 "flags": (lambda v: isinstance(v, list), "a list of flags")}
+_FLAG_FIELDS = {"name": (lambda v: isinstance(v, str), "a string"),
+                "raised": (lambda v: isinstance(v, bool), "true or false"),
+                "summary": (lambda v: isinstance(v, str) and "\n" not in v, "a one-line string"),
+                "numbers": (lambda v: isinstance(v, dict), "an object")}
+
+
 def check_results(obj: dict, path: str | os.PathLike = "results.json") -> dict:
     """``obj`` if it has the shape of ``results.json`` (docs/results.md) as far as readers rely
     on it; else :class:`RunFileError` naming the file and the first field that is off."""
@@ -146,6 +200,10 @@ def check_results(obj: dict, path: str | os.PathLike = "results.json") -> dict:
     h = obj.get("headline")
     if h is not None:
         _check_fields(h, "headline", _ROW_FIELDS, _OPTIONAL_ROW_FIELDS, path)
+    if "audit" in obj:
+        _check_fields(obj["audit"], "audit", _AUDIT_FIELDS, {}, path)
+        for i, f in enumerate(obj["audit"]["flags"]):
+            _check_fields(f, f"audit.flags[{i}]", _FLAG_FIELDS, {}, path)
     return obj
 
 
@@ -271,6 +329,12 @@ class RunView:
     def headline(self) -> dict | None:
         return (self.results or {}).get("headline")
 
+    @property
+    def audit(self) -> dict | None:
+        """The evaluation audit, ``{"attack", "flags": [{"name", "raised", "summary", "numbers"}]}``
+        (docs/results.md, "The audit"); None when the run has none."""
+        return (self.results or {}).get("audit")
+
     def progress_text(self) -> str:
         p = self.status.progress if self.status is not None else None
         if p is None or not p.total:
@@ -282,6 +346,36 @@ class RunView:
             return self.run.read_log_tail(lines)
         except (OSError, RunFileError):  # a link in place of log.txt is named in `problems`
             return []
+
+    @property
+    def source(self) -> str | None:
+        """The experiment file the run was started from (``dbp run FILE``), when recorded."""
+        return self.status.source if self.status is not None else None
+
+    @property
+    def group(self) -> str | None:
+        """The sweep this run is a point of, if any."""
+        return self.status.group if self.status is not None else None
+
+    @property
+    def config_text(self) -> str | None:
+        """``config.toml``, the frozen config, as written (None when absent or unreadable)."""
+        try:
+            return self.run.config_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    @property
+    def config(self) -> dict | None:
+        """The frozen config as a plain TOML document (not validated: no torch, no imports);
+        None when absent or not TOML."""
+        if "_config" not in self.__dict__:
+            text = self.config_text
+            try:
+                self.__dict__["_config"] = tomllib.loads(text) if text is not None else None
+            except tomllib.TOMLDecodeError:
+                self.__dict__["_config"] = None
+        return self.__dict__["_config"]
 
 
 def read_run(path: str | os.PathLike, *, check_alive: bool = True) -> RunView:
@@ -417,28 +511,181 @@ def event_problem(e: dict) -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- settings of runs
+
+def _flatten(value: Any, prefix: str, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for i, v in enumerate(value):  # [[attacks]]: attacks.0.eps, as --set spells it
+            _flatten(v, f"{prefix}.{i}", out)
+    else:
+        out[prefix] = value
+
+
+def flat_settings(config: dict | None) -> dict[str, Any]:
+    """A config document as {dotted key: value} (``attacks.0.eps``, the ``--set`` spelling)."""
+    out: dict[str, Any] = {}
+    if config:
+        _flatten(config, "", out)
+    return out
+
+
+_NOT_SETTINGS = ("description",)  # prose, not a setting
+
+
+def setting_differences(views: list[RunView]) -> list[tuple[str, list[Any]]]:
+    """The frozen-config settings that differ between runs: [(dotted key, [value per run])], a
+    value None where a run does not set the key (or has no readable config.toml)."""
+    flats = [flat_settings(v.config) for v in views]
+    keys: list[str] = []
+    for f in flats:
+        keys += [k for k in f if k not in keys]
+    out = []
+    for k in keys:
+        if k in _NOT_SETTINGS:
+            continue
+        values = [f.get(k) for f in flats]
+        if any(v != values[0] for v in values[1:]):
+            out.append((k, values))
+    return out
+
+
+_SELECTION = ("data.dataset", "data.root", "data.split", "data.first", "data.n_examples", "data.order")
+
+
+def same_examples(a: RunView, b: RunView) -> str | None:
+    """None when runs ``a`` and ``b`` evaluated the same examples in the same (uid) order — the
+    same data selection in their frozen configs — else why not, naming the setting."""
+    fa, fb = flat_settings(a.config), flat_settings(b.config)
+    if not fa or not fb:
+        return "a frozen config.toml is missing"
+    keys = list(_SELECTION) + (["seed"] if fa.get("data.order") == "random" else [])
+    for k in keys:
+        if fa.get(k) != fb.get(k):
+            return f"{k} differs ({toml_value_or_dash(fa.get(k))} vs {toml_value_or_dash(fb.get(k))})"
+    return None
+
+
+def toml_value_or_dash(v: Any) -> str:
+    return "-" if v is None else toml_value(v) if isinstance(v, (bool, int, float, str, list)) else str(v)
+
+
+def per_example_outcomes(view: RunView) -> dict[tuple, list[float]]:
+    """Per accuracy row key (stage, model, attack, protocol), the per-example outcome, averaged
+    over the run's seeds (uid order; ``results.json`` ``stages.*.per_example``)."""
+    stages = (view.results or {}).get("stages") or {}
+    out: dict[tuple, list[float]] = {}
+    ev = (stages.get("evaluate") or {}).get("per_example") or {}
+    for protocol, values in ev.items():
+        if isinstance(values, list) and values:
+            out[("evaluate", "original", None, protocol)] = [float(v) for v in values]
+    pooled: dict[tuple, list[list[float]]] = {}
+    for key, protocols in ((stages.get("attacks") or {}).get("per_example") or {}).items():
+        name, _, seed = str(key).rpartition("/")
+        model, _, attack = name.rpartition(":") if ":" in name else ("original", "", name)
+        if not isinstance(protocols, dict) or not seed.isdigit():
+            continue
+        for protocol, values in protocols.items():
+            if isinstance(values, list) and values:
+                pooled.setdefault(("attacks", model or "original", attack, protocol), []).append(
+                    [float(v) for v in values])
+    for k, per_seed in pooled.items():
+        if len({len(v) for v in per_seed}) == 1:
+            out[k] = per_example_means([v for vs in per_seed for v in vs], len(per_seed))
+    return out
+
+
+def paired_between(a: RunView, b: RunView, confidence: float = 0.95) -> tuple[list[dict], str | None]:
+    """Paired differences accuracy(a) − accuracy(b) for every accuracy row the two runs share, on
+    the examples they share (docs/science.md, "Intervals and paired differences"): the per-example
+    outcomes (seeds averaged) of both runs, Agresti–Min for one seed of 0/1 outcomes, else the
+    normal interval of the per-example differences. Returns (rows, None), or ([], why not)."""
+    why = same_examples(a, b)
+    if why:
+        return [], f"no shared examples: {why}"
+    oa, ob = per_example_outcomes(a), per_example_outcomes(b)
+    if not oa or not ob:
+        return [], "no per-example outcomes (a run without results.json)"
+    rows = []
+    for key in oa:
+        if key not in ob or len(oa[key]) != len(ob[key]):
+            continue
+        stage, model, attack, protocol = key
+        d = paired_difference(oa[key], ob[key], confidence)
+        rows.append({"stage": stage, "model": model, "attack": attack, "protocol": protocol,
+                     "a": sum(oa[key]) / len(oa[key]), "b": sum(ob[key]) / len(ob[key]), **d})
+    return rows, (None if rows else "no accuracy row in common")
+
+
 # --------------------------------------------------------------------------- export
 
 EXPORT_COLUMNS = ("run_id", "experiment", "state", "stage", "model", "protocol", "attack", "kind", "norm", "eps",
                   "n", "correct", "accuracy", "ci_low", "ci_high", "confidence", "path")
+# after these: the run's settings (config_columns): ``source`` and ``group``, the row's own
+# ``[[attacks]]`` entry as ``attack.<field>``, every other frozen setting as ``config.<key>``
+
+
+def _cell(v: Any) -> Any:
+    """A setting as a CSV cell: scalars as they are, lists as TOML literals."""
+    if isinstance(v, (list, dict)):
+        try:
+            return toml_value(v) if isinstance(v, list) else json.dumps(v)
+        except TypeError:
+            return json.dumps(v, default=str)
+    return v
+
+
+def config_columns(view: RunView, attack: str | None = None) -> dict[str, Any]:
+    """The settings columns of an export row of ``view``: ``source``, ``group``, the
+    ``[[attacks]]`` entry named ``attack`` as ``attack.<field>``, and every other setting of the
+    frozen config as ``config.<dotted key>``."""
+    cols: dict[str, Any] = {"source": view.source, "group": view.group}
+    config = view.config or {}
+    for k, v in flat_settings({k: v for k, v in config.items() if k != "attacks"}).items():
+        cols[f"config.{k}"] = _cell(v)
+    entries = config.get("attacks") if isinstance(config.get("attacks"), list) else []
+    entry = next((e for e in entries if isinstance(e, dict) and e.get("name") == attack), None) if attack else None
+    for k, v in flat_settings(entry).items():
+        cols[f"attack.{k}"] = _cell(v)
+    return cols
 
 
 def export_rows(views: Iterable[RunView]) -> list[dict]:
-    """One CSV row per accuracy row of each run (a run without results: one row with its state)."""
+    """One CSV row per accuracy row of each run (a run without results: one row with its
+    state), with the run's settings (:func:`config_columns`)."""
     out = []
     for v in views:
         base = {"run_id": v.id, "experiment": v.experiment, "state": v.state, "path": str(v.path.resolve())}
         if not v.rows:
-            out.append(dict(base))
+            out.append({**base, **config_columns(v)})
         for row in v.rows:
-            out.append({**{k: row.get(k) for k in EXPORT_COLUMNS if k in row}, **base})
+            out.append({**{k: row.get(k) for k in EXPORT_COLUMNS if k in row}, **base,
+                        **config_columns(v, row.get("attack"))})
     return out
 
 
+def export_fieldnames(rows: list[dict]) -> list[str]:
+    """:data:`EXPORT_COLUMNS`, then ``source``, ``group``, the ``attack.*`` and ``config.*``
+    columns present in ``rows`` (in first-seen order)."""
+    extra: list[str] = []
+    seen = set(EXPORT_COLUMNS)
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                extra.append(k)
+    head = [k for k in ("source", "group") if k in extra]
+    attack = [k for k in extra if k.startswith("attack.")]
+    rest = [k for k in extra if k not in head and k not in attack]
+    return list(EXPORT_COLUMNS) + head + attack + rest
+
+
 def write_csv(rows: list[dict], target: str | os.PathLike | None = None, stream=None) -> Path | None:
-    """Write ``rows`` with :data:`EXPORT_COLUMNS` to ``target`` (or ``stream``)."""
+    """Write ``rows`` with :func:`export_fieldnames` to ``target`` (or ``stream``)."""
     def write(fh):
-        w = csv.DictWriter(fh, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(fh, fieldnames=export_fieldnames(rows), extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     if target is None:
@@ -447,3 +694,123 @@ def write_csv(rows: list[dict], target: str | os.PathLike | None = None, stream=
     with open(target, "w", newline="", encoding="utf-8") as fh:
         write(fh)
     return Path(target)
+
+
+# --------------------------------------------------------------------------- live runs
+
+def running_runs(root: str | os.PathLike) -> list[str]:
+    """Ids of the runs of the store whose process is alive and says 'running' — whoever started
+    them (a shell, this console, another one). Reads ``status.json`` only."""
+    out = []
+    for run in RunStore(root).list():
+        try:
+            status = run.read_status()
+        except RunFileError:
+            continue
+        if status is not None and status.state == "running":
+            out.append(run.id)
+    return out
+
+
+# --------------------------------------------------------------------------- sweeps
+
+@dataclass
+class SweepPointView:
+    """One point of a sweep: its values, its run (None before it was started)."""
+    point: SweepPoint
+    view: RunView | None
+
+    @property
+    def state(self) -> str:
+        return self.view.state if self.view is not None else "pending"
+
+
+@dataclass
+class SweepView:
+    """What a sweep folder says: the manifest and a view of each point's run. ``problem`` names
+    what is wrong with a damaged manifest (then there are no points)."""
+    path: Path
+    manifest: dict
+    points: list[SweepPointView]
+    problem: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def experiment(self) -> str:
+        return str(self.manifest.get("experiment") or "?")
+
+    @property
+    def keys(self) -> list[str]:
+        return [str(g.get("key")) for g in self.manifest.get("grid") or [] if isinstance(g, dict)]
+
+    @property
+    def source(self) -> str | None:
+        return self.manifest.get("source")
+
+    @property
+    def created(self) -> float | None:
+        c = self.manifest.get("created")
+        return c if _finite(c) else None
+
+    @property
+    def state(self) -> str:
+        """'done' when every point is, 'running' while one runs, else the first unfinished point's
+        state ('pending', 'interrupted', 'failed'), or 'damaged'."""
+        if self.problem:
+            return "damaged"
+        states = [p.state for p in self.points]
+        if states and all(s == "done" for s in states):
+            return "done"
+        if "running" in states:
+            return "running"
+        return next((s for s in states if s != "done"), "pending")
+
+    @property
+    def progress_text(self) -> str:
+        return f"{sum(p.state == 'done' for p in self.points)}/{len(self.points)} points"
+
+    def curves(self, key: str | None = None, protocol: str = "single") -> dict[str, list[dict]]:
+        """Accuracy against the value of ``key`` (default: the first grid key): per line, the points
+        ``{"x", "accuracy", "ci_low", "ci_high", "n", "run"}`` in grid order. A line is an attack
+        (its ``protocol`` rows of the configured model), suffixed with the other grid keys' values
+        when the grid has several keys. Points without results are left out."""
+        keys = self.keys
+        key = key or (keys[0] if keys else None)
+        lines: dict[str, list[dict]] = {}
+        for p in self.points:
+            if p.view is None or key not in p.point.values:
+                continue
+            others = ", ".join(f"{k}={toml_value(v)}" for k, v in p.point.values.items() if k != key)
+            for row in p.view.rows:
+                if row.get("protocol") != protocol or row.get("model") not in (None, "original"):
+                    continue
+                label = str(row.get("attack") or row.get("stage")) + (f" ({others})" if others else "")
+                lines.setdefault(label, []).append(
+                    {"x": p.point.values[key], "accuracy": row["accuracy"], "ci_low": row["ci_low"],
+                     "ci_high": row["ci_high"], "n": row["n"], "run": p.view.id})
+        return lines
+
+
+def read_sweep(path: str | os.PathLike) -> SweepView:
+    """A :class:`SweepView` of the sweep folder ``path`` (its point runs are in the same store,
+    the folder's parent); never raises on a damaged manifest."""
+    sweep = Sweep(path)
+    try:
+        manifest = sweep.read()
+        points = sweep.points()
+    except (RunFileError, KeyError, TypeError, ValueError) as exc:
+        return SweepView(sweep.path, {}, [], problem=str(exc))
+    root = sweep.path.parent
+    views = []
+    for p in points:
+        run_path = root / p.run if p.run else None
+        views.append(SweepPointView(p, read_run(run_path) if run_path is not None and run_path.is_dir() else None))
+    return SweepView(sweep.path, manifest, views)
+
+
+def list_sweeps(root: str | os.PathLike) -> list[SweepView]:
+    """Every sweep of the store at ``root``, oldest first."""
+    return [read_sweep(s.path) for s in RunStore(root).list_sweeps()]

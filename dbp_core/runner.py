@@ -262,6 +262,7 @@ def _results(run: RunWriter, cfg: ExperimentConfig, stages: dict, created: float
 
     from . import ops
     rows = [row for result in stages.values() for row in result.get("accuracies", [])]
+    audits = [r["audit"] for r in stages.values() if isinstance(r, dict) and isinstance(r.get("audit"), dict)]
     return {
         "schema": RESULTS_SCHEMA,
         "run_id": run.id,
@@ -277,5 +278,6 @@ def _results(run: RunWriter, cfg: ExperimentConfig, stages: dict, created: float
         "headline": headline(rows),
         "accuracies": rows,
         "comparisons": [c for result in stages.values() for c in result.get("comparisons", [])],
+        **({"audit": audits[-1]} if audits else {}),  # the audit stage's flags (docs/results.md, "The audit")
         "stages": stages,
     }

@@ -25,6 +25,17 @@ when they were written, and :meth:`Run.verify_integrity` (``dbp resume``) refuse
 files do not match, naming the file. A run holds ``.reserve`` (64 KB) while it runs: when the
 disk fills up, it is released so that the run can still record why it failed.
 
+``<root>/sweep-<yyyymmdd>-<hhmmss>-<experiment>-<token>/`` — a sweep (``dbp sweep``), a group of runs
+  ``sweep.json``     the manifest: source file, grid, one entry per point (its values, its run id
+                     once created) — replaced atomically (:class:`Sweep`)
+  ``config.toml``    the base config, frozen at creation; point i runs it with its overrides
+  ``report/``        ``dbp report <sweep>``: the accuracy-vs-value curve
+  ``.lock``          flock'ed by the one process running the sweep
+  The point runs are ordinary run folders of the store (``status.json`` names the ``group``),
+  run one after another with the same seed, so every point attacks the same examples.
+
+``<root>/.trash/<run-id>/`` — runs moved away by :meth:`RunStore.trash` (never a running run).
+
 ``status.json`` is a :class:`RunStatus`, read and written here alone. A process that runs a
 run writes it through a :class:`RunWriter`: a :class:`Run`, or under torchrun on ranks > 0 a
 :class:`FollowerRun`, which writes nothing (rank 0 owns the store).
@@ -48,7 +59,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 __all__ = ["RunStore", "Run", "FollowerRun", "RunWriter", "RunStatus", "Progress", "RunNotFound", "RunLocked",
            "RunFileError", "RunStoreError", "MetricsReader", "atomic_write", "STATES", "pid_alive",
-           "default_runs_dir", "parse_run_id", "RunId"]
+           "default_runs_dir", "parse_run_id", "RunId", "Sweep", "SweepPoint", "SWEEP_PREFIX", "TRASH"]
 
 STATES = ("queued", "running", "done", "failed", "interrupted")
 FINAL_STATES = ("done", "failed", "interrupted")
@@ -276,6 +287,8 @@ _STATUS_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "updated": (_is_num, "a number (unix time)"),
     "eta": (_is_num, "a number of seconds"),
     "message": (lambda v: isinstance(v, str), "a string"),
+    "source": (lambda v: isinstance(v, str), "a string (the experiment file's path)"),
+    "group": (lambda v: isinstance(v, str), "a string (a sweep id)"),
 }
 
 
@@ -293,6 +306,8 @@ class RunStatus:
     progress: Progress = field(default_factory=Progress)
     eta: float | None = None
     message: str = ""
+    source: str | None = None  # the experiment file `dbp run` was given (absolute path)
+    group: str | None = None  # the sweep this run is a point of
 
     @property
     def final(self) -> bool:
@@ -978,10 +993,27 @@ class RunStore:
     def new_id(self, experiment: str) -> str:
         return f"{_id_stamp()}-{experiment}-{_id_token()}"
 
-    def create(self, cfg=None, *, experiment: str | None = None, lock: bool = False) -> Run:
-        """Create ``<root>/<id>/`` exclusively (os.mkdir; retried on the rare id clash), freeze
-        ``cfg`` into ``config.toml`` (absolute paths), and write status 'queued'. With ``lock``
-        the returned run already holds its lock (:meth:`Run.lock`)."""
+    def _mkdir_unique(self, make_id: Callable[[], str], what: str = "run folder") -> Path:
+        """Create ``<root>/<make_id()>`` exclusively (os.mkdir; retried on the rare id clash)."""
+        self.ensure_root()
+        for _ in range(100):
+            path = self.root / make_id()
+            try:
+                os.mkdir(path)
+                return path
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise RunStoreError(f"cannot create a {what} in {self.root} ({exc.strerror}); "
+                                    "expected a writable folder") from None
+        raise RunStoreError(f"could not create a unique {what} under {self.root} (100 id clashes)")
+
+    def create(self, cfg=None, *, experiment: str | None = None, lock: bool = False, source: str | None = None,
+               group: str | None = None) -> Run:
+        """Create ``<root>/<id>/`` exclusively, freeze ``cfg`` into ``config.toml`` (absolute
+        paths), and write status 'queued' with the experiment file it came from (``source``) and
+        the sweep it belongs to (``group``). With ``lock`` the returned run already holds its lock
+        (:meth:`Run.lock`)."""
         experiment = experiment or (cfg.name if cfg is not None else "run")
         frozen = None
         if cfg is not None:  # rendered before the folder exists: a config that cannot be written leaves none
@@ -992,19 +1024,7 @@ class RunStore:
                 bad = exc.object[max(0, exc.start - 30):exc.end + 10]
                 raise RunStoreError(f"cannot freeze the config into config.toml: {ascii(bad)} is not valid UTF-8; "
                                     "expected paths and values in UTF-8") from None
-        self.ensure_root()
-        for _ in range(100):
-            path = self.root / self.new_id(experiment)
-            try:
-                os.mkdir(path)
-                break
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise RunStoreError(f"cannot create a run folder in {self.root} ({exc.strerror}); "
-                                    "expected a writable folder") from None
-        else:
-            raise RunStoreError(f"could not create a unique run folder under {self.root} (100 id clashes)")
+        path = self._mkdir_unique(lambda: self.new_id(experiment))
         run = Run(path)
         try:  # all of it or no folder: a full disk or a signal leaves no half-made run behind
             if lock:
@@ -1018,8 +1038,8 @@ class RunStore:
             run.reserve_space()
             run.write_status(state="queued", experiment=experiment, pid=None, host=socket.gethostname(),
                              created=time.time(), started=None, progress={"done": 0, "total": None},
-                             eta=None, message="")
-            run.log(f"created run {run.id}")
+                             eta=None, message="", source=source, group=group)
+            run.log(f"created run {run.id}" + (f" from {source}" if source else ""))
         except BaseException as exc:
             run.unlock()
             shutil.rmtree(path, ignore_errors=True)
@@ -1063,3 +1083,169 @@ class RunStore:
             raise RunNotFound(f"no run '{ref_s}' in {self.root}")
         raise RunNotFound(f"'{ref_s}' matches {len(matches)} runs in {self.root}: "
                           + ", ".join(r.id for r in matches[:5]))
+
+    # ---- deleting: runs are moved to <root>/.trash/, never removed
+    def trash(self, ref: str | os.PathLike) -> Path:
+        """Move the run ``ref`` to ``<root>/.trash/<id>`` and return its new path. A running run
+        (its lock is held, or its live process says 'running') is refused with :class:`RunLocked`."""
+        run = self.open(ref)
+        try:
+            run.lock()
+        except RunLocked as exc:
+            raise RunLocked(f"run {run.id} is running (pid {exc.pid if exc.pid is not None else '?'}); "
+                            "cancel it before deleting it", exc.pid) from None
+        try:
+            try:
+                status = run.read_status()
+            except RunFileError:
+                status = None  # a damaged run can be deleted
+            if status is not None and status.state == "running":
+                raise RunLocked(f"run {run.id} is running (pid {status.pid} on {status.host}); cancel it "
+                                "before deleting it", status.pid)
+            bin_ = self.root / TRASH
+            bin_.mkdir(exist_ok=True)
+            target = bin_ / run.id
+            n = 1
+            while target.exists():
+                n += 1
+                target = bin_ / f"{run.id}.{n}"
+            os.rename(run.path, target)
+            return target
+        finally:
+            run.unlock()
+
+    # ---- sweeps: groups of runs over a grid of values
+    def new_sweep_id(self, experiment: str) -> str:
+        return f"{SWEEP_PREFIX}{_id_stamp()}-{experiment}-{_id_token()}"
+
+    def create_sweep(self, experiment: str, config_text: str, grid: list[tuple[str, list]], *,
+                     source: str | None = None, overrides: list[str] = ()) -> "Sweep":
+        """Create ``<root>/sweep-<...>/`` with the frozen base config and a manifest with one point
+        per element of the cartesian product of ``grid`` ((key, values) pairs, first key slowest);
+        the points' runs are created as they are run (:meth:`Sweep.set_run`)."""
+        import itertools
+        path = self._mkdir_unique(lambda: self.new_sweep_id(experiment), "sweep folder")
+        atomic_write(path / "config.toml", config_text)
+        keys = [k for k, _ in grid]
+        points = [{"index": i, "values": dict(zip(keys, combo)), "run": None}
+                  for i, combo in enumerate(itertools.product(*[list(v) for _, v in grid]))]
+        manifest = {"schema": SWEEP_SCHEMA, "id": path.name, "experiment": experiment, "source": source,
+                    "created": time.time(), "overrides": list(overrides),
+                    "grid": [{"key": k, "values": list(v)} for k, v in grid], "points": points}
+        sweep = Sweep(path)
+        sweep.write(manifest)
+        return sweep
+
+    def list_sweeps(self) -> list["Sweep"]:
+        """Sweeps of the store, oldest first."""
+        if not self.root.is_dir():
+            return []
+        return [Sweep(p) for p in sorted(self.root.iterdir(), key=lambda p: p.name)
+                if p.is_dir() and p.name.startswith(SWEEP_PREFIX) and (p / SWEEP_FILE).exists()]
+
+    def find_sweep(self, ref: str | os.PathLike) -> "Sweep | None":
+        """The sweep ``ref`` names (folder path, id, or unique prefix of an id), else None."""
+        direct = Path(ref)
+        if direct.is_dir() and (direct / SWEEP_FILE).exists():
+            return Sweep(direct)
+        ref_s = str(ref)
+        sweeps = self.list_sweeps()
+        matches = [s for s in sweeps if s.id == ref_s] or [s for s in sweeps if s.id.startswith(ref_s)]
+        if len(matches) > 1:
+            raise RunNotFound(f"'{ref_s}' matches {len(matches)} sweeps in {self.root}: "
+                              + ", ".join(s.id for s in matches[:5]))
+        return matches[0] if matches else None
+
+
+TRASH = ".trash"
+SWEEP_PREFIX = "sweep-"
+SWEEP_FILE = "sweep.json"
+SWEEP_SCHEMA = "dbp-lab.sweep/1"
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One grid point of a sweep: its index, its values ({dotted key: value}) and its run (None
+    until the point has been started)."""
+    index: int
+    values: dict
+    run: str | None
+
+    @property
+    def overrides(self) -> list[str]:
+        """The ``--set`` overrides of this point (values as TOML literals)."""
+        return [f"{k}={toml_value(v)}" for k, v in self.values.items()]
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={toml_value(v)}" for k, v in self.values.items())
+
+
+def toml_value(v: Any) -> str:
+    """A grid value as a TOML literal (what ``--set`` parses back to the same value)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    raise TypeError(f"a sweep value must be a number, string, boolean or list, got {type(v).__name__}")
+
+
+class Sweep:
+    """A sweep folder (see the module docstring): its manifest ``sweep.json`` is read with
+    :meth:`read` and rewritten atomically by :meth:`write` / :meth:`set_run`; :meth:`lock` makes
+    one process at a time run its points."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = Run(self.path)  # the same flock'ed .lock file as a run
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / SWEEP_FILE
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.toml"
+
+    def read(self) -> dict:
+        """The manifest; :class:`RunFileError` if it is missing or damaged."""
+        data = read_json_object(self.manifest_path)
+        if data is None:
+            raise RunFileError(self.manifest_path, "is missing; expected the manifest dbp sweep writes")
+        if not isinstance(data.get("points"), list) or not isinstance(data.get("grid"), list):
+            raise RunFileError(self.manifest_path, "has no 'points' / 'grid' lists; expected the manifest "
+                               "dbp sweep writes")
+        return data
+
+    def write(self, manifest: dict) -> None:
+        atomic_write_json(self.manifest_path, manifest)
+
+    def points(self) -> list[SweepPoint]:
+        return [SweepPoint(int(p["index"]), dict(p.get("values") or {}), p.get("run")) for p in self.read()["points"]]
+
+    def keys(self) -> list[str]:
+        return [g["key"] for g in self.read()["grid"]]
+
+    def set_run(self, index: int, run_id: str) -> None:
+        """Record that point ``index`` runs as ``run_id``."""
+        manifest = self.read()
+        manifest["points"][index]["run"] = run_id
+        self.write(manifest)
+
+    def lock(self) -> bool:
+        try:
+            return self._lock.lock()
+        except RunLocked as exc:
+            raise RunLocked(f"sweep {self.id} is already being run (pid {exc.pid if exc.pid is not None else '?'})",
+                            exc.pid) from None
+
+    def unlock(self) -> None:
+        self._lock.unlock()

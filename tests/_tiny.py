@@ -31,3 +31,31 @@ class OracleEps(nn.Module):
     def forward(self, x, t):
         ab = self.ab.to(x.dtype)[t].view(-1, *([1] * (x.dim() - 1)))
         return (x - ab.sqrt() * self.x0) / (1 - ab).sqrt()
+
+
+class LearnedEps(TinyEps):
+    """A guided-diffusion style network (``learn_sigma``): outputs [eps, v], v in (-1, 1)."""
+
+    learned_variance = True
+
+    def __init__(self, channels=1, hidden=4, dtype=torch.float64, seed=0):
+        super().__init__(channels, hidden, dtype, seed)
+        g = torch.Generator().manual_seed(seed + 1)
+        self.cv = nn.Conv2d(hidden, channels, 3, padding=1).to(dtype)
+        with torch.no_grad():
+            for p in self.cv.parameters():
+                p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=dtype))
+
+    def forward(self, x, t):
+        h = torch.tanh(self.c1(x) + (t.to(x.dtype) / 1000.0)[:, None, None, None] * self.tw[None, :, None, None])
+        return torch.cat([self.c2(h), torch.tanh(self.cv(h))], dim=1)
+
+
+class ContinuousEps(TinyEps):
+    """A score_sde style network: conditioned on continuous time t in [0, 1] (its label 999 t)."""
+
+    continuous_time = True
+
+    def forward(self, x, t):
+        assert t.is_floating_point(), "a continuous-time network gets float times"
+        return super().forward(x, 999.0 * t)

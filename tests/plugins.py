@@ -100,3 +100,23 @@ def tiny_unet():
     from dbp_core.models.unet import UNet, UNetConfig
     torch.manual_seed(0)
     return UNet(UNetConfig(in_channels=1, base_channels=8, channel_mult=(1,), attention=False, groups=4)).eval()
+
+
+class _Gated(QuadrantClassifier):
+    """Runs freely until a run of the store ``$DBP_TEST_GATE_RUNS`` has written its first attack
+    point, then waits while the file ``$DBP_TEST_GATE`` exists (at most 5 minutes): a test sees the
+    first points of a live run, then lets it finish — with no timing in the test."""
+
+    def forward(self, x):
+        gate, runs = os.environ.get("DBP_TEST_GATE"), os.environ.get("DBP_TEST_GATE_RUNS")
+        if gate and runs:
+            from pathlib import Path
+            deadline = time.monotonic() + 300
+            while os.path.exists(gate) and time.monotonic() < deadline and any(
+                    '"attack_iter"' in p.read_text() for p in Path(runs).glob("*/metrics.jsonl")):
+                time.sleep(0.02)
+        return super().forward(x)
+
+
+def gated_classifier():
+    return _Gated()

@@ -14,10 +14,13 @@ def test_every_name_of_docs_api_imports():
     from dbp_core.models import zoo  # noqa: F401
     from dbp_core.models.datasets import load_dataset  # noqa: F401
     from dbp_core.models.defended import DefendedClassifier  # noqa: F401
-    from dbp_core.models.loaders import load_checkpoint, load_model_file  # noqa: F401
+    from dbp_core.models import DMWideResNet, GuidedDiffusionEps, GuidedUNet, NCSNpp, ResNet, ScoreSDEEps  # noqa: F401
+    from dbp_core.models.checkpoint_io import CheckpointError, inspect_tensor_file, load_tensor_file  # noqa: F401
+    from dbp_core.models.loaders import check_model, load_checkpoint, load_model, load_model_file, model_spec  # noqa: F401
     from dbp_core.models.normalized import Normalized  # noqa: F401
     from dbp_core.ops import reference  # noqa: F401
-    from dbp_core.purifier import Purifier, diffusion, noise  # noqa: F401
+    from dbp_core.purifier import Purifier, diffusion, noise, vpsde  # noqa: F401
+    from dbp_core.purifier.guidance import Guidance  # noqa: F401
     from dbp_core.results import MetricsView, export_rows, list_runs, read_run  # noqa: F401
     from dbp_core.runner import run_study  # noqa: F401
     from dbp_core.runs import RunStore  # noqa: F401

@@ -4,6 +4,7 @@ determinism that DW-box noise replay must give."""
 import pytest
 import torch
 import torch.nn.functional as F
+import torchattacks  # the README's test command installs it (pip install --no-deps torchattacks==3.5.1)
 from torch import nn
 
 from dbp_core import noise
@@ -13,7 +14,6 @@ from dbp_core.purify import Purifier
 
 from ._tiny import TinyEps
 
-torchattacks = pytest.importorskip("torchattacks")  # installed by .ci/run (pip install --no-deps torchattacks)
 
 
 def small_cnn(seed=0, classes=10):
@@ -158,7 +158,7 @@ def test_apgd_selection_keeps_the_iterate_with_fewest_correct_purifications():
     # once an example is misclassified by every replica it keeps that iterate
     model = small_cnn(seed=6)
     x, y, uids = batch(16, seed=7)
-    x_adv = APGD(norm="linf", eps=0.05, iterations=15, eot=1)(PlainModel(model), x, y, uids)
+    x_adv = APGD(norm="linf", eps=0.05, iterations=15, eot=1, selection="lowest-correct")(PlainModel(model), x, y, uids)
     fooled = model(x_adv).argmax(1) != y
     assert fooled.float().mean() > 0.5
 
@@ -210,11 +210,11 @@ def test_apgd_selection_uses_its_own_fresh_purifications_when_asked():
     x, y, uids = batch(4)
     x = x.double()
     model = _CountingDefended(tiny_defended(torch.float64))
-    APGD(norm="linf", eps=0.05, iterations=5, eot=2, noise=NoisePlan("fresh", 1), selection_samples=6)(
-        model, x, y, uids)
+    APGD(norm="linf", eps=0.05, iterations=5, eot=2, noise=NoisePlan("fresh", 1), selection="lowest-correct",
+         selection_samples=6)(model, x, y, uids)
     grads = [c for c in model.calls if c[1]]
     selects = [c for c in model.calls if not c[1]]
-    assert len(grads) == len(selects) == 5  # one gradient and one selection per iterate
+    assert len(grads) == len(selects) == 6  # one gradient and one selection per iterate, start included
     assert all(r == 2 for r, _, _ in grads) and all(r == 6 for r, _, _ in selects)
     assert not {s for _, _, s in grads} & {s for _, _, s in selects}  # independent noise
 
@@ -234,7 +234,8 @@ def test_apgd_selection_prefers_fewer_correct_then_higher_loss():
                                                bool(logits[k].argmax() == y[k])))
             return logits.repeat(replicas, 1)
 
-    x_adv = APGD(norm="linf", eps=0.05, iterations=12, eot=1, random_start=False)(Recorder(), x, y, uids)
+    x_adv = APGD(norm="linf", eps=0.05, iterations=12, eot=1, random_start=False, selection="lowest-correct")(
+        Recorder(), x, y, uids)
     for k, iterates in seen.items():
         wrong = [(loss, xa) for xa, loss, correct in iterates if not correct]
         if wrong:

@@ -216,7 +216,8 @@ def test_runs_show_export(tmp_path, capsys, monkeypatch):
     assert cli.main(["export", run.id, "--csv", str(csv_path)]) == 0
     lines = csv_path.read_text().splitlines()
     from dbp_core.results import EXPORT_COLUMNS  # the one column set of dbp export and the console
-    assert lines[0] == ",".join(EXPORT_COLUMNS) and lines[1].startswith(run.id + ",tiny,done,evaluate,,clean")
+    assert lines[0].startswith(",".join(EXPORT_COLUMNS) + ",source,group,")  # then the run's settings
+    assert lines[1].startswith(run.id + ",tiny,done,evaluate,,clean")
     assert cli.main(["export", run.id, "--csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("run_id,")
     assert cli.main(["resume", run.id]) == 0

@@ -39,6 +39,8 @@ t_star = 0.2
 steps = 5
 sampler = "ddim"
 grad_mode = "segments"
+clip_denoised = true
+clamp_output = true
 
 [[attacks]]
 kind = "pgd-eot"
@@ -123,18 +125,36 @@ def test_all_errors_reported_at_once():
 
 
 def test_shipped_experiments_valid(capsys, monkeypatch, tmp_path):
+    """Every shipped experiment passes `dbp check` (schema and preflight: checkpoint keys and shapes,
+    ImageNet folder) with its local files replaced by small files of the format it names."""
+    import tomllib
+
+    from tests.checkpoint_files import standin_checkpoint, tiny_imagenet
     monkeypatch.chdir(ROOT)
     files = sorted((ROOT / "experiments").glob("*.toml"))
     assert any(f.name == "quickstart.toml" for f in files)
-    # CIFAR-10 experiments name local checkpoints and data: stand-ins of the right kind
-    (tmp_path / "cifar-10-batches-py").mkdir()
-    (tmp_path / "ddpm").mkdir()
-    (tmp_path / "Standard.pt").write_bytes(b"")
-    local = ["--set", f"data.root={tmp_path / 'cifar-10-batches-py'}", "--set", f"models.diffusion={tmp_path / 'ddpm'}",
-             "--set", f"models.classifier={tmp_path / 'Standard.pt'}"]
     for f in files:
-        extra = local if 'dataset = "cifar10"' in f.read_text() else []
-        assert cli.main(["check", str(f), *extra]) == 0, capsys.readouterr().err
+        doc = tomllib.loads(f.read_text())
+        local, data, models = [], doc.get("data", {}), doc.get("models", {})
+        if data.get("dataset") == "cifar10":
+            (tmp_path / "cifar-10-batches-py").mkdir(exist_ok=True)
+            local += ["--set", f"data.root={tmp_path / 'cifar-10-batches-py'}"]
+        if data.get("dataset") == "imagenet":
+            root = tmp_path / "imagenet" / "val"
+            if not root.exists():
+                tiny_imagenet(root)
+            local += ["--set", f"data.root={root}", "--set", f"data.class_index={root / 'imagenet_class_index.json'}"]
+        for role in ("classifier", "diffusion"):
+            ref = models.get(role, "default")
+            if ref in ("default", "none") or ":" in ref:
+                continue
+            fmt = models.get(f"{role}_format", "auto")
+            fmt = {"classifier": "robustbench", "diffusion": "diffusers"}[role] if fmt == "auto" else fmt
+            name = f"{f.stem}-{role}" + ("" if fmt == "diffusers" else ".pt")
+            path = standin_checkpoint(tmp_path / name, role, fmt, models.get(f"{role}_arch"),
+                                      models.get("diffusion_config") if role == "diffusion" else None)
+            local += ["--set", f"models.{role}={path}"]
+        assert cli.main(["check", str(f), *local]) == 0, capsys.readouterr().err
         head = f.read_text().splitlines()[0]
         assert head.startswith("#"), f"{f.name} must start with a comment saying what it reproduces"
 
@@ -411,3 +431,71 @@ def test_frozen_config_without_diffusion_loads_again(tmp_path):
     assert frozen.model_dump() == cfg.model_dump()
     with pytest.raises(ConfigError, match="evaluation.protocols"):  # a list that asks for purification still fails
         loads_config('name = "n"\n[models]\ndiffusion = "none"\n[evaluation]\nprotocols = ["clean", "majority"]\n')
+
+
+# --------------------------------------------------------------------------- attack kinds (losses, AutoAttack)
+
+EVERY_KIND = """
+name = "kinds"
+stages = ["attacks", "audit"]
+[[attacks]]
+kind = "pgd-eot"
+loss = "margin"
+gradient = "forward-only"
+[[attacks]]
+kind = "apgd"
+loss = "dlr"
+restarts = 2
+[[attacks]]
+kind = "apgd-t"
+targets = 3
+[[attacks]]
+kind = "apgd-eot"
+selection_samples = 20
+[[attacks]]
+kind = "autoattack-rand"
+gradient = "bpda"
+[[attacks]]
+kind = "autoattack-standard"
+queries = 1000
+[audit]
+attack = "autoattack-rand-linf"
+"""
+
+
+def test_every_attack_kind_validates_with_its_defaults(tmp_path, capsys):
+    from dbp_core.attacks.registry import KINDS
+    path = tmp_path / "kinds.toml"
+    path.write_text(EVERY_KIND)
+    assert cli.main(["check", str(path)]) == 0, capsys.readouterr().err
+    cfg = load_config(path)
+    a = {x.kind: x for x in cfg.attacks}
+    assert (a["apgd"].iterations, a["apgd"].random_start, a["apgd"].selection, a["apgd"].step) == \
+        (100, True, "autoattack", None)  # AutoAttack's defaults
+    assert (a["apgd-t"].loss, a["apgd-t"].targets) == ("dlr-targeted", 3)
+    assert (a["apgd-eot"].selection, a["apgd-eot"].iterations, a["apgd-eot"].eot) == ("lowest-correct", 20, 10)
+    assert (a["autoattack-rand"].eot, a["autoattack-rand"].evaluations, a["autoattack-rand"].loss) == (20, 20, None)
+    assert (a["autoattack-standard"].noise, a["autoattack-standard"].eot) == ("replay", 1)
+    assert a["pgd-eot"].gradient == "forward-only" and a["pgd-eot"].step == pytest.approx(8 / 255 / 4)
+    assert set(KINDS) <= {"pgd", "bpda", "dwbox", "dwbox-forward"} | set(a)
+    # the frozen config (every default spelled out) loads again to the same config
+    save_config(cfg, tmp_path / "frozen.toml")
+    assert load_config(tmp_path / "frozen.toml").attacks == cfg.attacks
+
+
+def test_missing_autoattack_extra_is_a_field_named_error(tmp_path, capsys, monkeypatch):
+    import sys
+    path = tmp_path / "aa.toml"
+    path.write_text('name = "aa"\n[[attacks]]\nkind = "pgd"\n[[attacks]]\nkind = "autoattack-standard"\n')
+    assert cli.main(["check", str(path)]) == 0
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)  # as if the extra were not installed
+    assert cli.main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "attacks[1].kind" in err and "pip install 'dbp-lab[autoattack]'" in err and "Traceback" not in err
+    from dbp_core.attacks.autoattack_standard import AutoAttackStandard, require_autoattack
+    with pytest.raises(ImportError, match=r"dbp-lab\[autoattack\]"):
+        require_autoattack()
+    import torch
+    with pytest.raises(ImportError, match=r"dbp-lab\[autoattack\]"):
+        AutoAttackStandard()(lambda x: x.flatten(1), torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long),
+                             torch.zeros(1, dtype=torch.long))

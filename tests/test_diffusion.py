@@ -142,6 +142,8 @@ def test_bad_sampler_and_too_many_steps():
     s = D.linear_schedule()
     with pytest.raises(ValueError, match="sampler"):
         D.reverse_chain(s, 100, 10, "euler")
+    with pytest.raises(ValueError, match="discrete chain"):
+        D.reverse_chain(s, 100, 10, "vpsde")
     with pytest.raises(ValueError):
         Purifier(TinyEps(), t_star=0.1, steps=200)
 
@@ -163,4 +165,4 @@ def test_reverse_variances_match_diffusers_scheduler(variance, diffusers_name):
         large = D.reverse_chain(s, 100, 10, "ddpm", "fixed_large")
         assert all(a.sigma < b.sigma for a, b in zip(chain[:-1], large[:-1]))
     with pytest.raises(ValueError, match="variance"):
-        D.reverse_chain(s, 100, 10, "ddpm", "learned")
+        D.reverse_chain(s, 100, 10, "ddpm", "fixed_huge")

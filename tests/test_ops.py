@@ -47,9 +47,14 @@ def test_extension_equals_reference(shape, dtype):
                        ref.normal(shape, s, stream, uids, step, dtype))
     assert torch.equal(ops.q_sample(x, per_sample, one, seed, stream, uids, step),
                        ref.q_sample(x, per_sample, one, s, stream, uids, step))
-    for sigma in (per_sample, torch.tensor(0.0, dtype=dtype)):
+    per_element = torch.rand(shape, generator=gen, dtype=dtype)
+    for sigma in (per_sample, torch.tensor(0.0, dtype=dtype), per_element):
         assert torch.equal(ops.ddpm_step(x, eps, per_sample, one, sigma, seed, stream, uids, step),
                            ref.ddpm_step(x, eps, per_sample, one, sigma, s, stream, uids, step))
+        # a, b chosen so that a x - b eps crosses the clip at +-1 in about half the elements
+        a, b = 1.0 + per_sample, torch.tensor(0.6, dtype=dtype)
+        assert torch.equal(ops.clipped_step(x, eps, a, b, one, per_sample, sigma, seed, stream, uids, step),
+                           ref.clipped_step(x, eps, a, b, one, per_sample, sigma, s, stream, uids, step))
     assert torch.equal(ops.rbgm(x, seed, stream, uids, step), ref.rbgm(x, s, stream, uids, step))
 
 
@@ -124,10 +129,18 @@ def test_opcheck_every_op():
     e = torch.randn(3, 2, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     c = torch.rand(3, generator=gen, dtype=torch.float64)
     s = torch.tensor(0.3, dtype=torch.float64)
+    # a learned variance: sigma per element (or per sample) with a gradient
+    sg = torch.rand(3, 2, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    cs = c.clone().requires_grad_()
+    a = torch.tensor(1.7, dtype=torch.float64)
     cases = [
         (torch.ops.dbp.normal.default, ([3, 2, 4, 4], 1, 2, uids, 3, torch.float64)),
         (torch.ops.dbp.q_sample.default, (x, c, s, 1, 2, uids, 3)),
         (torch.ops.dbp.ddpm_step.default, (x, e, c, s, c, 1, 2, uids, 3)),
+        (torch.ops.dbp.ddpm_step.default, (x, e, c, s, sg, 1, 2, uids, 3)),
+        (torch.ops.dbp.ddpm_step.default, (x, e, c, s, cs, 1, 2, uids, 3)),
+        (torch.ops.dbp.clipped_step.default, (x, e, a, s, c, s, c, 1, 2, uids, 3)),
+        (torch.ops.dbp.clipped_step.default, (x, e, a, c, s, c, sg, 1, 2, uids, 3)),
         (torch.ops.dbp.rbgm.default, (x.detach(), 1, 2, uids, 3)),
     ]
     # non-contiguous inputs (a transposed view): outputs are still contiguous, as the fake kernels say
@@ -135,6 +148,8 @@ def test_opcheck_every_op():
     cases += [
         (torch.ops.dbp.q_sample.default, (xt, c, s, 1, 2, uids, 3)),
         (torch.ops.dbp.ddpm_step.default, (xt, et, c, s, c, 1, 2, uids, 3)),
+        (torch.ops.dbp.clipped_step.default, (xt, et, a, s, c, s, sg.detach().transpose(2, 3).requires_grad_(),
+                                              1, 2, uids, 3)),
         (torch.ops.dbp.rbgm.default, (xt.detach(), 1, 2, uids, 3)),
     ]
     for op, args in cases:
@@ -150,6 +165,33 @@ def test_gradcheck_q_sample_and_ddpm_step():
     assert torch.autograd.gradcheck(lambda x: ops.q_sample(x, c, 0.4, 3, 0, uids, 1), (x,))
     assert torch.autograd.gradcheck(lambda x, e: ops.ddpm_step(x, e, c, 0.2, c, 3, 0, uids, 1), (x, e))
     assert torch.autograd.gradgradcheck(lambda x, e: ops.ddpm_step(x, e, c, 0.2, c, 3, 0, uids, 1), (x, e))
+
+
+def test_gradcheck_clipped_step_and_a_learned_sigma():
+    """The clip passes the gradient only where a x - b eps lies in [-1, 1]; a sigma that requires grad
+    (per element, per sample or one value) gets g z with z regenerated from its address."""
+    gen = torch.Generator().manual_seed(4)
+    uids = torch.tensor([3, 8])
+    x = (1.5 * torch.randn(2, 3, 3, generator=gen, dtype=torch.float64)).requires_grad_()
+    e = torch.randn(2, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    c = torch.tensor([0.9, 0.7], dtype=torch.float64)
+    u = 1.3 * x.detach() - 0.4 * e.detach()
+    assert ((u.abs() > 1).sum() > 3) and ((u.abs() < 1).sum() > 3)  # both sides of the clip are exercised
+    for sigma in (torch.rand(2, 3, 3, generator=gen, dtype=torch.float64), torch.rand(2, dtype=torch.float64),
+                  torch.tensor(0.3, dtype=torch.float64)):
+        sigma.requires_grad_()
+        assert torch.autograd.gradcheck(lambda x, e, s: ops.clipped_step(x, e, 1.3, 0.4, c, 0.5, s, 3, 0, uids, 1),
+                                        (x, e, sigma))
+        assert torch.autograd.gradcheck(lambda x, e, s: ops.ddpm_step(x, e, c, 0.2, s, 3, 0, uids, 1), (x, e, sigma))
+    assert torch.autograd.gradgradcheck(lambda x, e: ops.clipped_step(x, e, 1.3, 0.4, c, 0.5, c, 3, 0, uids, 1), (x, e))
+    # the closed form of the backward: c1 g + a c0 g 1[|a x - b eps| <= 1]; the noise gradient is the noise
+    sg = torch.full((2, 3, 3), 0.2, dtype=torch.float64, requires_grad=True)
+    out = ops.clipped_step(x, e, 1.3, 0.4, 0.8, 0.5, sg, 3, 0, uids, 1)
+    gx, ge, gs = torch.autograd.grad(out.sum(), (x, e, sg))
+    inside = (u >= -1) & (u <= 1)
+    assert torch.allclose(gx, 0.5 + 1.3 * 0.8 * inside.double(), rtol=0, atol=1e-15)
+    assert torch.allclose(ge, -0.4 * 0.8 * inside.double(), rtol=0, atol=1e-15)
+    assert torch.equal(gs, ops.normal((2, 3, 3), 3, 0, uids, 1, dtype=torch.float64))
 
 
 def test_backward_saves_no_noise():
@@ -216,6 +258,11 @@ def _bad_calls():
         ("shape", lambda: ops.normal((3, -1), 0, 0, u, 0)),
         ("shape", lambda: ops.normal((3, 0, 2), 0, 0, u, 0)),
         ("c_eps", lambda: ops.ddpm_step(x, x, 1.0, torch.tensor(0.1, requires_grad=True), 0.0, 0, 0, u, 0)),
+        ("sigma", lambda: ops.ddpm_step(x, x, 1.0, 0.1, torch.ones(3, 5), 0, 0, u, 0)),
+        ("sigma", lambda: ops.clipped_step(x, x, 1.0, 0.1, 0.5, 0.5, torch.full((3, 4), float("nan")), 0, 0, u, 0)),
+        ("c0", lambda: ops.clipped_step(x, x, 1.0, 0.1, torch.ones(2), 0.5, 0.0, 0, 0, u, 0)),
+        ("b", lambda: ops.clipped_step(x, x, 1.0, torch.tensor(0.1, requires_grad=True), 0.5, 0.5, 0.0, 0, 0, u, 0)),
+        ("eps", lambda: ops.clipped_step(x, x[:1], 1.0, 0.1, 0.5, 0.5, 0.0, 0, 0, u, 0)),
         ("sqrt_ab", lambda: ops.q_sample(x, torch.full((3,), 0.5, requires_grad=True), 0.5, 0, 0, u, 0)),
     ]
 
@@ -247,6 +294,7 @@ u = torch.tensor([3, 1])
 torch.save({
     "normal": ops.normal((2, 3, 4, 4), 5, 1, u, 2),
     "step": ops.ddpm_step(x, x, 0.9, 0.2, 0.1, 5, 1, u, 2).detach(),
+    "clipped": ops.clipped_step(x, x, 1.9, 0.2, 0.5, 0.4, x.detach().abs(), 5, 1, u, 2).detach(),
     "rbgm": ops.rbgm(x.detach(), 5, 1, u, 2),
     "x": x.detach(),
 }, sys.argv[1])
@@ -254,6 +302,9 @@ assert torch.autograd.gradcheck(lambda x: ops.q_sample(x, 0.9, 0.2, 5, 1, u, 2),
 xt = x.detach().transpose(2, 3).requires_grad_()  # non-contiguous: fake and real kernels agree on strides
 torch.library.opcheck(torch.ops.dbp.ddpm_step.default, (xt, xt, torch.tensor(0.9, dtype=torch.float64),
                       torch.tensor(0.2, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64), 5, 1, u, 2))
+torch.library.opcheck(torch.ops.dbp.clipped_step.default, (xt, xt, torch.tensor(1.9, dtype=torch.float64),
+                      torch.tensor(0.2, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64),
+                      torch.tensor([0.4, 0.3], dtype=torch.float64), xt.detach().abs().requires_grad_(), 5, 1, u, 2))
 torch.library.opcheck(torch.ops.dbp.q_sample.default, (xt, torch.tensor([0.9, 0.8], dtype=torch.float64),
                       torch.tensor(0.2, dtype=torch.float64), 5, 1, u, 2))
 try:
@@ -273,6 +324,7 @@ def test_fallback_without_extension_gives_the_same_values(tmp_path):
     x = got["x"]
     assert torch.equal(got["normal"], ops.normal((2, 3, 4, 4), 5, 1, u, 2))
     assert torch.equal(got["step"], ops.ddpm_step(x, x, 0.9, 0.2, 0.1, 5, 1, u, 2))
+    assert torch.equal(got["clipped"], ops.clipped_step(x, x, 1.9, 0.2, 0.5, 0.4, x.abs(), 5, 1, u, 2))
     assert torch.equal(got["rbgm"], ops.rbgm(x, 5, 1, u, 2))
 
 
@@ -293,6 +345,10 @@ def test_noise_tails_chunks_and_wide_addresses_equal_reference():
     x = torch.randn(4, 3, 33, 31, generator=gen)
     assert torch.equal(ops.ddpm_step(x, x, 0.9, 0.2, 0.1, 7, 3, uids, 9),
                        ref.ddpm_step(x, x, torch.tensor(0.9), torch.tensor(0.2), torch.tensor(0.1), 7, 3, uids, 9))
+    sg = torch.rand(x.shape, generator=gen)
+    assert torch.equal(ops.clipped_step(x, x.flip(0), 1.5, 0.4, 0.6, 0.3, sg, 7, 3, uids, 9),
+                       ref.clipped_step(x, x.flip(0), torch.tensor(1.5), torch.tensor(0.4), torch.tensor(0.6),
+                                        torch.tensor(0.3), sg, 7, 3, uids, 9))
 
 
 _PORTABLE_SCRIPT = r"""
@@ -338,11 +394,16 @@ def test_cuda_kernels_equal_the_cpu_kernels(dtype):
     cpu = {"normal": ops.normal((5, 3, 17, 19), 2**63 + 1, 4, uids, 9, dtype),
            "q": ops.q_sample(x, per, 1 - per, 5, 1, uids, 2),
            "step": ops.ddpm_step(x, x.flip(0), per, 0.3, per / 4, 7, 2, uids, 3),
+           "step_elem": ops.ddpm_step(x, x.flip(0), per, 0.3, x.abs(), 7, 2, uids, 3),
+           "clipped": ops.clipped_step(x, x.flip(0), 1 + per, 0.4, per, 0.3, x.abs(), 7, 2, uids, 3),
            "rbgm": ops.rbgm(x, 5, 1, uids, 2)}
     d = torch.device("cuda")
     gpu = {"normal": ops.normal((5, 3, 17, 19), 2**63 + 1, 4, uids.to(d), 9, dtype),
            "q": ops.q_sample(x.to(d), per.to(d), (1 - per).to(d), 5, 1, uids.to(d), 2),
            "step": ops.ddpm_step(x.to(d), x.flip(0).to(d), per.to(d), 0.3, (per / 4).to(d), 7, 2, uids.to(d), 3),
+           "step_elem": ops.ddpm_step(x.to(d), x.flip(0).to(d), per.to(d), 0.3, x.abs().to(d), 7, 2, uids.to(d), 3),
+           "clipped": ops.clipped_step(x.to(d), x.flip(0).to(d), (1 + per).to(d), 0.4, per.to(d), 0.3, x.abs().to(d),
+                                       7, 2, uids.to(d), 3),
            "rbgm": ops.rbgm(x.to(d), 5, 1, uids.to(d), 2)}
     for k in cpu:
         assert gpu[k].device.type == "cuda" and torch.equal(cpu[k], gpu[k].cpu()), k

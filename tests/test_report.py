@@ -53,13 +53,16 @@ def test_cli_report_writes_every_figure_and_report_md(runs, capsys):
             assert f"[{100 * row['ci_low']:.1f}%, {100 * row['ci_high']:.1f}%] | {row['n']} |" in md
         assert "### Paired comparisons" in md and "replayed vs fresh noise" in md
         assert md.count("| attack vs no attack |") == 2
-    # the comparison goes into the first run's report
+    # the comparison has its own report.md beside the first run's report, which stays that run's own
     for stem in ("compare_accuracy", "compare_attack_success"):
-        assert_png(a / "report" / f"{stem}.png")
+        assert_png(a / "report" / "comparison" / f"{stem}.png")
+    md_cmp = (a / "report" / "comparison" / "report.md").read_text()
+    assert md_cmp.startswith("# Comparison of 2 runs") and "](compare_accuracy.png)" in md_cmp
+    assert f"{a / 'report' / 'comparison' / 'report.md'}  (comparison of 2 runs)" in out
     md_a = (a / "report" / "report.md").read_text()
-    assert "## Comparison across runs" in md_a and "](compare_accuracy.png)" in md_a
     assert "malformed line" in md_a  # the fixture's truncated metrics line was skipped, and said so
-    assert "## Comparison" not in (b / "report" / "report.md").read_text()
+    for run in (a, b):
+        assert "## Comparison" not in (run / "report" / "report.md").read_text()
 
 
 def test_out_dir_and_missing_data(runs, tmp_path):
@@ -110,3 +113,76 @@ def test_rows_of_fine_tuned_models_stay_apart_in_table_and_bars():
     assert "| control |" in table and "| original |" in table
     plain = "\n".join(results_table([{**rows[0], "model": None}]))
     assert "| model |" not in plain  # runs without variants keep the short table
+
+
+class _Rows:
+    """What accuracy_figure reads of a run: its rows and a label."""
+
+    def __init__(self, rows, label="run"):
+        self.rows, self.label = rows, label
+
+
+def _row(attack, protocol, acc, model="original", norm=None, eps=0.2):
+    return {"stage": "attacks" if attack else "evaluate", "attack": attack, "protocol": protocol, "model": model,
+            "accuracy": acc, "ci_low": max(0.0, acc - 0.05), "ci_high": min(1.0, acc + 0.05), "n": 200,
+            "norm": norm, "eps": eps if attack else None}
+
+
+def test_accuracy_figure_groups_by_norm_and_attack_with_protocols_side_by_side():
+    """dwbox_digits has 52 accuracy rows; its figure was one row of bars with unreadable labels.
+    Now: one panel per norm, one group per attack, one bar per protocol (single first), the
+    evaluate stage's rows as lines, and a width that grows with the bars (not with every row)."""
+    from dbp_core.report import PROTOCOL_ORDER, accuracy_figure
+    protocols = ["clean", "purified", "undefended", "single", "repurify-avg", "repurify-worst", "purified-avg",
+                 "purified-worst"]
+    rows = [_row(None, "clean", 0.985), _row(None, "purified", 0.77)]
+    for norm, eps in (("linf", 0.2), ("l2", 1.0)):
+        for kind in ("pgd-eot", "dwbox", "bpda"):
+            for p in protocols + (["fresh-noise"] if kind == "dwbox" else []):
+                rows.append(_row(f"{kind}-{norm}", p, 0.3, norm=norm, eps=eps))
+    assert len(rows) == 52  # as experiments/dwbox_digits.toml writes
+    fig = accuracy_figure([_Rows(rows)], "dwbox_digits")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2
+    assert [ax.get_title() for ax in axes] == ["Linf (eps 0.2)", "L2 (eps 1)"]
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["pgd-eot-linf", "dwbox-linf", "bpda-linf"]
+    assert len(axes[0].patches) == 8 + 9 + 8 and len(axes[0].lines) >= 2  # bars; clean and purified lines
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:9] == [p for p in PROTOCOL_ORDER if p in protocols + ["fresh-noise"]]
+    assert legend[0] == "single" and "clean (no attack, evaluate)" in legend
+    w, h = fig.get_size_inches()
+    assert 8 <= w <= 14 and 6 <= h <= 9  # sized for 3 groups of <= 9 bars per panel, two panels
+    # an ADDT run: one column of panels per model
+    addt = [_row("pgd-eot-linf", p, a, model=m, norm="linf") for m, a in (("original", 0.4), ("addt", 0.45),
+                                                                         ("control", 0.41))
+            for p in ("single", "purified")]
+    fig = accuracy_figure([_Rows(addt)], "addt")
+    assert [ax.get_title() for ax in fig.axes] == ["Linf (eps 0.2) — model original", "Linf (eps 0.2) — model addt",
+                                                   "Linf (eps 0.2) — model control"]
+
+
+def test_sweep_report_draws_accuracy_against_the_swept_value(tmp_path):
+    import shutil
+    from dbp_core.report import write_sweep_report
+    src = Path(__file__).parent / "data" / "console_runs" / "runs"
+    runs = tmp_path / "runs"
+    shutil.copytree(src, runs)
+    sweep = runs / "sweep-20250107-100000-attack-tiny-7a7a7a"
+    written = write_sweep_report(sweep)
+    assert_png(written["figures"]["sweep"])
+    md = written["report"].read_text()
+    assert "| point | run | state | pgd-eot-linf | dwbox-linf |" in md
+    assert "| purifier.t_star=0.1 | `20250107-100000-attack-tiny-g7g7g7` | done | 62.5% [44.5%, 79.5%] | 37.5%" in md
+    assert "| purifier.t_star=0.2 | `20250107-100500-attack-tiny-h8h8h8` | done | 50.0% [32.0%, 67.0%] | 20.8%" in md
+
+
+def test_comparison_lists_settings_that_differ_and_paired_differences(tmp_path):
+    import shutil
+    src = Path(__file__).parent / "data" / "console_runs" / "runs"
+    for rid in ("20250101-120000-attack-tiny-a1a1a1", "20250106-090000-attack-tiny-f6f6f6"):
+        shutil.copytree(src / rid, tmp_path / rid)
+    written = write_reports([tmp_path / "20250101-120000-attack-tiny-a1a1a1",
+                             tmp_path / "20250106-090000-attack-tiny-f6f6f6"])
+    md = written["comparison"]["report"].read_text()
+    assert "### Settings that differ" in md and "| `attacks.0.eps` | `0.1` | `0.2` |" in md
+    assert "| pgd-eot-linf / single | 33.3% | 50.0% | -16.7 pts |" in md

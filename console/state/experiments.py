@@ -2,6 +2,12 @@
 one of them — every field of ``dbp_core.config.ExperimentConfig`` (docs/config.md), edited as
 TOML literals and validated by ``dbp_core.config`` itself (docs/console.md, "Experiments").
 
+The document is edited with tomlkit, so a file saved from the form keeps its comments, its
+tables (``[[attacks]]`` stays an array of tables) and its key order; only the edited values
+change. New ``[[attacks]]`` entries come from the attack registry's templates
+(``dbp_core.attacks.registry.attack_template``): a newly registered kind appears without a
+console change.
+
 No Textual, no torch: :meth:`ConfigForm.check` is safe in a worker thread.
 """
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
+import tomlkit
 from pydantic import BaseModel
 
 if sys.version_info >= (3, 11):
@@ -22,7 +29,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["ExperimentFile", "list_experiments", "FormField", "form_fields", "toml_literal", "parse_value",
-           "get_path", "set_path", "ConfigForm"]
+           "get_path", "set_path", "ConfigForm", "field_help", "grid_key", "experiment_name_for", "default_save_name",
+           "attack_kinds"]
 
 
 @dataclass
@@ -138,6 +146,48 @@ def _fields_of_single(model: type[BaseModel], name: str) -> list[FormField]:
     return [f for f in _fields_of(model, ()) if f.label == name]
 
 
+def field_help(f: FormField, error: str | None = None) -> str:
+    """What the help panel says about a field: its path (as ``--set`` / ``--grid`` spell it), type,
+    default or 'required', the allowed choices, the schema's description, and its error."""
+    lines = [f"{grid_key(f.path)}", f"type: {f.kind}" + ("  (required)" if f.required else "")]
+    if not f.required:
+        lines.append(f"default: {toml_literal(f.default) or '(none: derived or unset)'}")
+    if f.choices:
+        lines.append("one of: " + ", ".join(map(str, f.choices)))
+    lines += ["", f.description or "(no description)"]
+    if error:
+        lines += ["", f"✗ {error}"]
+    return "\n".join(lines)
+
+
+def grid_key(path: str) -> str:
+    """'attacks[0].eps' (a form / ConfigError path) → 'attacks.0.eps' (the ``--set`` / ``--grid`` key)."""
+    return re.sub(r"\[(\d+)\]", r".\1", path)
+
+
+def experiment_name_for(filename: str) -> str:
+    """An experiment ``name`` for a file name: its stem with characters a run id cannot hold
+    replaced (``my exp.toml`` → ``my-exp``)."""
+    stem = Path(filename).stem if filename.endswith(".toml") else Path(filename).name
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "experiment"
+    return name[:64]
+
+
+def default_save_name(path: Path | None, folder: str | os.PathLike) -> str:
+    """The name 'save as' proposes: ``<stem>-2.toml`` (the first ``-N`` not taken in ``folder``)."""
+    stem = re.sub(r"-\d+$", "", path.stem) if path is not None else "experiment"
+    n = 2
+    while (Path(folder) / f"{stem}-{n}.toml").exists():
+        n += 1
+    return f"{stem}-{n}.toml"
+
+
+def attack_kinds() -> list[tuple[str, str]]:
+    """(kind, summary) of every registered attack kind (dbp_core/attacks/registry.py)."""
+    from dbp_core.attacks.registry import KINDS
+    return [(k.name, k.summary) for k in KINDS.values()]
+
+
 # --------------------------------------------------------------------------- values
 
 def toml_literal(value: Any) -> str:
@@ -204,31 +254,54 @@ def set_path(data: dict, key: tuple, value: Any) -> None:
         node[last] = value
 
 
+def _toml_item(value: Any) -> Any:
+    """A value as a tomlkit item that stays inline (a dict as an inline table, not a new section)."""
+    if isinstance(value, dict):
+        table = tomlkit.inline_table()
+        for k, v in value.items():
+            table[k] = _toml_item(v)
+        return table
+    if isinstance(value, list):
+        arr = tomlkit.array()
+        for v in value:
+            arr.append(_toml_item(v))
+        return arr
+    return value
+
+
 class ConfigForm:
-    """The state behind the experiment form: the raw TOML document being edited and the
-    result of validating it with ``dbp_core.config`` (errors keyed by dotted field path)."""
+    """The state behind the experiment form: the TOML document being edited (tomlkit, so comments,
+    tables and key order survive a save) and the result of validating it with ``dbp_core.config``
+    (errors keyed by dotted field path). ``data`` is the document as plain values."""
 
     def __init__(self, path: Path | None, text: str | None = None):
         self.path = Path(path) if path is not None else None
         self.base_dir = str(self.path.resolve().parent) if self.path else os.getcwd()
         self.parse_error: str | None = None
         try:
-            self.data: dict = tomllib.loads(text if text is not None else self.path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            self.data = {}
+            self.doc = tomlkit.parse(text if text is not None else self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomlkit.exceptions.TOMLKitError) as exc:
+            self.doc = tomlkit.document()
             self.parse_error = f"cannot read {self.path}: {exc}"
         except RecursionError:
-            self.data = {}
+            self.doc = tomlkit.document()
             self.parse_error = f"cannot read {self.path}: tables or arrays nested too deeply"
         from dbp_core.config import plain_problems
-        too_deep = [e for e in plain_problems(self.data) if e["type"] == "depth"]
+        try:
+            too_deep = [e for e in plain_problems(self.data) if e["type"] == "depth"]
+        except RecursionError:
+            too_deep = [{"path": "(document)", "message": "tables or arrays nested too deeply"}]
         if too_deep:  # the form (and copies of it) could not hold it: shown as a parse error
-            self.data = {}
+            self.doc = tomlkit.document()
             self.parse_error = f"cannot read {self.path}: {too_deep[0]['path']}: {too_deep[0]['message']}"
         self.errors: dict[str, str] = {}
         self.general_errors: list[str] = []
         self.valid = False
         self.cfg = None
+
+    @property
+    def data(self) -> dict:
+        return self.doc.unwrap()
 
     def sections(self) -> list[tuple[str, list[FormField]]]:
         return form_fields(self.data)
@@ -237,22 +310,67 @@ class ConfigForm:
         return toml_literal(get_path(self.data, f.key))
 
     def set_text(self, f: FormField, text: str) -> None:
-        set_path(self.data, f.key, parse_value(text, f.kind))
+        self.set_value(f.key, parse_value(text, f.kind))
+
+    def set_value(self, key: tuple, value: Any) -> None:
+        """Set (``value=None``: remove) ``doc[key...]`` in place, creating tables on the way; the rest
+        of the document — comments, layout — is left as it was."""
+        node: Any = self.doc
+        for part in key[:-1]:
+            if isinstance(part, int):
+                node = node[part]
+                continue
+            if part not in node or not isinstance(node[part], (dict, list)):
+                if value is None:
+                    return
+                node[part] = tomlkit.table()
+            node = node[part]
+        last = key[-1]
+        if value is None:
+            if isinstance(last, str) and last in node:
+                del node[last]
+        else:
+            node[last] = _toml_item(value)
+
+    def attack_count(self) -> int:
+        attacks = self.data.get("attacks")
+        return len(attacks) if isinstance(attacks, list) else 0
 
     def add_attack(self, kind: str = "pgd-eot") -> int:
-        self.data.setdefault("attacks", []).append({"kind": kind})
-        return len(self.data["attacks"]) - 1
+        """Append an ``[[attacks]]`` entry from the registry's template of ``kind``; its index."""
+        from dbp_core.attacks.registry import attack_template
+        template = attack_template(kind)
+        if "attacks" not in self.doc:
+            self.doc.append("attacks", tomlkit.aot())
+        attacks = self.doc["attacks"]
+        if isinstance(attacks, tomlkit.items.AoT):
+            table = tomlkit.table()
+            for k, v in template.items():
+                table[k] = _toml_item(v)
+            table.add(tomlkit.nl())
+            attacks.append(table)
+        else:  # an inline array of tables
+            attacks.append(_toml_item(template))
+        return len(attacks) - 1
 
-    def check(self, data: dict) -> tuple[bool, dict[str, str], list[str]]:
-        """Validate ``data`` (a copy of the document; safe in a worker thread) →
-        (valid, {field path: message}, [messages not tied to a form field])."""
+    def remove_attack(self, index: int) -> None:
+        """Remove the ``[[attacks]]`` entry ``index`` (the key goes when it was the last)."""
+        attacks = self.doc["attacks"]
+        del attacks[index]
+        if len(attacks) == 0:
+            del self.doc["attacks"]
+
+    def check(self, data: dict, overrides: list[str] = ()) -> tuple[bool, dict[str, str], list[str]]:
+        """Validate ``data`` (a copy of the document; safe in a worker thread) with ``overrides``
+        (``key=value``) → (valid, {field path: message}, [messages not tied to a form field])."""
         from dbp_core.config import ConfigError, validate_config
         if self.parse_error:
             return False, {}, [self.parse_error]
         errors: dict[str, str] = {}
         general: list[str] = []
         try:
-            validate_config(data, file=str(self.path) if self.path else None, base_dir=self.base_dir)
+            validate_config(data, file=str(self.path) if self.path else None, base_dir=self.base_dir,
+                            overrides=list(overrides))
             return True, errors, general
         except ConfigError as exc:
             known = {f.path for _, fs in form_fields(data) for f in fs}
@@ -266,26 +384,27 @@ class ConfigForm:
 
     def validate(self) -> bool:
         """Validate the current document; fills ``errors`` (by field path) and ``general_errors``."""
-        import copy
-        self.valid, self.errors, self.general_errors = self.check(copy.deepcopy(self.data))
+        self.valid, self.errors, self.general_errors = self.check(self.data)
         return self.valid
 
     def dumps(self) -> str:
-        import tomli_w
-        head = {k: self.data[k] for k in ("name", "description", "seed", "device", "stages") if k in self.data}
-        rest = {k: v for k, v in self.data.items() if k not in head}
-        return tomli_w.dumps({**head, **rest})
+        return tomlkit.dumps(self.doc)
 
-    def save_as(self, target: Path, overwrite: bool = False) -> Path:
+    def save_as(self, target: Path, overwrite: bool = False, name: str | None = None) -> Path:
         """Write the (valid) document to ``target`` as a new file (never over an existing one
-        unless ``overwrite``)."""
+        unless ``overwrite``), with ``name`` set to ``name`` (default: from the file name), so runs
+        of the new file are told apart from runs of the old one."""
         target = Path(target)
         if target.suffix != ".toml":
             target = target.with_suffix(".toml")
-        if not self.validate():
-            raise ValueError("the experiment has errors; fix them before saving")
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} exists; choose a new name")
+        old_name = self.doc.get("name")
+        self.set_value(("name",), name or experiment_name_for(target.name))
+        if not self.validate():
+            self.set_value(("name",), old_name if old_name is None else str(old_name))
+            raise ValueError("the experiment has errors; fix them before saving: "
+                             + "; ".join([f"{k}: {v}" for k, v in self.errors.items()] + self.general_errors))
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "x" if not overwrite else "w", encoding="utf-8") as fh:
             fh.write(self.dumps())

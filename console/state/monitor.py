@@ -14,10 +14,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbp_core.results import MetricsView, RunStatus, read_run
+from dbp_core.results import MetricsView, RunStatus, RunView, headline_text, read_run, row_meaning
 from dbp_core.runs import Progress
 
-__all__ = ["RunMonitor", "MonitorSnapshot", "Curve"]
+from .format import fmt_diff, fmt_pct, progress_text
+from .runs import audit_of
+
+__all__ = ["RunMonitor", "MonitorSnapshot", "Curve", "ResultsSummary", "results_summary"]
 
 # one attack's curves: success (iterations, values), loss (iterations, values)
 Curve = tuple[list[int], list[float], list[int], list[float]]
@@ -44,6 +47,11 @@ class MonitorSnapshot:
     train_loss: dict[str, tuple[list[int], list[float]]]
     robust: dict[str, float]
     evals: dict[str, float]
+    view: RunView | None = None
+
+    @property
+    def source(self) -> str | None:
+        return self.view.source if self.view is not None else None
 
     @property
     def progress(self) -> Progress:
@@ -66,10 +74,9 @@ class MonitorSnapshot:
 
     @property
     def progress_text(self) -> str:
-        """'attacks 24/48' ('?' for an unknown total)."""
+        """'attacks 24/48 examples × attacks × seeds (50%)' ('?' for an unknown total)."""
         p = self.progress
-        total = f"{p.total:g}" if p.total else "?"
-        return f"{p.stage or ''} {p.done:g}/{total}".strip()
+        return progress_text(p.stage, p.done, p.total)
 
     @property
     def points(self) -> int:
@@ -118,4 +125,50 @@ class RunMonitor:
             run_id=view.id, path=view.path, state=view.state, experiment=view.experiment, status=view.status,
             problems=list(view.problems), log_tail=view.log_tail(log_lines), events=self.metrics.events,
             bad_lines=self.metrics.bad_lines, curves=curves, train_loss=train_loss,
-            robust=dict(self.metrics.robust), evals=dict(self.metrics.evals))
+            robust=dict(self.metrics.robust), evals=dict(self.metrics.evals), view=view)
+
+
+@dataclass
+class ResultsSummary:
+    """What the monitor shows of a finished run (``results.json``): the headline, the accuracy
+    rows with intervals and what each measures, the paired differences, the audit flags."""
+    headline: str
+    rows: list[tuple[str, str, str, str, str]]          # what, accuracy, interval, n, meaning
+    differences: list[tuple[str, str, str, str]]       # a − b, difference, interval, what
+    versus: list[str]                                   # attack vs attack lines (e.g. PGD-EOT vs DW-box)
+    audit_attack: str | None
+    audit: list[tuple[bool, str, str]]                  # raised, name, summary
+
+
+def _model_attack(label: str) -> tuple[str, str]:
+    """A comparison label '[model:]attack:protocol' (docs/results.md) → (model, attack)."""
+    parts = str(label).split(":")
+    return (parts[0], parts[1]) if len(parts) >= 3 else ("original", parts[0])
+
+
+def results_summary(view: RunView) -> ResultsSummary | None:
+    """The :class:`ResultsSummary` of a run with ``results.json``, else None."""
+    if not view.results:
+        return None
+    rows = []
+    for r in view.rows:
+        model = f"{r['model']}: " if r.get("model") not in (None, "original") else ""
+        what = model + (f"{r['attack']} / " if r.get("attack") else "") + str(r["protocol"])
+        rows.append((what, fmt_pct(r.get("accuracy")), f"[{fmt_pct(r.get('ci_low'))}, {fmt_pct(r.get('ci_high'))}]",
+                     str(r.get("n", "")), row_meaning(r)))
+    diffs, versus = [], []
+    acc = {(r.get("model") or "original", r.get("attack"), r["protocol"]): r for r in view.rows}
+    for c in view.comparisons:
+        diffs.append((f"{c['a']} − {c['b']}", fmt_diff(c.get("diff")),
+                      f"[{fmt_diff(c.get('ci_low'))}, {fmt_diff(c.get('ci_high'))}]", str(c.get("what", ""))))
+        if c.get("what") == "attack vs attack":
+            (ma, a), (mb, b) = _model_attack(c["a"]), _model_attack(c["b"])
+            ra, rb = acc.get((ma, a, "single")), acc.get((mb, b, "single"))
+            prefix = f"{ma}: " if ma != "original" else ""
+            versus.append(f"{prefix}{a} {fmt_pct(ra and ra['accuracy'])} vs {b} {fmt_pct(rb and rb['accuracy'])}: "
+                          f"{fmt_diff(c.get('diff'))} [{fmt_diff(c.get('ci_low'))}, {fmt_diff(c.get('ci_high'))}]")
+    audit = audit_of(view)
+    flags = [(bool(f.get("raised")), str(f.get("name", "?")), str(f.get("summary", "")))
+             for f in (audit or {}).get("flags", []) if isinstance(f, dict)]
+    return ResultsSummary(headline_text(view.headline), rows, diffs, versus,
+                          (audit or {}).get("attack") if audit else None, flags)

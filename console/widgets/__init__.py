@@ -1,5 +1,5 @@
 """Console widgets."""
 from .form import ExperimentForm, FieldRow
-from .plots import CurvePlot
+from .plots import CurvePlot, SweepPlot
 
-__all__ = ["ExperimentForm", "FieldRow", "CurvePlot"]
+__all__ = ["ExperimentForm", "FieldRow", "CurvePlot", "SweepPlot"]

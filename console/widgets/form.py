@@ -1,13 +1,16 @@
-"""The experiment form: one row per config field (label, input, error under it)."""
+"""The experiment form: one row per config field (label, input, error under it); each
+``[[attacks]]`` section has a remove button."""
 from __future__ import annotations
 
 import re
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Input, Label, Static
+from textual.widgets import Button, Input, Label, Static
 
 from ..state.experiments import ConfigForm, FormField
+
+ATTACK_SECTION = re.compile(r"\[\[attacks\]\] (\d+)")
 
 
 def field_id(path: str) -> str:
@@ -31,9 +34,7 @@ class FieldRow(Vertical):
             placeholder += "  (" + " | ".join(map(str, f.choices)) + ")"
         with Horizontal(classes="field-line"):
             yield Label(f.label, classes="field-label")
-            inp = Input(self.value, placeholder=placeholder, id=field_id(f.path), classes="field-input")
-            inp.tooltip = f"{f.path} ({f.kind}): {f.description}"
-            yield inp
+            yield Input(self.value, placeholder=placeholder, id=field_id(f.path), classes="field-input")
         yield Static("", classes="field-error", id=field_id(f.path) + "-error")
 
     def show_error(self, message: str | None) -> None:
@@ -52,7 +53,15 @@ class ExperimentForm(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         for title, fields in self.form.sections():
-            yield Label(title, classes="section-title", markup=False)
+            m = ATTACK_SECTION.fullmatch(title)
+            if m:
+                index = int(m.group(1))
+                kind = self.form.data["attacks"][index].get("kind", "?") if index < self.form.attack_count() else "?"
+                with Horizontal(classes="section-line"):
+                    yield Label(f"[[attacks]] {index}  ({kind})", classes="section-title", markup=False)
+                    yield Button("✕ remove", id=f"remove-attack-{index}", classes="remove-attack", compact=True)
+            else:
+                yield Label(title, classes="section-title", markup=False)
             for f in fields:
                 row = FieldRow(f, self.form.text_of(f))
                 self.rows[f.path] = row

@@ -44,3 +44,56 @@ class CurvePlot(PlotextPlot):
             plt.text("waiting for metrics…", 0.5, 0.5 if not self.ylim else sum(self.ylim) / 2)
             plt.xlim(0, 1)
         self.refresh()
+
+
+COLOURS = ("cyan", "orange", "green", "magenta", "blue", "red", "yellow", "white")
+
+
+class SweepPlot(PlotextPlot):
+    """Robust accuracy (%) against a swept value, one line per attack, each point's 95% interval
+    drawn as a vertical segment in the line's colour. ``points`` counts the points drawn."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.key = "value"
+        self.series: list = []
+        self.ticks: list[str] = []
+        self.numeric = True
+        self.points = 0
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._draw()
+
+    def set_sweep(self, key: str, series: list, numeric: bool, ticks: list[str]) -> None:
+        """``series``: objects with ``label``, ``xs``, ``ys``, ``lo``, ``hi`` (console.state.sweeps)."""
+        data = (key, [(s.label, s.xs, s.ys, s.lo, s.hi) for s in series], numeric, list(ticks))
+        if data == (self.key, self.series, self.numeric, self.ticks):
+            return
+        self.key, self.series, self.numeric, self.ticks = data
+        self.points = sum(len(s[1]) for s in self.series)
+        self._draw()
+
+    def _draw(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(f"robust accuracy (%) vs {self.key}")
+        plt.xlabel(self.key)
+        plt.ylim(0, 100)
+        drawn = False
+        for n, (label, xs, ys, lo, hi) in enumerate(self.series):
+            if not xs:
+                continue
+            colour = COLOURS[n % len(COLOURS)]
+            plt.plot(xs, ys, label=label, marker="braille", color=colour)
+            plt.scatter(xs, ys, marker="●", color=colour)
+            for x, low, high in zip(xs, lo, hi):
+                plt.plot([x, x], [low, high], marker="│", color=colour)
+            drawn = True
+        if not self.numeric and self.ticks:
+            plt.xticks(list(range(len(self.ticks))), self.ticks)
+        if not drawn:
+            plt.text("waiting for the first point…", 0.5, 50)
+            plt.xlim(0, 1)
+        self.refresh()

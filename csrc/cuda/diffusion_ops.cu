@@ -1,4 +1,4 @@
-// CUDA kernels of dbp::normal, dbp::q_sample and dbp::ddpm_step: one thread
+// CUDA kernels of dbp::normal, dbp::q_sample, dbp::ddpm_step and dbp::clipped_step: one thread
 // per Philox block (4 elements of one sample), the math of the shared headers.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -70,14 +70,42 @@ struct QSampleOp {
   }
 };
 
+// A noise scale of any layout (checks.h, noise_scale); e is the flat index b * N + element.
+template <typename T>
+struct Sigma {
+  const T* p;
+  Layout layout;
+  int64_t N;
+  __device__ __forceinline__ T at(int64_t b, int64_t e) const {
+    return p[layout == Layout::kPerElement ? e : (layout == Layout::kPerSample ? b : 0)];
+  }
+  __device__ __forceinline__ bool needs_noise(int64_t b) const {
+    return layout == Layout::kPerElement || at(b, 0) != T(0);
+  }
+};
+
 template <typename T>
 struct DdpmStepOp {
-  const T *x, *eps, *cx, *ce, *sg;
-  bool cxb, ceb, sgb;
+  const T *x, *eps, *cx, *ce;
+  bool cxb, ceb;
+  Sigma<T> sg;
   T* out;
-  __device__ bool needs_noise(int64_t b) const { return coef(sg, sgb, b) != T(0); }
+  __device__ bool needs_noise(int64_t b) const { return sg.needs_noise(b); }
   __device__ void operator()(int64_t b, int64_t e, float z) const {
-    out[e] = ddpm_step_elem(x[e], eps[e], coef(cx, cxb, b), coef(ce, ceb, b), coef(sg, sgb, b), z);
+    out[e] = ddpm_step_elem(x[e], eps[e], coef(cx, cxb, b), coef(ce, ceb, b), sg.at(b, e), z);
+  }
+};
+
+template <typename T>
+struct ClippedStepOp {
+  const T *x, *eps, *a, *bc, *c0, *c1;
+  bool ab, bb, c0b, c1b;
+  Sigma<T> sg;
+  T* out;
+  __device__ bool needs_noise(int64_t b) const { return sg.needs_noise(b); }
+  __device__ void operator()(int64_t b, int64_t e, float z) const {
+    out[e] = clipped_step_elem(x[e], eps[e], coef(a, ab, b), coef(bc, bb, b), coef(c0, c0b, b), coef(c1, c1b, b),
+                               sg.at(b, e), z);
   }
 };
 
@@ -127,14 +155,41 @@ at::Tensor ddpm_step_cuda(const at::Tensor& x_t, const at::Tensor& eps, const at
   const auto x = x_t.contiguous(), e = eps.contiguous(), ids = uids.contiguous();
   const auto cx = coefficient(c_x, x, "ddpm_step", "c_x");
   const auto ce = coefficient(c_eps, x, "ddpm_step", "c_eps");
-  const auto sg = coefficient(sigma, x, "ddpm_step", "sigma");
+  const auto [sg, sgl] = noise_scale(sigma, x, "ddpm_step", "sigma");
   auto out = at::empty_like(x);
   const int64_t B = x.size(0), N = x.numel() / B;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dbp_ddpm_step_cuda", [&] {
     launch(B, N, ids, seed, stream, step,
            DdpmStepOp<scalar_t>{x.data_ptr<scalar_t>(), e.data_ptr<scalar_t>(), cx.data_ptr<scalar_t>(),
-                                ce.data_ptr<scalar_t>(), sg.data_ptr<scalar_t>(), cx.numel() > 1,
-                                ce.numel() > 1, sg.numel() > 1, out.data_ptr<scalar_t>()});
+                                ce.data_ptr<scalar_t>(), cx.numel() > 1, ce.numel() > 1,
+                                Sigma<scalar_t>{sg.data_ptr<scalar_t>(), sgl, N}, out.data_ptr<scalar_t>()});
+  });
+  return out;
+}
+
+at::Tensor clipped_step_cuda(const at::Tensor& x_t, const at::Tensor& eps, const at::Tensor& a,
+                             const at::Tensor& b, const at::Tensor& c0, const at::Tensor& c1,
+                             const at::Tensor& sigma, int64_t seed, int64_t stream, const at::Tensor& uids,
+                             int64_t step) {
+  check_images(x_t, "clipped_step", "x_t");
+  check_like(eps, x_t, "clipped_step", "eps", "x_t");
+  check_uids(uids, x_t.size(0), x_t.device(), "clipped_step");
+  check_address(stream, step, "clipped_step");
+  const c10::cuda::CUDAGuard guard(x_t.device());
+  const auto x = x_t.contiguous(), e = eps.contiguous(), ids = uids.contiguous();
+  const auto ca = coefficient(a, x, "clipped_step", "a");
+  const auto cb = coefficient(b, x, "clipped_step", "b");
+  const auto k0 = coefficient(c0, x, "clipped_step", "c0");
+  const auto k1 = coefficient(c1, x, "clipped_step", "c1");
+  const auto [sg, sgl] = noise_scale(sigma, x, "clipped_step", "sigma");
+  auto out = at::empty_like(x);
+  const int64_t B = x.size(0), N = x.numel() / B;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dbp_clipped_step_cuda", [&] {
+    launch(B, N, ids, seed, stream, step,
+           ClippedStepOp<scalar_t>{x.data_ptr<scalar_t>(), e.data_ptr<scalar_t>(), ca.data_ptr<scalar_t>(),
+                                   cb.data_ptr<scalar_t>(), k0.data_ptr<scalar_t>(), k1.data_ptr<scalar_t>(),
+                                   ca.numel() > 1, cb.numel() > 1, k0.numel() > 1, k1.numel() > 1,
+                                   Sigma<scalar_t>{sg.data_ptr<scalar_t>(), sgl, N}, out.data_ptr<scalar_t>()});
   });
   return out;
 }
@@ -145,6 +200,7 @@ TORCH_LIBRARY_IMPL(dbp, CUDA, m) {
   m.impl("normal", &normal_cuda);
   m.impl("q_sample", &q_sample_cuda);
   m.impl("ddpm_step", &ddpm_step_cuda);
+  m.impl("clipped_step", &clipped_step_cuda);
 }
 
 }  // namespace dbp

@@ -6,6 +6,9 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
+
+#include "philox.h"  // DBP_HD
 
 namespace dbp {
 
@@ -78,6 +81,34 @@ inline at::Tensor coefficient(const at::Tensor& c, const at::Tensor& x, const ch
                     "), got shape ", c.sizes());
   TORCH_CHECK_VALUE(all_finite(c), "dbp.", op, ": argument '", name, "' must be finite, got ", c.to(at::kCPU));
   return c.reshape({c.numel()}).to(x.device(), x.scalar_type()).contiguous();
+}
+
+// How a noise scale (sigma) is laid out: one value, one per sample, or one per element.
+enum class Layout : int { kShared = 0, kPerSample = 1, kPerElement = 2 };
+
+// The noise scale sigma of a reverse step: one value, one per sample, or one per element (the
+// shape of x: a learned variance, docs/science.md, "Learned variance"), finite. Returned
+// contiguous, in the data's dtype and on its device, with its layout.
+inline std::pair<at::Tensor, Layout> noise_scale(const at::Tensor& c, const at::Tensor& x, const char* op,
+                                                 const char* name) {
+  if (c.dim() > 1) {  // per element (a [B] sigma of [B] data is the same per sample)
+    TORCH_CHECK_VALUE(c.sizes() == x.sizes(), "dbp.", op, ": argument '", name,
+                      "' must hold one value, one per sample (", x.size(0), ") or one per element (shape ",
+                      x.sizes(), "), got shape ", c.sizes());
+    TORCH_CHECK_VALUE(c.is_floating_point(), "dbp.", op, ": argument '", name,
+                      "' must be a floating tensor, got ", c.scalar_type());
+    TORCH_CHECK_VALUE(all_finite(c), "dbp.", op, ": argument '", name, "' must be finite");
+    TORCH_CHECK_VALUE(c.device() == x.device(), "dbp.", op, ": argument '", name, "' must be on ", x.device(),
+                      " like the data, got ", c.device());
+    return {c.to(x.scalar_type()).contiguous(), Layout::kPerElement};
+  }
+  auto v = coefficient(c, x, op, name);
+  return {v, v.numel() > 1 ? Layout::kPerSample : Layout::kShared};
+}
+
+// Index of sample b, element e (flat, within the sample; N elements per sample) in a coefficient of layout l.
+DBP_HD int64_t layout_index(Layout l, int64_t b, int64_t e, int64_t N) {
+  return l == Layout::kPerElement ? b * N + e : (l == Layout::kPerSample ? b : 0);
 }
 
 }  // namespace dbp

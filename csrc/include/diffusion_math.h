@@ -14,9 +14,27 @@ DBP_HD T q_sample_elem(T x0, T sqrt_ab, T sqrt_1mab, float z) {
 
 // Reverse step, DDPM eq. (11) with the coefficients folded:
 // x_{t-1} = c_x (x_t - c_eps eps_theta) + sigma z.  sigma = 0: DDIM (eta = 0).
+// The same affine form carries DDIM with eta > 0 and the Euler steps of the
+// VP-SDE / probability-flow ODE (docs/science.md, "Reverse VP-SDE").
 template <typename T>
 DBP_HD T ddpm_step_elem(T x_t, T eps, T c_x, T c_eps, T sigma, float z) {
   return c_x * (x_t - c_eps * eps) + sigma * static_cast<T>(z);
+}
+
+// clamp(v, -1, 1); NaN stays NaN (as torch.clamp).
+template <typename T>
+DBP_HD T clip_unit(T v) {
+  return v < T(-1) ? T(-1) : (v > T(1) ? T(1) : v);
+}
+
+// Reverse step with the predicted x_0 clipped (docs/science.md, "Clipping the predicted x_0"):
+// x0 = clamp(a x_t - b eps, -1, 1)  (DDPM eq. 15 solved for x_0),
+// x_prev = c0 x0 + c1 x_t + sigma z  (the eq. 7 posterior mean, or DDIM eq. 12
+// with eps re-derived from the clipped x0).
+template <typename T>
+DBP_HD T clipped_step_elem(T x_t, T eps, T a, T b, T c0, T c1, T sigma, float z) {
+  const T x0 = clip_unit(a * x_t - b * eps);
+  return c0 * x0 + c1 * x_t + sigma * static_cast<T>(z);
 }
 
 }  // namespace dbp

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import IterationHook, NoisePlan, as_attack_model, success_rate
+from .base import IterationHook, NoisePlan, as_attack_model, logits_of, success_rate
 from .eot import eot_gradient
+from .losses import attack_loss, best_other_class, is_targeted
 from .lp import NORMS, ascent_direction, project, random_start
 
 
@@ -17,6 +18,8 @@ class PGD:
     iteration (fresh: stochastic white-box; replay: DW-box). ``eot`` replicas
     per gradient, ``eot_chunk`` of them per forward. ``on_iteration(i, loss,
     success)`` receives the attacker's view at each iterate (before its step).
+    ``loss``: ce, margin, dlr or dlr-targeted (losses.py); a targeted loss aims at the best
+    other class of the attacker's model at the clean input.
     """
 
     def __init__(self, norm: str = "linf", eps: float = 8 / 255, step: float | None = None, iterations: int = 20,
@@ -31,14 +34,20 @@ class PGD:
         self.random_start, self.eot, self.eot_chunk = random_start, int(eot), eot_chunk
         self.noise = noise or NoisePlan("fresh", 0)
         self.start_seed = start_seed
+        attack_loss(loss)  # an unknown name fails here, not mid-attack
         self.on_iteration, self.loss = on_iteration, loss
+        self.target: torch.Tensor | None = None
 
     def gradient(self, model, x_adv, y, uids, i):
-        return eot_gradient(model, x_adv, y, uids, self.eot, self.eot_chunk, self.loss, **self.noise.kwargs(i))
+        return eot_gradient(model, x_adv, y, uids, self.eot, self.eot_chunk, self.loss, self.target,
+                            **self.noise.kwargs(i))
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, uids: torch.Tensor) -> torch.Tensor:
         model = as_attack_model(model)
         x = x.detach()
+        if is_targeted(self.loss):
+            with torch.no_grad():
+                self.target = best_other_class(logits_of(model(x, uids, **self.noise.kwargs("target"))), y)
         x_adv = random_start(x, uids, self.norm, self.eps, self.start_seed) if self.random_start else x.clone()
         for i in range(self.iterations):
             grad, loss, logits = self.gradient(model, x_adv, y, uids, i)

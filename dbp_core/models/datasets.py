@@ -1,5 +1,5 @@
-"""Datasets without torchvision: the embedded default (scikit-learn digits) and CIFAR-10 from a
-local ``cifar-10-batches-py`` folder.
+"""Datasets without torchvision: the embedded default (scikit-learn digits), CIFAR-10 from a
+local ``cifar-10-batches-py`` folder, and ImageNet from a local class-folder tree (``imagenet.py``).
 
 Every sample carries a ``uid`` = its index in the original dataset (the addressed-noise key,
 docs/design.md, "Noise addressing"), so noise and results never depend on batch composition or split order.
@@ -15,35 +15,16 @@ from __future__ import annotations
 
 import io
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .imageset import DatasetError, ImageSet
+
 DIGITS_TRAIN_SIZE = 1437
 DIGITS_TEST_SIZE = 200  # of the 360 held-out digits; the other 160 are `val`
 DIGITS_SPLIT_SEED = 0
-
-
-class DatasetError(ValueError):
-    """A dataset is missing or not in the expected format (message names the path)."""
-
-
-@dataclass
-class ImageSet:
-    x: torch.Tensor  # float32 [N, C, H, W] in [0, 1]
-    y: torch.Tensor  # int64 [N]
-    uids: torch.Tensor  # int64 [N], index in the original dataset
-    num_classes: int
-    name: str
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def subset(self, n: int) -> "ImageSet":
-        """The first n samples (e.g. the paper's 'first 1024 test images')."""
-        return ImageSet(self.x[:n], self.y[:n], self.uids[:n], self.num_classes, self.name)
 
 
 def digits_split(split: str) -> np.ndarray:
@@ -123,12 +104,16 @@ def load_cifar10(split: str, root: str | Path) -> ImageSet:
                     f"cifar10-{split}")
 
 
-def load_dataset(name: str, split: str, root: str | Path | None = None) -> ImageSet:
-    """``"digits"`` (embedded) or ``"cifar10"`` (needs ``root``)."""
+def load_dataset(name: str, split: str, root: str | Path | None = None, **options) -> ImageSet:
+    """``"digits"`` (embedded), ``"cifar10"`` or ``"imagenet"`` (need ``root``; ``options`` are
+    imagenet's ``class_index``, ``image_size``, ``resize``: ``models/imagenet.py``)."""
     if name == "digits":
         return load_digits(split)
+    if name in ("cifar10", "imagenet") and root is None:
+        raise DatasetError(f"{name} needs root= its local folder (nothing is downloaded)")
     if name == "cifar10":
-        if root is None:
-            raise DatasetError("cifar10 needs root= the local cifar-10-batches-py folder (nothing is downloaded)")
         return load_cifar10(split, root)
-    raise ValueError(f"unknown dataset {name!r}; expected 'digits' or 'cifar10'")
+    if name == "imagenet":
+        from .imagenet import load_imagenet
+        return load_imagenet(split, root, **options)
+    raise ValueError(f"unknown dataset {name!r}; expected 'digits', 'cifar10' or 'imagenet'")

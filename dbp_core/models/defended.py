@@ -15,7 +15,8 @@ class DefendedClassifier(nn.Module):
     ``classifier`` maps [0, 1] images to logits; pass ``mean`` / ``std`` to wrap it in
     :class:`~dbp_core.models.normalized.Normalized` when it expects normalised inputs.
     ``forward(x, uids, **purify_kwargs)`` forwards ``replicas=`` / ``replica=`` / ``seed=`` to the
-    purifier; with ``replicas=K`` the logits are [K * B, classes], replica-major."""
+    purifier; with ``replicas=K`` the logits are [K * B, classes], replica-major. With ``states=[k, ...]``
+    it returns ``(logits, states)``, the purifier's chain states after k reverse steps."""
 
     def __init__(self, classifier: nn.Module, purifier: nn.Module, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None):
@@ -29,5 +30,8 @@ class DefendedClassifier(nn.Module):
         """Logits without purification (the undefended classifier)."""
         return self.classifier(x)
 
-    def forward(self, x: torch.Tensor, uids: torch.Tensor, **purify_kwargs) -> torch.Tensor:
-        return self.classify(self.purifier(x, uids, **purify_kwargs))
+    def forward(self, x: torch.Tensor, uids: torch.Tensor, **purify_kwargs):
+        out = self.purifier(x, uids, **purify_kwargs)
+        if isinstance(out, tuple):  # states requested: (purified, states)
+            return self.classify(out[0]), out[1]
+        return self.classify(out)

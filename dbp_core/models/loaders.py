@@ -1,93 +1,78 @@
 """Loaders of real checkpoint formats from local paths (nothing is downloaded).
 
-* our own checkpoints: ``<stem>.safetensors`` + ``<stem>.json`` (``{"format": "dbp-checkpoint",
-  "arch": ..., "config": {...}, "meta": {...}}``);
-* a diffusers-format DDPM folder (``google/ddpm-cifar10-32`` layout: ``config.json`` +
+Formats (``models.classifier_format`` / ``models.diffusion_format``; names in ``models/registry.py``):
+
+* ``dbp`` — our own checkpoints: ``<stem>.safetensors`` + ``<stem>.json`` (``{"format":
+  "dbp-checkpoint", "arch": ..., "config": {...}, "meta": {...}}``);
+* ``diffusers`` — a DDPM folder (``google/ddpm-cifar10-32`` layout: ``config.json`` +
   ``diffusion_pytorch_model.safetensors`` or ``.bin``, at the top or under ``unet/``), built with
-  diffusers' ``UNet2DModel`` (optional extra ``[diffusers]``, imported lazily) and wrapped to the
-  ``eps_model(x_t, t)`` signature;
-* a RobustBench WRN-28-10 state dict (``.pt``), possibly nested under ``state_dict`` / ``model``
-  and with ``module.`` prefixes (DataParallel).
+  diffusers' ``UNet2DModel`` (optional extra ``[diffusers]``, imported lazily);
+* ``guided-diffusion`` — openai's UNet state dicts (``256x256_diffusion_uncond.pt``), architecture
+  from ``diffusion_arch`` (a preset) and ``diffusion_config`` (guided-diffusion's flags);
+* ``score-sde`` — score_sde_pytorch's training checkpoints (``checkpoint_8.pth`` of
+  ``vp/cifar10_ddpmpp_deep_continuous``: ``{'model', 'ema', 'optimizer', 'step'}``, keys prefixed
+  ``module.``) or a plain NCSNpp state dict; by default the EMA weights, as DiffPure uses them
+  (:func:`score_sde_state`);
+* ``robustbench`` — CIFAR-10 WideResNets (``classifier_arch``: RobustBench's ``Standard``
+  WRN-28-10, WRN-70-16, DiffPure's WRN-70-16-dropout, DeepMind's WRN-28-10 / 70-16 with Swish),
+  possibly nested under ``state_dict`` / ``model_state_dict`` and with wrapper prefixes;
+* ``torchvision`` — ResNets in torchvision's layout (ImageNet; ``resnet50`` by default).
+
+Every family is checked the same way (:func:`check_model`, run by ``dbp check`` / ``dbp run``
+before anything is written): the network is built on the ``meta`` device (no memory) for its keys
+and shapes, the file is inspected without reading its weights (``checkpoint_io``), and a file,
+key or shape that does not fit gives a :class:`CheckpointError` naming the file and the first
+missing / unexpected keys and wrong shapes. Loading (:func:`load_model`) does the same comparison
+on the real tensors before ``load_state_dict(strict=True)``.
+
+Diffusion models come back as ``eps_model(x_t, t)`` (docs/science.md, "Diffusion networks"):
+``GuidedDiffusionEps`` (int64 timesteps, ``learned_variance`` when the network has 2C outputs),
+``ScoreSDEEps`` (``continuous_time``: t in [0, 1]), ``DiffusersEps`` and our ``UNet`` (int64
+timesteps). Classifiers come back bare; :func:`default_normalisation` says which input
+normalisation their family expects (the run wraps them in ``Normalized`` once).
 
 Safety: tensors are read with safetensors or ``torch.load(weights_only=True)``, which runs no
-pickled code. A file that needs full unpickling (e.g. a whole ``nn.Module`` saved with
-``torch.save(model)``) is refused unless ``trust_pickle=True``: unpickling can execute arbitrary
-code, so only do that for files you made or trust.
+pickled code. A file that needs full unpickling is refused unless ``trust_pickle=True``.
 """
 from __future__ import annotations
 
 import json
-import pickle
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from .classifiers import DigitsCNN, WideResNet, wrn_28_10
+from .checkpoint_io import (CheckpointError, TensorMeta, compare_state, extract_state_dict, inspect_tensor_file,
+                            load_tensor_file, state_shapes, strip_wrappers)
+from .classifiers import CIFAR10_MEAN, DigitsCNN, WideResNet
+from .registry import CLASSIFIER_ARCHS, DIFFUSION_ARCHS, DIFFUSION_WEIGHTS
 from .unet import UNet, UNetConfig
+
+__all__ = ["CheckpointError", "ModelSpec", "model_spec", "check_model", "load_model", "load_model_file",
+           "default_normalisation", "score_sde_state", "model_spec_from", "load_tensor_file", "extract_state_dict",
+           "save_checkpoint", "load_checkpoint", "read_checkpoint_info", "load_robustbench_wrn",
+           "load_diffusers_unet", "DiffusersEps", "FORMAT", "ARCHS", "build_network", "weights_file",
+           "load_state_dict_strict"]
 
 FORMAT = "dbp-checkpoint"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing or malformed; the message names the path and what was expected."""
-
-
-# --- raw tensor files ---
-
-def load_tensor_file(path: str | Path, trust_pickle: bool = False) -> Any:
-    """Read a ``.safetensors`` file, or a torch file with ``weights_only=True`` (see module doc)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found; expected a weights file (.safetensors, .pt, .bin)")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not a valid safetensors file: {exc}") from exc
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        msg = str(exc)
-        needs_code = "Unsupported global" in msg or "GLOBAL" in msg or "not an allowed global" in msg
-        if not needs_code:
-            raise CheckpointError(f"{path}: not a readable torch checkpoint (expected a file written by "
-                                  f"torch.save holding a state dict): {msg.splitlines()[0] if msg else exc}") from exc
-        if not trust_pickle:
-            raise CheckpointError(
-                f"{path}: this file needs full unpickling (it stores Python objects, e.g. a whole model "
-                "saved with torch.save(model), not just tensors). Unpickling can run arbitrary code, so it "
-                "is refused. Re-save it as a state dict (torch.save(model.state_dict(), ...)) or, if you "
-                "trust the file, pass trust_pickle=True.") from exc
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (expected a file written by "
-                              f"torch.save holding a state dict): {exc}") from exc
-
-
-def extract_state_dict(obj: Any, path: Path | str = "<memory>") -> dict[str, torch.Tensor]:
-    """A flat {name: tensor} from a loaded object: unwrap ``state_dict`` / ``model`` nesting and a
-    whole module (trusted pickles), strip ``module.`` prefixes."""
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], (dict, nn.Module)):
-            return extract_state_dict(obj[key], path)
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state dict (name -> tensor), possibly under "
-                              f"'state_dict' or 'model'; got {type(obj).__name__}")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
-
-
-def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], path: Path | str) -> nn.Module:
+def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], path: Path | str,
+                           what: str | None = None, optional: tuple[str, ...] | list[str] = (),
+                           fmt: str | None = None) -> nn.Module:
+    """Compare keys and shapes (clear message), fill ``optional`` entries the file lacks from the
+    model's own, then ``load_state_dict(strict=True)``."""
+    own = model.state_dict()
+    compare_state(state_shapes(own), state_shapes(sd), path, what or type(model).__name__, optional, fmt)
+    sd = {**{k: own[k] for k in optional if k in own and k not in sd}, **sd}
     try:
         model.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match {type(model).__name__}: "
-                              f"{str(exc).splitlines()[0]} ...\n{exc}") from exc
+    except RuntimeError as exc:  # e.g. a dtype that cannot be copied
+        raise CheckpointError(f"{path}: weights do not load into {what or type(model).__name__}: "
+                              f"{str(exc).splitlines()[0]}") from exc
     return model
 
 
@@ -116,13 +101,18 @@ def save_checkpoint(model: nn.Module, stem: str | Path, arch: str, config: dict,
     return stem.with_suffix(".json")
 
 
+def _dbp_stem(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
 def read_checkpoint_info(stem: str | Path) -> dict:
-    p = Path(stem).with_suffix(".json")
+    p = _dbp_stem(stem).with_suffix(".json")
     if not p.is_file():
         raise CheckpointError(f"{p}: file not found; expected the json config of a dbp checkpoint")
     try:
         info = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{p}: not valid JSON: {exc}") from exc
     if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("arch") not in ARCHS \
             or not isinstance(info.get("config"), dict):
@@ -131,38 +121,26 @@ def read_checkpoint_info(stem: str | Path) -> dict:
     return info
 
 
-def load_checkpoint(stem: str | Path) -> nn.Module:
-    """Load one of our checkpoints (``stem`` with or without suffix); returns the model in eval mode."""
-    stem = Path(stem)
-    if stem.suffix in (".json", ".safetensors"):
-        stem = stem.with_suffix("")
+def _build_dbp(stem: Path) -> nn.Module:
     info = read_checkpoint_info(stem)
     try:
-        model = ARCHS[info["arch"]](info["config"])
+        return ARCHS[info["arch"]](info["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{stem.with_suffix('.json')}: bad config for {info['arch']}: {exc}") from exc
-    sd = load_tensor_file(stem.with_suffix(".safetensors"))
-    return load_state_dict_strict(model, sd, stem.with_suffix(".safetensors")).eval()
 
 
-# --- RobustBench WRN-28-10 ---
-
-def load_robustbench_wrn(path: str | Path, trust_pickle: bool = False) -> WideResNet:
-    """RobustBench CIFAR-10 ``Standard`` (WRN-28-10) weights; eval mode. RobustBench models take
-    pixels in [0, 1] (any normalisation is inside the model), so leave ``models.mean/std`` unset;
-    a WRN-28-10 of the same layout trained on normalised inputs needs its mean/std set."""
-    sd = extract_state_dict(load_tensor_file(path, trust_pickle), path)
-    model = wrn_28_10()
-    for k, v in model.state_dict().items():  # checkpoints from torch < 0.4.1 lack these counters
-        if k.endswith("num_batches_tracked") and k not in sd:
-            sd[k] = v
-    return load_state_dict_strict(model, sd, path).eval()
+def load_checkpoint(stem: str | Path) -> nn.Module:
+    """Load one of our checkpoints (``stem`` with or without suffix); returns the model in eval mode."""
+    return load_model(model_spec(stem, "diffusion", "dbp"))
 
 
 # --- diffusers DDPM folder ---
 
 class DiffusersEps(nn.Module):
     """Wrap a diffusers ``UNet2DModel`` to ``eps_model(x_t, t) -> eps`` (t: original timesteps [B])."""
+
+    continuous_time = False
+    learned_variance = False
 
     def __init__(self, unet: nn.Module):
         super().__init__()
@@ -183,48 +161,289 @@ def _diffusers_folder(folder: Path) -> Path:
                           "google/ddpm-cifar10-32 layout")
 
 
-def load_diffusers_unet(folder: str | Path, trust_pickle: bool = False) -> DiffusersEps:
-    """Build ``UNet2DModel`` from ``config.json`` and load its weights (safetensors preferred,
-    else ``.bin`` with weights_only). Returns the eps_model wrapper in eval mode."""
+def _diffusers_weights(d: Path) -> Path:
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        if (d / name).is_file():
+            return d / name
+    raise CheckpointError(f"{d}: no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin")
+
+
+def _build_diffusers(folder: Path) -> nn.Module:
     try:
         from diffusers import UNet2DModel
     except ImportError as exc:  # optional extra
         raise CheckpointError("loading a diffusers DDPM needs the 'diffusers' package "
                               "(pip install 'dbp-lab[diffusers]')") from exc
-    d = _diffusers_folder(Path(folder))
+    d = _diffusers_folder(folder)
     try:
         config = json.loads((d / "config.json").read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{d / 'config.json'}: not valid JSON: {exc}") from exc
     if not isinstance(config, dict) or config.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise CheckpointError(f"{d / 'config.json'}: expected a UNet2DModel config, got "
                               f"_class_name={config.get('_class_name') if isinstance(config, dict) else config!r}")
     try:
-        unet = UNet2DModel.from_config(config)
+        return UNet2DModel.from_config(config)
     except Exception as exc:  # diffusers raises several types for bad configs
         raise CheckpointError(f"{d / 'config.json'}: diffusers cannot build UNet2DModel from it: {exc}") from exc
-    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
-        if (d / name).is_file():
-            sd = extract_state_dict(load_tensor_file(d / name, trust_pickle), d / name)
-            load_state_dict_strict(unet, sd, d / name)
-            return DiffusersEps(unet).eval()
-    raise CheckpointError(f"{d}: no diffusion_pytorch_model.safetensors or diffusion_pytorch_model.bin")
 
 
-def load_model_file(path: str | Path, role: str, fmt: str = "auto", trust_pickle: bool = False) -> nn.Module:
-    """A classifier / eps model from a local file or folder, per ``models.<role>_format``:
-    'dbp' (our safetensors + json checkpoint), 'robustbench' (WRN-28-10 state dict),
-    'diffusers' (UNet2DModel folder); 'auto' picks by what is on disk."""
+def load_diffusers_unet(folder: str | Path, trust_pickle: bool = False) -> DiffusersEps:
+    """Build ``UNet2DModel`` from ``config.json`` and load its weights (safetensors preferred,
+    else ``.bin`` with weights_only). Returns the eps_model wrapper in eval mode."""
+    return load_model(model_spec(folder, "diffusion", "diffusers", trust_pickle=trust_pickle))
+
+
+# --- the families' architectures ---
+
+def _classifier_net(arch: str) -> nn.Module:
+    from .dm_wide_resnet import DMWideResNet
+    from .resnet import resnet
+    m = re.fullmatch(r"(dm-)?wrn-(\d+)-(\d+)(-dropout)?", arch)
+    if m:
+        depth, width = int(m.group(2)), int(m.group(3))
+        if m.group(1):
+            return DMWideResNet(depth, width, activation="swish")
+        return WideResNet(depth, width, drop_rate=0.3 if m.group(4) else 0.0)
+    return resnet(arch)
+
+
+def default_normalisation(fmt: str, arch: str | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The input normalisation a classifier family expects, applied by the run when ``models.mean /
+    std`` are not set: torchvision's ImageNet constants; DiffPure's WRN-70-16-dropout normalises
+    inside with CIFAR-10's (std 0.2471, 0.2435, 0.2616); RobustBench's and DeepMind's take [0, 1]
+    images (DMWideResNet normalises inside itself)."""
+    from .dm_wide_resnet import CIFAR10_STD as DM_CIFAR10_STD
+    from .resnet import IMAGENET_MEAN, IMAGENET_STD
+    if fmt == "torchvision":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if fmt == "robustbench" and arch == "wrn-70-16-dropout":
+        return CIFAR10_MEAN, DM_CIFAR10_STD
+    return None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a checkpoint is: its path, role, resolved format, architecture (a preset name), overrides
+    of the architecture (``diffusion_config``), which weights (score-sde) and whether pickles are trusted."""
+    path: Path
+    role: str
+    fmt: str
+    arch: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    trust_pickle: bool = False
+
+    @property
+    def what(self) -> str:
+        arch = f" ({self.arch})" if self.arch else ""
+        return {"guided-diffusion": "a guided-diffusion UNet", "score-sde": "score_sde's NCSNpp (DDPM++)",
+                "robustbench": "a RobustBench WideResNet", "torchvision": "a torchvision ResNet",
+                "diffusers": "a diffusers UNet2DModel", "dbp": "a dbp checkpoint"}[self.fmt] + arch
+
+
+def _family_of(arch: str, role: str) -> str | None:
+    table = CLASSIFIER_ARCHS if role == "classifier" else DIFFUSION_ARCHS
+    return next((fmt for fmt, names in table.items() if arch in names), None)
+
+
+def _guess_format(path: Path, role: str, trust_pickle: bool) -> str:
+    """The format of a weights file that is not ours, from its contents (read without the weights)."""
+    obj = inspect_tensor_file(path, trust_pickle)
+    if role == "diffusion":
+        if isinstance(obj, Mapping) and "ema" in obj and "model" in obj:
+            return "score-sde"
+        try:
+            keys = set(extract_state_dict(obj, path))
+        except CheckpointError:
+            keys = set()
+        if any(k.startswith("input_blocks.") for k in keys):
+            return "guided-diffusion"
+        if any(k.startswith("all_modules.") for k in keys):
+            return "score-sde"
+        raise CheckpointError(f"{path}: cannot tell which diffusion format this file is (not a guided-diffusion UNet, "
+                              "a score_sde checkpoint or a dbp checkpoint with its .json); set models.diffusion_format")
+    keys = set(extract_state_dict(obj, path))
+    return "torchvision" if "conv1.weight" in keys and "fc.weight" in keys else "robustbench"
+
+
+def model_spec(path: str | Path, role: str, fmt: str = "auto", *, arch: str | None = None,
+               config: Mapping[str, Any] | None = None, weights: str | None = None,
+               trust_pickle: bool = False) -> ModelSpec:
+    """A :class:`ModelSpec` with ``fmt = 'auto'`` resolved: the family of ``arch`` when given, else
+    a folder is diffusers, a ``.json`` / ``.safetensors`` (or a stem with a ``.json``) is ours, and
+    another file is told by its keys (read without the weights)."""
     path = Path(path)
     if fmt == "auto":
-        if path.is_dir():
+        if arch is not None and _family_of(arch, role):
+            fmt = _family_of(arch, role)
+        elif path.is_dir():
             fmt = "diffusers"
         elif path.suffix in (".json", ".safetensors") or path.with_suffix(".json").is_file():
             fmt = "dbp"
         else:
-            fmt = "robustbench" if role == "classifier" else "dbp"
+            fmt = _guess_format(path, role, trust_pickle)
     if fmt == "dbp":
-        return load_checkpoint(path)
-    if fmt == "robustbench":
-        return load_robustbench_wrn(path, trust_pickle=trust_pickle)
-    return load_diffusers_unet(path, trust_pickle=trust_pickle)
+        path = _dbp_stem(path)
+    table = CLASSIFIER_ARCHS if role == "classifier" else DIFFUSION_ARCHS
+    if arch is None and fmt in table:
+        arch = table[fmt][0]
+    if arch is not None and arch not in table.get(fmt, ()):
+        where = f"one of {list(table[fmt])}" if fmt in table else "none: the format fixes the architecture"
+        raise CheckpointError(f"models.{role}_arch = {arch!r} does not apply to format {fmt!r}; expected {where}")
+    if config and fmt not in ("guided-diffusion", "score-sde"):
+        raise CheckpointError(f"models.diffusion_config applies to 'guided-diffusion' and 'score-sde' "
+                              f"checkpoints, not {fmt!r}")
+    if weights is not None and fmt != "score-sde":
+        raise CheckpointError(f"models.diffusion_weights applies to 'score-sde' checkpoints, not {fmt!r}")
+    if weights is not None and weights not in DIFFUSION_WEIGHTS:
+        raise CheckpointError(f"models.diffusion_weights must be one of {DIFFUSION_WEIGHTS}, got {weights!r}")
+    return ModelSpec(path, role, fmt, arch, dict(config or {}), weights, trust_pickle)
+
+
+def model_spec_from(models: Any, role: str, path: str | Path) -> ModelSpec:
+    """:func:`model_spec` of the checkpoint ``path`` named by ``models.<role>`` of a ``[models]``
+    section (``config.ModelsConfig``: its ``*_format``, ``*_arch``, ``diffusion_config`` /
+    ``diffusion_weights`` and ``trust_pickle``)."""
+    if role == "classifier":
+        return model_spec(path, role, models.classifier_format, arch=models.classifier_arch,
+                          trust_pickle=models.trust_pickle)
+    return model_spec(path, role, models.diffusion_format, arch=models.diffusion_arch, config=models.diffusion_config,
+                      weights=models.diffusion_weights, trust_pickle=models.trust_pickle)
+
+
+def build_network(spec: ModelSpec) -> nn.Module:
+    """The network whose state dict the checkpoint must hold (on the current default device: the
+    checks build it under ``torch.device('meta')``). A bad architecture raises CheckpointError."""
+    from .guided_unet import GuidedUNet, guided_config
+    from .ncsnpp import NCSNpp, ncsnpp_config
+    try:
+        if spec.fmt == "guided-diffusion":
+            return GuidedUNet(guided_config(spec.arch, dict(spec.config)))
+        if spec.fmt == "score-sde":
+            return NCSNpp(ncsnpp_config(spec.arch, dict(spec.config)))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"models.diffusion_config: {exc}") from exc
+    if spec.fmt in ("robustbench", "torchvision"):
+        return _classifier_net(spec.arch)
+    if spec.fmt == "diffusers":
+        return _build_diffusers(spec.path)
+    return _build_dbp(spec.path)
+
+
+def weights_file(spec: ModelSpec) -> Path:
+    if spec.fmt == "diffusers":
+        return _diffusers_weights(_diffusers_folder(spec.path))
+    if spec.fmt == "dbp":
+        return spec.path.with_suffix(".safetensors")
+    if spec.path.is_dir():
+        raise CheckpointError(f"{spec.path}: a folder; expected a {spec.what} checkpoint file")
+    return spec.path
+
+
+# --- score_sde training checkpoints ---
+
+def score_sde_state(obj: Any, net: nn.Module, path: Path | str, weights: str | None = None) -> dict[str, Any]:
+    """The NCSNpp state dict of a score_sde checkpoint (tensors or :class:`TensorMeta`).
+
+    A training checkpoint ``{'model': state dict, 'ema': {'shadow_params': [...]}, ...}`` gives,
+    with ``weights = 'ema'`` (default), its EMA shadow parameters paired by position with the
+    network's parameter names — what DiffPure does (``ema.copy_to(model.parameters())``); the
+    parameter order is score_sde's (tests/test_ncsnpp.py), and the pairing is verified: as many
+    shadow tensors as parameters, the ``model`` entry's parameter keys (``module.`` stripped) in the
+    same order, every shape equal. ``'model'`` gives the raw training weights. A plain state dict is
+    taken as it is."""
+    buffers = {n for n, _ in net.named_buffers()}
+    if not (isinstance(obj, Mapping) and "ema" in obj and "model" in obj):
+        if weights is not None:
+            raise CheckpointError(f"{path}: models.diffusion_weights = {weights!r} picks an entry of a score_sde "
+                                  "training checkpoint ({'model', 'ema', ...}), and this file is not one")
+        return extract_state_dict(obj, path)
+    if weights == "model":
+        return extract_state_dict(obj["model"], path)
+    names = [n for n, _ in net.named_parameters()]
+    ema = obj["ema"]
+    shadow = ema.get("shadow_params") if isinstance(ema, Mapping) else None
+    if not isinstance(shadow, (list, tuple)) or not all(isinstance(s, (torch.Tensor, TensorMeta)) for s in shadow):
+        raise CheckpointError(f"{path}: entry 'ema' should hold 'shadow_params', a list of tensors (score_sde's "
+                              f"ExponentialMovingAverage.state_dict()); got {type(ema).__name__}")
+    if len(shadow) != len(names):
+        raise CheckpointError(f"{path}: does not fit score_sde's NCSNpp: 'ema' holds {len(shadow)} shadow "
+                              f"parameters, the architecture has {len(names)}")
+    model = obj["model"]
+    if isinstance(model, Mapping) and model:
+        order = [k for k in strip_wrappers(dict(model)) if k not in buffers]
+        if order != names:
+            compare_state({n: (0,) for n in names}, {k: (0,) for k in order}, path, "score_sde's NCSNpp ('model' keys)")
+            first = next(i for i, (a, b) in enumerate(zip(order, names)) if a != b)
+            raise CheckpointError(f"{path}: the 'model' entry's parameters are in another order than the "
+                                  f"network's (position {first}: {order[first]} vs {names[first]}): the EMA list "
+                                  "cannot be paired by position")
+        bad = [f"{n} {list(s.shape)} (model entry {list(model_t.shape)})" for n, s, model_t in
+               zip(names, shadow, (v for k, v in strip_wrappers(dict(model)).items() if k not in buffers))
+               if tuple(s.shape) != tuple(model_t.shape)]
+        if bad:
+            raise CheckpointError(f"{path}: EMA shadow parameters do not pair with the 'model' entry by position: "
+                                  + ", ".join(bad[:5]))
+    return dict(zip(names, shadow))
+
+
+# --- checking and loading, one path for every family ---
+
+def _file_state(spec: ModelSpec, net: nn.Module, obj: Any, path: Path) -> dict[str, Any]:
+    if spec.fmt == "score-sde":
+        return score_sde_state(obj, net, path, spec.weights)
+    return extract_state_dict(obj, path)
+
+
+def _optional(net: nn.Module) -> list[str]:
+    """Entries a file may lack: BatchNorm counters (checkpoints from torch < 0.4.1) and score_sde's
+    ``sigmas`` buffer (not among the EMA parameters; DDPM++ never reads it)."""
+    return [k for k in net.state_dict() if k.endswith("num_batches_tracked") or k == "sigmas"]
+
+
+def check_model(spec: ModelSpec) -> None:
+    """CheckpointError unless the checkpoint fits its family and architecture; builds the network
+    on the meta device and reads no weights (module doc)."""
+    with torch.device("meta"):
+        net = build_network(spec)
+    path = weights_file(spec)
+    sd = _file_state(spec, net, inspect_tensor_file(path, spec.trust_pickle), path)
+    compare_state(state_shapes(net.state_dict()), state_shapes(sd), path, spec.what, _optional(net), spec.fmt)
+
+
+def _wrap(spec: ModelSpec, net: nn.Module) -> nn.Module:
+    from .guided_unet import GuidedDiffusionEps
+    from .ncsnpp import ScoreSDEEps
+    if spec.fmt == "guided-diffusion":
+        return GuidedDiffusionEps(net)
+    if spec.fmt == "score-sde":
+        return ScoreSDEEps(net)
+    if spec.fmt == "diffusers":
+        return DiffusersEps(net)
+    return net
+
+
+def load_model(spec: ModelSpec) -> nn.Module:
+    """The checked, loaded model in eval mode: an eps model for diffusion formats (module doc), the
+    bare network for classifiers."""
+    net = build_network(spec)
+    path = weights_file(spec)
+    sd = _file_state(spec, net, load_tensor_file(path, spec.trust_pickle), path)
+    load_state_dict_strict(net, sd, path, spec.what, _optional(net), spec.fmt)
+    return _wrap(spec, net).eval()
+
+
+def load_model_file(path: str | Path, role: str, fmt: str = "auto", trust_pickle: bool = False, *,
+                    arch: str | None = None, config: Mapping[str, Any] | None = None,
+                    weights: str | None = None) -> nn.Module:
+    """A classifier / eps model from a local file or folder, per ``models.<role>_format`` (module doc)."""
+    return load_model(model_spec(path, role, fmt, arch=arch, config=config, weights=weights,
+                                 trust_pickle=trust_pickle))
+
+
+def load_robustbench_wrn(path: str | Path, trust_pickle: bool = False, arch: str = "wrn-28-10") -> nn.Module:
+    """RobustBench CIFAR-10 WideResNet weights (``Standard`` = WRN-28-10 by default); eval mode.
+    RobustBench models take pixels in [0, 1] (any normalisation is inside the model)."""
+    return load_model(model_spec(path, "classifier", "robustbench", arch=arch, trust_pickle=trust_pickle))
+

@@ -1,6 +1,6 @@
 """The Python face of the ``dbp`` custom ops (docs/design.md, "Layers").
 
-``torch.ops.dbp.{normal, q_sample, ddpm_step, rbgm}`` come from the compiled
+``torch.ops.dbp.{normal, q_sample, ddpm_step, clipped_step, rbgm}`` come from the compiled
 extension ``dbp_core._C`` (CPU kernels, plus CUDA kernels when built with
 CUDA). Without it, the same schemas are defined here with the pure-PyTorch
 reference (``dbp_core.ops.reference``) as their kernel, after one warning. Either
@@ -25,6 +25,8 @@ SCHEMAS = {
     "q_sample": "(Tensor x0, Tensor sqrt_ab, Tensor sqrt_1mab, int seed, int stream, Tensor uids, int step) -> Tensor",
     "ddpm_step": "(Tensor x_t, Tensor eps, Tensor c_x, Tensor c_eps, Tensor sigma, int seed, int stream, "
     "Tensor uids, int step) -> Tensor",
+    "clipped_step": "(Tensor x_t, Tensor eps, Tensor a, Tensor b, Tensor c0, Tensor c1, Tensor sigma, int seed, "
+    "int stream, Tensor uids, int step) -> Tensor",
     "rbgm": "(Tensor g, int seed, int stream, Tensor uids, int step) -> Tensor",
 }
 
@@ -80,6 +82,31 @@ def _check_coefficient(c: torch.Tensor, x: torch.Tensor, op: str, name: str):
         _fail(op, f"argument '{name}' must be finite, got {c.cpu()}")
 
 
+def _check_noise_scale(c: torch.Tensor, x: torch.Tensor, op: str, name: str):
+    """sigma: one value, one per sample, or one per element (checks.h, noise_scale)."""
+    if c.dim() > 1:
+        if c.shape != x.shape:
+            _fail(op, f"argument '{name}' must hold one value, one per sample ({x.shape[0]}) or one per element "
+                  f"(shape {list(x.shape)}), got shape {list(c.shape)}")
+        if not c.is_floating_point():
+            _fail(op, f"argument '{name}' must be a floating tensor, got {c.dtype}")
+        if not bool(torch.isfinite(c).all()):
+            _fail(op, f"argument '{name}' must be finite")
+        if c.device != x.device:
+            _fail(op, f"argument '{name}' must be on {x.device} like the data, got {c.device}")
+        return
+    _check_coefficient(c, x, op, name)
+
+
+def _check_step_inputs(op: str, x_t: torch.Tensor, eps: torch.Tensor, uids: torch.Tensor, stream: int, step: int):
+    _check_images(x_t, op, "x_t")
+    if eps.shape != x_t.shape or eps.dtype != x_t.dtype or eps.device != x_t.device:
+        _fail(op, f"argument 'eps' must match 'x_t' (shape {list(x_t.shape)}, {x_t.dtype}, "
+              f"{x_t.device}), got shape {list(eps.shape)}, {eps.dtype}, {eps.device}")
+    _check_uids(uids, x_t.shape[0], x_t.device, op)
+    _check_address(stream, step, op)
+
+
 def _define_reference_ops():
     """Define the dbp ops with the reference as kernel (extension not built)."""
     lib = torch.library.Library("dbp", "DEF")
@@ -106,15 +133,18 @@ def _define_reference_ops():
         return ref.q_sample(x0, sqrt_ab, sqrt_1mab, seed, stream, uids, step)
 
     def ddpm_step_impl(x_t, eps, c_x, c_eps, sigma, seed, stream, uids, step):
-        _check_images(x_t, "ddpm_step", "x_t")
-        if eps.shape != x_t.shape or eps.dtype != x_t.dtype or eps.device != x_t.device:
-            _fail("ddpm_step", f"argument 'eps' must match 'x_t' (shape {list(x_t.shape)}, {x_t.dtype}, "
-                  f"{x_t.device}), got shape {list(eps.shape)}, {eps.dtype}, {eps.device}")
-        _check_uids(uids, x_t.shape[0], x_t.device, "ddpm_step")
-        _check_address(stream, step, "ddpm_step")
-        for c, n in ((c_x, "c_x"), (c_eps, "c_eps"), (sigma, "sigma")):
+        _check_step_inputs("ddpm_step", x_t, eps, uids, stream, step)
+        for c, n in ((c_x, "c_x"), (c_eps, "c_eps")):
             _check_coefficient(c, x_t, "ddpm_step", n)
+        _check_noise_scale(sigma, x_t, "ddpm_step", "sigma")
         return ref.ddpm_step(x_t, eps, c_x, c_eps, sigma, seed, stream, uids, step)
+
+    def clipped_step_impl(x_t, eps, a, b, c0, c1, sigma, seed, stream, uids, step):
+        _check_step_inputs("clipped_step", x_t, eps, uids, stream, step)
+        for c, n in ((a, "a"), (b, "b"), (c0, "c0"), (c1, "c1")):
+            _check_coefficient(c, x_t, "clipped_step", n)
+        _check_noise_scale(sigma, x_t, "clipped_step", "sigma")
+        return ref.clipped_step(x_t, eps, a, b, c0, c1, sigma, seed, stream, uids, step)
 
     def rbgm_impl(g, seed, stream, uids, step):
         _check_images(g, "rbgm", "g")
@@ -125,7 +155,7 @@ def _define_reference_ops():
         return ref.rbgm(g, seed, stream, uids, step)
 
     for name, fn in (("normal", normal_impl), ("q_sample", q_sample_impl),
-                     ("ddpm_step", ddpm_step_impl), ("rbgm", rbgm_impl)):
+                     ("ddpm_step", ddpm_step_impl), ("clipped_step", clipped_step_impl), ("rbgm", rbgm_impl)):
         lib.impl(name, fn, "CompositeExplicitAutograd")
     return lib
 
@@ -154,6 +184,11 @@ def _q_sample_fake(x0, sqrt_ab, sqrt_1mab, seed, stream, uids, step):
 
 @torch.library.register_fake("dbp::ddpm_step")
 def _ddpm_step_fake(x_t, eps, c_x, c_eps, sigma, seed, stream, uids, step):
+    return torch.empty_like(x_t, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("dbp::clipped_step")
+def _clipped_step_fake(x_t, eps, a, b, c0, c1, sigma, seed, stream, uids, step):
     return torch.empty_like(x_t, memory_format=torch.contiguous_format)
 
 
@@ -186,15 +221,55 @@ def _q_sample_backward(ctx, grad):
     return grad * _per_sample(sqrt_ab, grad), None, None, None, None, None, None
 
 
+def _save_noise_address(ctx, inputs, sigma_at: int):
+    """A sigma that requires grad gets g z: keep the noise's address (never the noise) to regenerate it."""
+    sigma = inputs[sigma_at]
+    ctx.sigma_shape = sigma.shape if sigma.requires_grad else None
+    if sigma.requires_grad:
+        ctx.address = inputs[sigma_at + 1], inputs[sigma_at + 2], inputs[sigma_at + 4]  # seed, stream, step
+        ctx.uids = inputs[sigma_at + 3]
+
+
+def _sigma_grad(ctx, grad):
+    """d/d sigma of sigma z: g z, summed to sigma's shape (one value, one per sample or per element)."""
+    if ctx.sigma_shape is None or not ctx.needs_input_grad[-5]:
+        return None
+    seed, stream, step = ctx.address
+    z = torch.ops.dbp.normal(list(grad.shape), seed, stream, ctx.uids, step, grad.dtype)
+    gz = grad * z
+    if len(ctx.sigma_shape) > 1:
+        return gz
+    per = gz.reshape(gz.shape[0], -1).sum(1)
+    return per if ctx.sigma_shape.numel() > 1 else per.sum().reshape(ctx.sigma_shape)
+
+
 def _ddpm_step_setup(ctx, inputs, output):
-    _constant_coefficients("ddpm_step", inputs, {2: "c_x", 3: "c_eps", 4: "sigma"})
+    _constant_coefficients("ddpm_step", inputs, {2: "c_x", 3: "c_eps"})
     ctx.save_for_backward(inputs[2], inputs[3])  # c_x, c_eps
+    _save_noise_address(ctx, inputs, 4)
 
 
 def _ddpm_step_backward(ctx, grad):
     c_x, c_eps = ctx.saved_tensors
     g_x = grad * _per_sample(c_x, grad)
-    return g_x, -(g_x * _per_sample(c_eps, grad)), None, None, None, None, None, None, None
+    return g_x, -(g_x * _per_sample(c_eps, grad)), None, None, _sigma_grad(ctx, grad), None, None, None, None
+
+
+def _clipped_step_setup(ctx, inputs, output):
+    _constant_coefficients("clipped_step", inputs, {2: "a", 3: "b", 4: "c0", 5: "c1"})
+    ctx.save_for_backward(*inputs[:6])  # x_t, eps (already alive: the network's input and output), a, b, c0, c1
+    _save_noise_address(ctx, inputs, 6)
+
+
+def _clipped_step_backward(ctx, grad):
+    """x0 = clamp(a x - b eps, -1, 1) passes the gradient where -1 <= a x - b eps <= 1 (as torch.clamp)."""
+    x, eps, a, b, c0, c1 = ctx.saved_tensors
+    a, b, c0, c1 = (_per_sample(c, grad) for c in (a, b, c0, c1))
+    u = a * x - b * eps  # the kernel's rounding: the mask is the forward's
+    g0 = torch.where((u >= -1.0) & (u <= 1.0), grad * c0, torch.zeros_like(grad))
+    g_x = grad * c1 + g0 * a if ctx.needs_input_grad[0] else None
+    g_eps = -(g0 * b) if ctx.needs_input_grad[1] else None
+    return g_x, g_eps, None, None, None, None, _sigma_grad(ctx, grad), None, None, None, None
 
 
 def _rbgm_backward(ctx, grad):
@@ -204,6 +279,7 @@ def _rbgm_backward(ctx, grad):
 
 torch.library.register_autograd("dbp::q_sample", _q_sample_backward, setup_context=_q_sample_setup)
 torch.library.register_autograd("dbp::ddpm_step", _ddpm_step_backward, setup_context=_ddpm_step_setup)
+torch.library.register_autograd("dbp::clipped_step", _clipped_step_backward, setup_context=_clipped_step_setup)
 torch.library.register_autograd("dbp::rbgm", _rbgm_backward, setup_context=lambda ctx, inputs, output: None)
 
 
@@ -244,10 +320,22 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, c_x, c_eps, sigma, seed: int
               uids: torch.Tensor, step: int) -> torch.Tensor:
     """Fused reverse step ``c_x * (x_t - c_eps * eps) + sigma * z`` with addressed z.
 
-    ``sigma = 0`` draws no noise (DDIM, eta = 0). Differentiable in x_t and eps.
+    ``sigma``: one value, one per sample, or one per element (a learned variance); ``sigma = 0``
+    draws no noise (DDIM, eta = 0). Differentiable in x_t and eps, and in sigma when it requires
+    grad (the gradient g z regenerates the noise from its address).
     """
     return torch.ops.dbp.ddpm_step(x_t, eps, _coef(c_x, x_t), _coef(c_eps, x_t), _coef(sigma, x_t),
                                    _signed64(seed), int(stream), uids, int(step))
+
+
+def clipped_step(x_t: torch.Tensor, eps: torch.Tensor, a, b, c0, c1, sigma, seed: int, stream: int,
+                 uids: torch.Tensor, step: int) -> torch.Tensor:
+    """Fused reverse step with the predicted x_0 clipped: ``c0 * clamp(a * x_t - b * eps, -1, 1)
+    + c1 * x_t + sigma * z`` with addressed z (docs/science.md, "Clipping the predicted x_0").
+
+    ``sigma``: as in :func:`ddpm_step`. Differentiable in x_t, eps (and sigma)."""
+    return torch.ops.dbp.clipped_step(x_t, eps, _coef(a, x_t), _coef(b, x_t), _coef(c0, x_t), _coef(c1, x_t),
+                                      _coef(sigma, x_t), _signed64(seed), int(stream), uids, int(step))
 
 
 def rbgm(g: torch.Tensor, seed: int, stream: int, uids: torch.Tensor, step: int) -> torch.Tensor:

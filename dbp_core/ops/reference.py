@@ -148,12 +148,27 @@ def q_sample(x0, sqrt_ab, sqrt_1mab, seed, stream, uids, step):
     return _per_sample(sqrt_ab, x0) * x0 + _per_sample(sqrt_1mab, x0) * z
 
 
+def _noise_scale(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A noise scale: one value, one per sample, or one per element (the shape of x)."""
+    if sigma.dim() > 1:
+        return sigma.to(device=x.device, dtype=x.dtype)
+    return _per_sample(sigma, x)
+
+
 def ddpm_step(x_t, eps, c_x, c_eps, sigma, seed, stream, uids, step):
     """Fused reverse step: c_x (x_t - c_eps eps) + sigma z."""
     x_t, eps = x_t.contiguous(), eps.contiguous()
     z = normal_rows(x_t[0].numel(), seed, stream, uids, step).to(x_t.dtype).view_as(x_t)
     base = _per_sample(c_x, x_t) * (x_t - _per_sample(c_eps, x_t) * eps)
-    return base + _per_sample(sigma, x_t) * z
+    return base + _noise_scale(sigma, x_t) * z
+
+
+def clipped_step(x_t, eps, a, b, c0, c1, sigma, seed, stream, uids, step):
+    """Reverse step with the predicted x_0 clipped: c0 clamp(a x_t - b eps, -1, 1) + c1 x_t + sigma z."""
+    x_t, eps = x_t.contiguous(), eps.contiguous()
+    z = normal_rows(x_t[0].numel(), seed, stream, uids, step).to(x_t.dtype).view_as(x_t)
+    x0 = torch.clamp(_per_sample(a, x_t) * x_t - _per_sample(b, x_t) * eps, -1.0, 1.0)
+    return _per_sample(c0, x_t) * x0 + _per_sample(c1, x_t) * x_t + _noise_scale(sigma, x_t) * z
 
 
 def rbgm(g, seed, stream, uids, step):

@@ -2,10 +2,13 @@
 gradient modes of :class:`~dbp_core.purifier.purifier.Purifier`; docs/design.md, "Gradients").
 
 The forward runs every step without a graph and keeps the input of every ``per_segment``-th
-step; the backward recovers each segment's step inputs (no graph) and re-runs one step's
-network at a time with a graph. The purifier supplies the steps (``ChainPlan.step``) and the
-backward of one step (``Purifier._step_vjp``); this module owns the bookkeeping: kept inputs,
-the RNG states that make dropout replay, and which gradients the running backward asks for.
+step; the backward recovers each segment's step inputs (no graph) and re-runs one step at a
+time with a graph (its network, then the step's own arithmetic without its noise draw when
+nothing differentiates through the noise) and backpropagates through it. The purifier supplies
+the steps (``ChainPlan.step``); this module owns the bookkeeping: kept inputs, the RNG states
+that make dropout replay, the requested intermediate states (their gradients join the sweep at
+their steps), the guidance input's gradient summed over the steps, and which gradients the
+running backward asks for.
 """
 from __future__ import annotations
 
@@ -14,15 +17,18 @@ from torch.autograd.function import once_differentiable
 
 
 class ChainPlan:
-    """What a checkpointed chain needs besides its tensors (passed through Function.apply)."""
+    """What a checkpointed chain needs besides its tensors (passed through Function.apply).
+    ``keep``: the sorted state indices k (state k = the input of step k; k = len(chain) the
+    output) the forward returns besides the output."""
 
     def __init__(self, purifier, seed: int, uids: torch.Tensor, replica: int, replicas: int,
-                 per_segment: int):
+                 per_segment: int, keep: tuple[int, ...] = ()):
         self.purifier, self.seed, self.uids = purifier, seed, uids
         self.replica, self.replicas, self.per_segment = replica, replicas, per_segment
+        self.keep = keep
 
-    def step(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        return self.purifier._step(x, i, self.seed, self.uids, self.replica, self.replicas)
+    def step(self, x: torch.Tensor, cond: torch.Tensor | None, i: int, draw: bool = True) -> torch.Tensor:
+        return self.purifier._step(x, cond, i, self.seed, self.uids, self.replica, self.replicas, draw=draw)
 
 
 def _rng_state(device: torch.device):
@@ -69,41 +75,71 @@ def _engine_needs(t: torch.Tensor) -> bool:
         return True
 
 
+def step_vjp(plan: ChainPlan, i: int, x: torch.Tensor, cond: torch.Tensor | None, g: torch.Tensor,
+             params: list[torch.Tensor], need_x: bool, need_cond: bool):
+    """Backward of reverse step ``i`` at input ``x`` for the output gradient ``g``: re-run the step
+    with a graph (without its noise draw unless a learned sigma needs it: the noise term adds no
+    gradient to x) and backpropagate. Returns (grad wrt x or None, grad wrt cond or None, grads
+    wrt params)."""
+    x = x.detach().requires_grad_(need_x)
+    c = None if cond is None else cond.detach().requires_grad_(need_cond)
+    with torch.enable_grad():
+        y = plan.step(x, c, i, draw=False)
+    inputs = ([x] if need_x else []) + ([c] if need_cond else []) + params
+    grads = list(torch.autograd.grad(y, inputs, g, allow_unused=True)) if y.requires_grad else [None] * len(inputs)
+    g_x = grads.pop(0) if need_x else None
+    g_c = grads.pop(0) if need_cond else None
+    if need_x and g_x is None:
+        g_x = torch.zeros_like(x)
+    return g_x, g_c, grads
+
+
 class ChainCheckpoint(torch.autograd.Function):
     """The reverse chain with its step inputs kept every ``per_segment`` steps (1: per-step
-    checkpointing; ~sqrt(S): segments). Forward: all steps without a graph. Backward: per segment,
-    last first, recover the step inputs (no graph) from the kept one, then step by step re-run the
-    network with a graph and backpropagate (``Purifier._step_vjp``)."""
+    checkpointing; ~sqrt(S): segments). Forward: all steps without a graph; returns the output
+    and the requested states. Backward: per segment, last first, recover the step inputs (no
+    graph) from the kept one, then step by step re-run the step with a graph and backpropagate
+    (``step_vjp``), adding each requested state's gradient when the sweep reaches it."""
 
     @staticmethod
-    def forward(ctx, plan: ChainPlan, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, plan: ChainPlan, x: torch.Tensor, cond: torch.Tensor | None, *params: torch.Tensor):
         n = len(plan.purifier.chain)
         # the kept inputs packed in one allocation: many small blocks pinned between the
         # network's large, short-lived ones fragment the heap (peak RSS would creep up with S)
         store = x.new_empty((len(range(0, n, plan.per_segment)),) + tuple(x.shape))
         states = _RngStates(store.shape[0], x.device)
+        kept = []
         for i in range(n):
+            if i in plan.keep:
+                kept.append(x.clone())
             if i % plan.per_segment == 0:
                 store[i // plan.per_segment].copy_(x)
                 states.capture(i // plan.per_segment)
-            x = plan.step(x, i)
+            x = plan.step(x, cond, i)
+        if n in plan.keep:
+            kept.append(x.clone())
         # saved through autograd: freed after the backward (unless retain_graph), packed by any
         # saved-tensor hooks in force (e.g. torch.autograd.graph.save_on_cpu)
-        ctx.save_for_backward(store)
+        ctx.save_for_backward(store, *([] if cond is None else [cond]))
         ctx.plan, ctx.states, ctx.params = plan, states, params
-        return x
+        return (x, *kept)
 
     @staticmethod
     @once_differentiable  # the recomputed steps are differentiated once: double backward raises
-    def backward(ctx, g: torch.Tensor):
-        plan, (store,), states = ctx.plan, ctx.saved_tensors, ctx.states
-        pur, n, seg = plan.purifier, len(plan.purifier.chain), plan.per_segment
-        use = [w and _engine_needs(p) for p, w in zip(ctx.params, ctx.needs_input_grad[2:])]
+    def backward(ctx, g: torch.Tensor, *g_kept: torch.Tensor):
+        plan, saved, states = ctx.plan, ctx.saved_tensors, ctx.states
+        store, cond = saved[0], (saved[1] if len(saved) > 1 else None)
+        n, seg = len(plan.purifier.chain), plan.per_segment
+        g_state = dict(zip(plan.keep, g_kept))
+        use = [w and _engine_needs(p) for p, w in zip(ctx.params, ctx.needs_input_grad[3:])]
         params = [p for p, u in zip(ctx.params, use) if u]
-        need_x0 = ctx.needs_input_grad[1]
+        need_x0, need_cond = ctx.needs_input_grad[1], cond is not None and ctx.needs_input_grad[2]
         acc: list[torch.Tensor | None] = [None] * len(params)
+        g_cond = None
         device = g.device
         outer = _rng_state(device)
+        if g_state.get(n) is not None:
+            g = g + g_state[n]
         try:
             for lo in reversed(range(0, n, seg)):
                 hi = min(lo + seg, n)
@@ -113,19 +149,23 @@ class ChainCheckpoint(torch.autograd.Function):
                     _set_rng_state(device, state)
                     with torch.no_grad():
                         for i in range(lo, hi - 1):
-                            x = plan.step(x, i)
+                            x = plan.step(x, cond, i)
                             inputs.append((x, _rng_state(device)))
                 for i in reversed(range(lo, hi)):
                     need_x = i > 0 or need_x0
-                    if not (need_x or params):
+                    if not (need_x or params or need_cond):
                         break
                     x, state = inputs.pop()
                     _set_rng_state(device, state)
-                    g, grads = pur._step_vjp(i, x, g, params, need_x)
+                    g, g_c, grads = step_vjp(plan, i, x, cond, g, params, need_x, need_cond)
+                    if g_c is not None:
+                        g_cond = g_c if g_cond is None else g_cond + g_c
+                    if g is not None and g_state.get(i) is not None:
+                        g = g + g_state[i]
                     for j, gp in enumerate(grads):  # out of place: autograd may hand out aliased grads
                         if gp is not None:
                             acc[j] = gp if acc[j] is None else acc[j] + gp
         finally:
             _set_rng_state(device, outer)
         it = iter(acc)
-        return (None, g if need_x0 else None, *(next(it) if u else None for u in use))
+        return (None, g if need_x0 else None, g_cond, *(next(it) if u else None for u in use))

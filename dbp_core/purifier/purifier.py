@@ -4,57 +4,100 @@
 purified images in [0, 1]:
 
     x -> 2x - 1 -> x_{t*} = sqrt(ab) x + sqrt(1 - ab) z      (DDPM eq. 4, ``ops.q_sample``)
-      -> reverse chain t* - 1 .. 0 (respaced to ``steps``)   (DDPM eq. 11 / DDIM eq. 12, ``ops.ddpm_step``)
-      -> (x + 1) / 2
+      -> reverse chain from t* to 0                          (see the samplers below)
+      -> (x + 1) / 2                                          (clamped to [0, 1] with ``clamp_output``)
 
-Nothing is clamped: the map is smooth, so the gradient an attacker gets is the gradient of the
-function that is evaluated (a clamp would zero gradients of saturated pixels). The classifier
-receives the unclamped image; with a trained model it stays within a few 1e-2 of [0, 1].
+Samplers (docs/science.md; every one a chain of steps affine in (x, the network's output) plus
+addressed noise, so that all of them replay exactly, regenerate their noise in backward and get
+the exact gradient in every gradient mode):
+
+* ``ddpm`` — DDPM eq. 11 (respaced to ``steps``), variance ``fixed_large`` / ``fixed_small`` /
+  ``learned`` (guided-diffusion's learned range: the network outputs [eps, v]);
+* ``ddim`` — DDIM eq. 12 with ``eta`` (eq. 16; 0 = deterministic);
+* ``vpsde`` — DiffPure's reverse VP-SDE, Euler-Maruyama on DiffPure's time grid (``purifier/vpsde.py``);
+* ``vpode`` — the probability-flow ODE, Euler on DiffPure's ODE grid.
+
+Options: ``clip_denoised`` (ddpm / ddim: the predicted x_0 clipped to [-1, 1] in every step, as
+guided-diffusion and diffusers do), ``guidance`` (ddpm: GDMP's guidance toward the input,
+``purifier/guidance.py``), ``clamp_output`` (the purified image clamped to [0, 1]). With a clamp
+the gradient is the exact gradient of the clamped defence (zero where a clamp saturates).
 
 Gradient modes (all give the same gradient; tests check allclose):
 
 * ``none``       — ``torch.no_grad``; for evaluation only.
 * ``full``       — plain autograd: memory = every step's network activations.
 * ``checkpoint`` — per-step checkpointing: the forward runs without a graph and keeps each
-  step's input image; the backward re-runs one step's network at a time with a graph and
-  backpropagates through it. Memory = one image per step plus one network's activations;
-  cost = 2 forwards + 1 backward. Noise is regenerated from its address, never stored.
+  step's input image; the backward re-runs one step at a time with a graph and backpropagates
+  through it. Memory = one image per step plus one network's activations; cost = 2 forwards +
+  1 backward. Noise is regenerated from its address, never stored.
 * ``segments``   — the chain is cut into ``segments`` (default ceil(sqrt(S))) segments; only the
   segment boundaries are kept, and the backward re-runs each segment (no graph) to recover its
   step inputs, then proceeds step by step as ``checkpoint``: memory = about 2 sqrt(S) images
   plus one network's activations; cost = 3 forwards + 1 backward (minus one forward per segment).
 
 Both checkpointing modes run as one autograd node for the whole chain (``chain.ChainCheckpoint``):
-no saved-tensor hooks or per-step graph bookkeeping, and the fused step's backward (two
-scalings) is applied directly, so only the network is recomputed. Gradients flow to the input
-and to the parameters of ``eps_model`` (an ``nn.Module``); gradients the running backward does not
-ask for (the weights' under ``torch.autograd.grad(loss, x)``, even if they require grad) are not
-computed. The
-global RNG state of each step is replayed in the recomputation and restored afterwards (as
+no saved-tensor hooks or per-step graph bookkeeping; in backward a step's arithmetic is re-run
+without its noise draw (unless a learned sigma needs it), so only the network costs. Gradients
+flow to the input (through the guidance target too) and to the parameters of ``eps_model`` (an
+``nn.Module``); gradients the running backward does not ask for (the weights' under
+``torch.autograd.grad(loss, x)``, even if they require grad) are not computed. The global RNG
+state of each step is replayed in the recomputation and restored afterwards (as
 ``torch.utils.checkpoint`` does), so a network with dropout gets the same masks. An ``eps_model``
 that is a plain callable, or a call under autocast, uses ``torch.utils.checkpoint``
 (non-reentrant) per step instead — same gradients, more overhead.
+
+The eps-model interface: ``eps_model(x_t, t)``. If ``eps_model.continuous_time`` is true, ``t`` is a
+float tensor [B] of times in [0, 1] (score_sde's convention; ddpm/ddim give it timestep/999),
+else an int64 tensor [B] of timesteps 0..999 (vpsde/vpode give it DiffPure's floor(1000 s)). If
+``eps_model.learned_variance`` is true the output has 2C channels, [eps, v].
 
 EOT replicas: ``purifier(x, uids, replicas=K)`` purifies K copies in one batch (layout
 replica-major: rows ``k*B .. (k+1)*B - 1`` are replica ``k``); replica k uses the streams of
 replica ``replica + k`` so replicas get independent noise while uids stay the dataset ids.
 Every call takes one seed from the noise source (``noise.stochastic()`` or ``noise.replay(s)``);
-``seed=`` overrides it for one call, and ``reverse_seed=`` gives the reverse steps a seed of their
-own (the DW-box variant that replays only the forward noise).
+``seed=`` overrides it for one call, and ``reverse_seed=`` gives the reverse steps (and the
+guidance target's draws) a seed of their own (the DW-box variant that replays only the forward
+noise). ``states=[k, ...]`` also returns the chain's states after k reverse steps.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .. import ops
 from . import noise as noise_mod
 from .chain import ChainCheckpoint, ChainPlan
-from .diffusion import ReverseStep, Schedule, linear_schedule, q_sample, reverse_chain, reverse_step
-from .registry import GRAD_MODES, SAMPLERS
+from .diffusion import ReverseStep, Schedule, linear_schedule, q_sample, reverse_chain
+from .guidance import Guidance, guidance_term
+from .registry import DISCRETE_SAMPLERS, GRAD_MODES, RESPACINGS, SAMPLERS, VARIANCES
+from .vpsde import continuous_chain
+
+
+def check_options(sampler: str, variance: str, eta: float, clip_denoised: bool, guidance,
+                  respacing: str = "t_star") -> None:
+    """The combinations a sampler takes (ValueError naming the option otherwise)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if respacing not in RESPACINGS:
+        raise ValueError(f"respacing must be one of {RESPACINGS}, got {respacing!r}")
+    if respacing != "t_star" and sampler not in DISCRETE_SAMPLERS:
+        raise ValueError(f"respacing respaces DDPM/DDIM's timesteps; sampler {sampler!r} has none")
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if eta != 0.0 and sampler != "ddim":
+        raise ValueError(f"eta is DDIM's (sampler 'ddim'), got eta={eta} with sampler {sampler!r}")
+    if variance != "fixed_large" and sampler != "ddpm":
+        raise ValueError(f"variance is DDPM's (sampler 'ddpm'), got variance={variance!r} with sampler {sampler!r}")
+    if clip_denoised and sampler not in DISCRETE_SAMPLERS:
+        raise ValueError(f"clip_denoised clips DDPM/DDIM's predicted x_0; sampler {sampler!r} predicts none")
+    if guidance is not None and sampler != "ddpm":
+        raise ValueError(f"guidance (GDMP) guides the DDPM step, got sampler {sampler!r}")
 
 
 class Purifier(nn.Module):
@@ -63,12 +106,15 @@ class Purifier(nn.Module):
     def __init__(self, eps_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], t_star: float = 0.1,
                  steps: int | None = None, sampler: str = "ddpm", noise: noise_mod.NoiseSource | None = None,
                  grad_mode: str = "checkpoint", schedule: Schedule | None = None, variance: str = "fixed_large",
-                 segments: int | None = None):
+                 segments: int | None = None, *, eta: float = 0.0, clip_denoised: bool = False,
+                 clamp_output: bool = False, guidance: Guidance | None = None, respacing: str = "t_star"):
         super().__init__()
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if grad_mode not in GRAD_MODES:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+        check_options(sampler, variance, float(eta), bool(clip_denoised), guidance, respacing)
+        if variance == "learned" and not getattr(eps_model, "learned_variance", False):
+            raise ValueError("variance 'learned' needs a network that outputs [eps, v] (eps_model.learned_variance "
+                             "is not set); use 'fixed_large' or 'fixed_small'")
         self.eps_model = eps_model
         self.schedule = schedule or linear_schedule()
         self.t_star = float(t_star)
@@ -78,57 +124,128 @@ class Purifier(nn.Module):
         self.noise = noise if noise is not None else noise_mod.stochastic()
         self.grad_mode = grad_mode
         self.variance = variance
-        self.chain: list[ReverseStep] = reverse_chain(self.schedule, self.num_noise_steps, self.steps, sampler,
-                                                      variance)
+        self.eta = float(eta)
+        self.clip_denoised = bool(clip_denoised)
+        self.clamp_output = bool(clamp_output)
+        self.guidance = guidance
+        self.respacing = respacing
+        if sampler in DISCRETE_SAMPLERS:
+            self.chain: list[ReverseStep] = reverse_chain(self.schedule, self.num_noise_steps, self.steps, sampler,
+                                                          variance, self.eta, respacing)
+        else:
+            self.chain = continuous_chain(sampler, self.t_star, self.steps)
         if segments is not None and segments < 1:
             raise ValueError(f"segments must be >= 1, got {segments}")
         # segments mode: ceil(sqrt(S)) by default, the count that minimises stored images (~2 sqrt(S))
         self.segments = int(segments) if segments is not None else max(1, math.ceil(math.sqrt(len(self.chain))))
 
     def extra_repr(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in (("eta", self.eta), ("clip_denoised", self.clip_denoised),
+                                                     ("clamp_output", self.clamp_output),
+                                                     ("guidance", self.guidance)) if v not in (0.0, False, None))
+        extra += f", respacing={self.respacing!r}" if self.respacing != "t_star" else ""
         return (f"t_star={self.t_star}, steps={self.steps}, sampler={self.sampler!r}, variance={self.variance!r}, "
-                f"noise={self.noise!r}, grad_mode={self.grad_mode!r}, segments={self.segments}")
+                f"noise={self.noise!r}, grad_mode={self.grad_mode!r}, segments={self.segments}{extra}")
 
     # --- one reverse step, the unit of checkpointing ---
 
-    def _step(self, x: torch.Tensor, i: int, seed: int, uids: torch.Tensor, replica: int, replicas: int):
+    def _model_input_time(self, st: ReverseStep, x: torch.Tensor) -> torch.Tensor:
+        """What the network is conditioned on (the eps-model interface, module docstring)."""
+        if getattr(self.eps_model, "continuous_time", False):
+            return torch.full((x.shape[0],), st.model_time(self.schedule.num_steps), dtype=x.dtype, device=x.device)
+        return torch.full((x.shape[0],), st.t, dtype=torch.long, device=x.device)
+
+    def _step(self, x: torch.Tensor, cond: torch.Tensor | None, i: int, seed: int, uids: torch.Tensor,
+              replica: int, replicas: int, draw: bool = True) -> torch.Tensor:
+        """Reverse step ``i`` of the batch (``replicas`` replicas of ``uids``, replica-major). ``cond``: the
+        purifier's input in [-1, 1] (the guidance target; None without guidance). ``draw=False``: skip
+        the noise term where nothing differentiates through it (the backward's recomputation)."""
         st = self.chain[i]
-        t = torch.full((x.shape[0],), st.t, dtype=torch.long, device=x.device)
-        eps = self.eps_model(x, t)
+        out = self.eps_model(x, self._model_input_time(st, x))
+        c = x.shape[1]
+        if getattr(self.eps_model, "learned_variance", False):
+            if out.shape[1] != 2 * c:
+                raise ValueError(f"eps_model.learned_variance is set, so the network must output 2 x {c} channels "
+                                 f"[eps, v]; got {out.shape[1]}")
+            eps, v = out[:, :c], out[:, c:]
+        else:
+            eps, v = out, None
         b = uids.shape[0]
-        parts = [reverse_step(x[k * b:(k + 1) * b], eps[k * b:(k + 1) * b], st, seed,
-                              noise_mod.stream(noise_mod.REVERSE, replica + k), uids)
+        parts = [self._update(st, x[k * b:(k + 1) * b], eps[k * b:(k + 1) * b],
+                              None if v is None else v[k * b:(k + 1) * b], cond, seed, replica + k, uids, draw)
                  for k in range(replicas)]
         return parts[0] if replicas == 1 else torch.cat(parts)
 
-    def _steps(self, x, lo, hi, seed, uids, replica, replicas, ckpt_each: bool):
+    def _update(self, st: ReverseStep, x, eps, v, cond, seed: int, replica: int, uids, draw: bool):
+        """x_prev of one replica from x_t and the network's output (docs/science.md, "DDPM reverse step",
+        "Clipping the predicted x_0", "Learned variance", "GDMP guidance")."""
+        if self.variance == "learned":
+            # Nichol & Dhariwal 2021 eq. 15: log Sigma = frac log beta + (1 - frac) log beta~, frac = (v + 1)/2
+            frac = (v + 1.0) / 2.0
+            log_var = frac * st.log_var_max + (1.0 - frac) * st.log_var_min
+            variance = torch.exp(log_var)
+            sigma = torch.exp(0.5 * log_var) if st.noise else 0.0
+            if not draw and not (torch.is_tensor(sigma) and sigma.requires_grad):
+                sigma = 0.0
+        else:
+            variance, sigma = st.variance, (st.sigma if draw else 0.0)
+        stream = noise_mod.stream(noise_mod.REVERSE, replica)
+        if self.clip_denoised:
+            y = ops.clipped_step(x, eps, st.a, st.b, st.c0, st.c1, sigma, seed, stream, uids, st.noise_step)
+        else:
+            y = ops.ddpm_step(x, eps, st.c_x, st.c_eps, sigma, seed, stream, uids, st.noise_step)
+        if self.guidance is not None:
+            y = y + guidance_term(st, x, cond, variance, self.guidance, seed,
+                                  noise_mod.stream(noise_mod.GUIDANCE, replica), uids)
+        return y
+
+    def _steps(self, x, cond, lo, hi, seed, uids, replica, replicas, ckpt_each: bool, keep=(), kept=None):
         for i in range(lo, hi):
+            if i in keep:
+                kept[i] = x
             if ckpt_each:
-                x = checkpoint(self._step, x, i, seed, uids, replica, replicas, use_reentrant=False)
+                x = checkpoint(self._step, x, cond, i, seed, uids, replica, replicas, use_reentrant=False)
             else:
-                x = self._step(x, i, seed, uids, replica, replicas)
+                x = self._step(x, cond, i, seed, uids, replica, replicas)
+        if hi in keep:
+            kept[hi] = x
         return x
 
-    def _reverse(self, x, seed, uids, replica, replicas):
+    def _reverse(self, x, cond, seed, uids, replica, replicas, keep: tuple[int, ...]):
+        """The chain from x_{t*}: (last state, {k: state after k steps for k in keep})."""
         n = len(self.chain)
+        kept: dict[int, torch.Tensor] = {}
         mode = self.grad_mode if torch.is_grad_enabled() else "none"
         if mode in ("none", "full"):
-            return self._steps(x, 0, n, seed, uids, replica, replicas, ckpt_each=False)
+            return self._steps(x, cond, 0, n, seed, uids, replica, replicas, False, keep, kept), kept
         params = self._chain_params(x)
         if params is not None:  # the lean path: one autograd node for the whole chain
-            if not (x.requires_grad or params):
+            if not (x.requires_grad or (cond is not None and cond.requires_grad) or params):
                 with torch.no_grad():  # nothing to differentiate
-                    return self._steps(x, 0, n, seed, uids, replica, replicas, ckpt_each=False)
+                    return self._steps(x, cond, 0, n, seed, uids, replica, replicas, False, keep, kept), kept
             per_segment = 1 if mode == "checkpoint" else math.ceil(n / min(self.segments, n))
-            plan = ChainPlan(self, seed, uids, replica, replicas, per_segment)
-            return ChainCheckpoint.apply(plan, x, *params)
+            plan = ChainPlan(self, seed, uids, replica, replicas, per_segment, keep)
+            out, *states = ChainCheckpoint.apply(plan, x, cond, *params)
+            return out, dict(zip(keep, states))
         if mode == "checkpoint":
-            return self._steps(x, 0, n, seed, uids, replica, replicas, ckpt_each=True)
+            return self._steps(x, cond, 0, n, seed, uids, replica, replicas, True, keep, kept), kept
         seg = math.ceil(n / min(self.segments, n))  # steps per segment; each segment checkpointed, nested per step
         for lo in range(0, n, seg):
-            x = checkpoint(self._steps, x, lo, min(lo + seg, n), seed, uids, replica, replicas, True,
-                           use_reentrant=False)
-        return x
+            hi = min(lo + seg, n)
+            inner = tuple(k for k in keep if lo <= k < hi)
+            x, *states = checkpoint(self._segment, x, cond, lo, hi, seed, uids, replica, replicas, inner,
+                                    use_reentrant=False)
+            kept.update(zip(inner, states))
+        if n in keep:
+            kept[n] = x
+        return x, kept
+
+    def _segment(self, x, cond, lo, hi, seed, uids, replica, replicas, inner):
+        """Steps lo..hi-1, each checkpointed; returns the last state and the states ``inner`` (segments mode
+        of a plain-callable eps_model)."""
+        kept: dict[int, torch.Tensor] = {}
+        x = self._steps(x, cond, lo, hi, seed, uids, replica, replicas, True, inner, kept)
+        return (x, *(kept[k] for k in inner))
 
     def _chain_params(self, x: torch.Tensor) -> list[torch.Tensor] | None:
         """The tensors the chain's gradient can flow to besides ``x`` (the parameters of an
@@ -140,54 +257,45 @@ class Purifier(nn.Module):
             return None
         return [p for p in self.eps_model.parameters() if p.requires_grad]
 
-    def _step_vjp(self, i: int, x: torch.Tensor, g: torch.Tensor, params: list[torch.Tensor], need_x: bool):
-        """Backward of reverse step ``i`` at input ``x`` for the output gradient ``g``.
-
-        The fused step ``c_x (x - c_eps eps) + sigma z`` (every replica has the same
-        coefficients) has the backward of ``ops.ddpm_step``: g_x = g c_x, g_eps = -(g_x c_eps);
-        only the network is re-run with a graph. Returns (grad wrt x or None, grads wrt params)."""
-        st = self.chain[i]
-        c_x = torch.tensor(st.c_x, dtype=g.dtype, device=g.device)
-        c_eps = torch.tensor(st.c_eps, dtype=g.dtype, device=g.device)
-        g_x = g * c_x
-        g_eps = -(g_x * c_eps)
-        x = x.detach().requires_grad_(need_x)
-        with torch.enable_grad():
-            eps = self.eps_model(x, torch.full((x.shape[0],), st.t, dtype=torch.long, device=x.device))
-        inputs = ([x] if need_x else []) + params
-        grads = list(torch.autograd.grad(eps, inputs, g_eps, allow_unused=True)) if eps.requires_grad else \
-            [None] * len(inputs)
-        g_in = None
-        if need_x:
-            g_net = grads.pop(0)
-            g_in = g_x if g_net is None else g_x + g_net
-        return g_in, grads
-
     # --- public entry ---
 
     def forward(self, x: torch.Tensor, uids: torch.Tensor, replicas: int = 1, replica: int = 0,
-                seed: int | None = None, reverse_seed: int | None = None) -> torch.Tensor:
+                seed: int | None = None, reverse_seed: int | None = None,
+                states: Sequence[int] | None = None):
         """Purify ``x`` ([B, C, H, W] in [0, 1]) of samples ``uids`` (int64 [B], dataset ids).
 
-        Returns [replicas * B, C, H, W] in (about) [0, 1]; replica-major layout."""
+        Returns [replicas * B, C, H, W] in (about) [0, 1]; replica-major layout. With ``states``
+        (indices k in 0..len(chain)): ``(purified, [state_k, ...])``, state k the chain's state after
+        k reverse steps in the model's [-1, 1] space (0: the diffused input x_{t*}; len(chain): the
+        last state, before mapping to [0, 1]), [replicas * B, ...] each; gradients flow from losses on
+        them in every gradient mode, and only the requested states are kept."""
         if x.dim() < 2 or x.shape[0] != uids.shape[0]:
             raise ValueError(f"x must be a batch with one uid per sample: x {list(x.shape)}, uids {list(uids.shape)}")
         if uids.dtype != torch.int64:
             raise ValueError(f"uids must be int64 dataset indices, got {uids.dtype}")
         if replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {replicas}")
+        want = None if states is None else [int(k) for k in states]
+        if want is not None and any(not 0 <= k <= len(self.chain) for k in want):
+            raise ValueError(f"states must be step counts in [0, {len(self.chain)}] (the chain has "
+                             f"{len(self.chain)} reverse steps), got {list(states)}")
         uids = uids.to(x.device)
         seed = self.noise.next_seed() if seed is None else int(seed)
         reverse_seed = seed if reverse_seed is None else int(reverse_seed)
+        keep = tuple(sorted(set(want or ())))
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.grad_mode != "none"):
-            return self._purify(x, uids, replicas, replica, seed, reverse_seed)
+            out, kept = self._purify(x, uids, replicas, replica, seed, reverse_seed, keep)
+        return out if want is None else (out, [kept[k] for k in want])
 
-    def _purify(self, x, uids, replicas, replica, seed, reverse_seed):
+    def _purify(self, x, uids, replicas, replica, seed, reverse_seed, keep):
         x = 2.0 * x - 1.0
-        b = x.shape[0]
-        x_t = torch.cat([q_sample(self.schedule, x, self.chain[0].t, seed,
-                                  noise_mod.stream(noise_mod.FORWARD, replica + k), uids)
-                         for k in range(replicas)]) if replicas > 1 else \
-            q_sample(self.schedule, x, self.chain[0].t, seed, noise_mod.stream(noise_mod.FORWARD, replica), uids)
-        assert x_t.shape[0] == replicas * b
-        return (self._reverse(x_t, reverse_seed, uids, replica, replicas) + 1.0) * 0.5
+        # DiffPure noises with the discrete alpha_bar at index n - 1 (a global respacing: at its first kept step)
+        t_noise = self.chain[0].t if self.sampler in DISCRETE_SAMPLERS else self.num_noise_steps - 1
+        x_t = torch.cat([q_sample(self.schedule, x, t_noise, seed, noise_mod.stream(noise_mod.FORWARD, replica + k),
+                                  uids) for k in range(replicas)]) if replicas > 1 else \
+            q_sample(self.schedule, x, t_noise, seed, noise_mod.stream(noise_mod.FORWARD, replica), uids)
+        assert x_t.shape[0] == replicas * x.shape[0]
+        cond = x if self.guidance is not None else None
+        last, kept = self._reverse(x_t, cond, reverse_seed, uids, replica, replicas, keep)
+        out = (last + 1.0) * 0.5
+        return (out.clamp(0.0, 1.0) if self.clamp_output else out), kept

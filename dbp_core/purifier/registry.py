@@ -3,6 +3,9 @@
 Light on purpose — no torch — so that ``dbp_core.config`` validates ``[purifier]`` against
 these lists without importing the purifier itself.
 """
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "vpsde", "vpode")
+DISCRETE_SAMPLERS = ("ddpm", "ddim")  # reverse steps at the model's timesteps (respaced); the others: VP-SDE time
 GRAD_MODES = ("none", "full", "checkpoint", "segments")
-VARIANCES = ("fixed_large", "fixed_small")
+RESPACINGS = ("t_star", "global")  # ddpm/ddim steps spread over 0..t* T - 1, or over all T (guided-diffusion's)
+VARIANCES = ("fixed_large", "fixed_small", "learned")
+GUIDANCE_TARGETS = ("noised", "clean")  # GDMP's guidance target: the input re-noised to each step, or as is

@@ -12,7 +12,7 @@ A **stage** is a function ``run(ctx: StageContext) -> dict``:
   are gathered into ``results.json``.
 
 Modules: ``registry`` (names, light), ``context`` (StageContext, Resources), ``evaluate``,
-``attacks``, ``analysis``, ``addt``.
+``attacks``, ``analysis``, ``addt``, ``audit``.
 """
 from .._lazy import exports
 

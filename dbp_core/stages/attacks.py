@@ -10,9 +10,16 @@ adversarial examples are judged by the defence:
 * ``fresh-noise``— one purification with a different, fresh seed: for DW-box, how much
                    of the drop stochasticity wins back (the paper's point).
 * ``repurify``   — average and worst case over ``n_repurify`` fresh purifications
-                   (DiffHammer's stricter view); ``majority`` — their majority vote.
+                   (DiffHammer's stricter view); ``majority`` — their majority vote (Lee & Kim
+                   2023; DiffBreak's default); ``ensemble`` — the argmax of their mean logits;
+                   ``any-wrong`` — correct only if all N are (DiffBreak's "single" mode: the
+                   attack wins if any purification is wrong; the number is ``repurify-worst``).
 * ``undefended`` — the bare classifier under the same attack settings (EOT 1).
-* ``purified``   — the unattacked examples under the same seed E (the paired baseline).
+* ``purified``   — the unattacked examples under the same seed E (the paired baseline), and the
+                   unattacked examples under each N-purification protocol.
+* ``worst-case`` — per example, the worst over every attack of the same norm, eps and knowledge
+                   of the noise (correct only if correct under each), for ``single`` and each
+                   N-purification protocol.
 
 Every seed is derived from the run seed, the attack's name, s and the purpose, and noise
 is addressed by uid: the numbers do not depend on batch size, order or resumption.
@@ -25,14 +32,15 @@ import time
 import torch
 
 from .. import dist
-from ..attacks import APGD, PGD, PlainModel
-from ..attacks.registry import KINDS, build_attack
+from ..attacks import PlainModel
+from ..attacks.gradients import attacker_view
+from ..attacks.registry import KINDS, build_attack, undefended_config
 from ..models.defended import DefendedClassifier
 from ..models.loaders import load_model_file
 from ..purifier import noise as noise_mod
 from ..purifier.purifier import Purifier
 from ..stats import accuracy_row, paired_difference
-from .context import StageContext
+from .context import StageContext, purifier_options
 
 PROGRESS_EVERY_S = 1.0  # status.json updates from inside an attack batch, at most this often
 
@@ -41,64 +49,77 @@ def attacker_model(res, acfg, defended: DefendedClassifier) -> DefendedClassifie
     """The defence as the attacker sees it: the same model, or a surrogate chain (steps, sampler)."""
     if acfg.surrogate_steps is None and acfg.surrogate_sampler is None:
         return defended
-    pc = res.cfg.purifier
-    surrogate = Purifier(defended.purifier.eps_model, t_star=pc.t_star, steps=acfg.surrogate_steps or pc.steps,
-                         sampler=acfg.surrogate_sampler or pc.sampler, grad_mode=pc.grad_mode,
-                         segments=pc.segments, variance=pc.variance)
+    surrogate = Purifier(defended.purifier.eps_model, **purifier_options(res.cfg.purifier, acfg.surrogate_sampler,
+                                                                          acfg.surrogate_steps))
     return DefendedClassifier(defended.classifier, surrogate)
 
 
-def _correct(model, x, y, uids, seed) -> tuple[torch.Tensor, torch.Tensor]:
+def _logits(model, x, uids, seed) -> torch.Tensor:
     with torch.no_grad():
-        pred = model(x, uids, seed=seed).argmax(1)
-    return (pred == y), pred
+        return model(x, uids, seed=seed)
 
 
-def _repurified(defended, x, y, uids, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """([N, B] correct as float, [N, B] predictions) of N purifications with the given seeds."""
-    outcomes = [_correct(defended, x, y, uids, s) for s in seeds]
-    return torch.stack([c for c, _ in outcomes]).float(), torch.stack([p for _, p in outcomes])
+def _repurified(defended, x, uids, seeds: list[int]) -> torch.Tensor:
+    """[N, B, classes] logits of N purifications with the given seeds."""
+    return torch.stack([_logits(defended, x, uids, s) for s in seeds])
+
+
+def vote(preds: torch.Tensor, classes: int) -> torch.Tensor:
+    """[B] majority vote of [N, B] predictions; a tie goes to the lowest class index."""
+    return torch.nn.functional.one_hot(preds, num_classes=classes).sum(0).argmax(1)
+
+
+def n_purification_outcomes(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per example, from [N, B, classes] logits of N purifications: the share correct, all correct
+    (the worst case; "any of N wrong" is its complement), the majority vote and the logit-averaged
+    ensemble (docs/science.md, "Evaluation protocol")."""
+    correct = (logits.argmax(2) == y).float()
+    return {"avg": correct.mean(0), "worst": correct.min(0).values,
+            "majority": (vote(logits.argmax(2), logits.shape[2]) == y).float(),
+            "ensemble": (logits.mean(0).argmax(1) == y).float()}
 
 
 def judge(defended, classifier, x, x_adv, y, uids, *, eval_seed: int, fresh_seeds: list[int]) -> dict:
     """Per-example outcomes of one batch of adversarial examples (lists, JSON-able).
 
-    ``purified-avg`` / ``purified-worst`` are the unattacked examples under the same N fresh
-    purifications: the baseline of ``repurify-avg`` / ``-worst`` (the defence's own instability)."""
-    single, _ = _correct(defended, x_adv, y, uids, eval_seed)
-    purified, _ = _correct(defended, x, y, uids, eval_seed)
-    fresh, preds = _repurified(defended, x_adv, y, uids, fresh_seeds)
-    clean_fresh, _ = _repurified(defended, x, y, uids, fresh_seeds)
-    votes = torch.nn.functional.one_hot(preds, num_classes=int(preds.max()) + 1 if preds.numel() else 1).sum(0)
+    ``purified-avg`` / ``-worst`` / ``-majority`` / ``-ensemble`` are the unattacked examples under
+    the same N fresh purifications: the baselines of the N-purification protocols (the defence's
+    own instability)."""
+    single = _logits(defended, x_adv, uids, eval_seed).argmax(1) == y
+    purified = _logits(defended, x, uids, eval_seed).argmax(1) == y
+    fresh_logits = _repurified(defended, x_adv, uids, fresh_seeds)
+    fresh = n_purification_outcomes(fresh_logits, y)
+    clean = n_purification_outcomes(_repurified(defended, x, uids, fresh_seeds), y)
     with torch.no_grad():
         undefended_clean = classifier(x).argmax(1) == y
     return {
         "single": single.int().tolist(),
         "purified": purified.int().tolist(),
-        "fresh-noise": fresh[0].int().tolist(),
-        "repurify-avg": fresh.mean(0).tolist(),
-        "repurify-worst": fresh.min(0).values.int().tolist(),
-        "purified-avg": clean_fresh.mean(0).tolist(),
-        "purified-worst": clean_fresh.min(0).values.int().tolist(),
-        "majority": (votes.argmax(1) == y).int().tolist(),
+        "fresh-noise": (fresh_logits[0].argmax(1) == y).int().tolist(),
+        "repurify-avg": fresh["avg"].tolist(),
+        "repurify-worst": fresh["worst"].int().tolist(),
+        "purified-avg": clean["avg"].tolist(),
+        "purified-worst": clean["worst"].int().tolist(),
+        "majority": fresh["majority"].int().tolist(),
+        "purified-majority": clean["majority"].int().tolist(),
+        "ensemble": fresh["ensemble"].int().tolist(),
+        "purified-ensemble": clean["ensemble"].int().tolist(),
         "clean": undefended_clean.int().tolist(),
     }
 
 
 def _undefended(classifier, acfg, x, y, uids, attack_seed, cache: dict, where) -> list[int]:
-    """The bare classifier under the same attack settings (no purifier, EOT 1). PGD, PGD-EOT,
-    DW-box and BPDA of equal settings are one and the same attack on a deterministic classifier
-    (and so are the fine-tuned variants, which share the classifier): computed once per batch."""
-    kind = KINDS.get(acfg.kind)
-    if kind is None or kind.undefended is None:
+    """The bare classifier under the same attack settings (no purifier, EOT 1, exact gradients:
+    ``registry.undefended_config``). PGD, PGD-EOT, DW-box and BPDA of equal settings are one and
+    the same attack on a deterministic classifier (and so are the fine-tuned variants, which share
+    the classifier): computed once per batch."""
+    ucfg = undefended_config(acfg)
+    if ucfg is None:
         return []
-    apgd = kind.undefended == "apgd"
-    key = (where, apgd, acfg.norm, acfg.eps, None if apgd else acfg.step, acfg.iterations, acfg.loss,
-           acfg.random_start, attack_seed if acfg.random_start else None)
+    settings = ucfg.model_dump(exclude={"name", "surrogate_steps", "surrogate_sampler", "eot_chunk"})
+    key = (where, repr(sorted(settings.items())), attack_seed if ucfg.random_start else None)
     if key not in cache:
-        kw = dict(norm=acfg.norm, eps=acfg.eps, iterations=acfg.iterations, start_seed=attack_seed, loss=acfg.loss,
-                  random_start=acfg.random_start)
-        atk = APGD(eot=1, **kw) if apgd else PGD(step=acfg.step, **kw)
+        atk = build_attack(ucfg, eval_seed=0, attack_seed=attack_seed)
         x_adv = atk(PlainModel(classifier), x, y, uids)
         with torch.no_grad():
             cache[key] = (classifier(x_adv).argmax(1) == y).int().tolist()
@@ -148,6 +169,7 @@ def run(ctx: StageContext) -> dict:
             for b in range(len(batches))]
     state = ctx.load_checkpoint() or {"next": 0, "outcomes": {}}
     undefended_cache: dict = {}  # in memory only: a resumed run recomputes (deterministically)
+    logged: set[str] = set()
     last_progress = [0.0]
     total = len(jobs) and sum(hi - lo for lo, hi in batches) * len(cfg.attacks) * ev.seeds * len(models)
     done = sum(batches[b][1] - batches[b][0] for _, _, _, b in jobs[:state["next"]])
@@ -173,7 +195,11 @@ def run(ctx: StageContext) -> dict:
 
         def batch_outcomes():
             attack = build_attack(acfg, eval_seed=eval_seed, attack_seed=attack_seed, on_iteration=on_iteration)
-            x_adv = attack(attacker_model(res, acfg, defended), x, y, uids)
+            x_adv = attack(attacker_view(attacker_model(res, acfg, defended), acfg.gradient), x, y, uids)
+            for w in getattr(attack, "warnings", ()):  # AutoAttack's own flags (checks.py)
+                if w not in logged:
+                    logged.add(w)
+                    ctx.log(f"{acfg.name}: AutoAttack: {w}")
             fresh = [ctx.seed("fresh", acfg.name, s, r) for r in range(ev.n_repurify)]
             out = judge(defended, classifier, x, x_adv, y, uids, eval_seed=eval_seed, fresh_seeds=fresh)
             if "undefended" in ev.protocols:
@@ -196,13 +222,52 @@ def run(ctx: StageContext) -> dict:
 # rows reported per attack: (results protocol name, outcome key, which config protocol enables it)
 ROWS = [("single", "single", "single"), ("fresh-noise", "fresh-noise", "fresh-noise"),
         ("repurify-avg", "repurify-avg", "repurify"), ("repurify-worst", "repurify-worst", "repurify"),
-        ("majority", "majority", "majority"), ("undefended", "undefended", "undefended"),
+        ("majority", "majority", "majority"), ("ensemble", "ensemble", "ensemble"),
+        ("any-wrong", "repurify-worst", "any-wrong"), ("undefended", "undefended", "undefended"),
         ("purified", "purified", "purified"), ("purified-avg", "purified-avg", "repurify"),
-        ("purified-worst", "purified-worst", "repurify"), ("clean", "clean", "clean")]
+        ("purified-worst", "purified-worst", "repurify"), ("purified-majority", "purified-majority", "majority"),
+        ("purified-ensemble", "purified-ensemble", "ensemble"), ("purified-any-wrong", "purified-worst", "any-wrong"),
+        ("clean", "clean", "clean")]
+# N-purification protocols: (attacked row, its unattacked baseline row, what the comparison says)
+N_PURIFICATION = [("repurify-worst", "purified-worst", "repurify", "attack vs no attack, worst of N"),
+                  ("majority", "purified-majority", "majority", "attack vs no attack, majority of N"),
+                  ("ensemble", "purified-ensemble", "ensemble", "attack vs no attack, ensemble of N"),
+                  ("any-wrong", "purified-any-wrong", "any-wrong", "attack vs no attack, any of N wrong")]
+# worst case over the suite: (row, per-example outcome it takes the minimum of, protocol that enables it)
+WORST_CASE = [("worst-case", "single", "single"), ("worst-case-avg", "repurify-avg", "repurify"),
+              ("worst-case-majority", "majority", "majority"), ("worst-case-ensemble", "ensemble", "ensemble")]
+
+
+def suite_label(acfg) -> str:
+    """The ``attack`` of a worst-case row: every attack of one threat model (norm, eps) and one
+    knowledge of the noise (a DW-box attacker who knows it is another threat model)."""
+    return f"suite-{acfg.norm}-{acfg.eps:.4g}" + ("" if acfg.noise == "stochastic" else f"-{acfg.noise}")
+
+
+def suites(attacks) -> dict[str, list]:
+    """Attacks grouped by threat model, in config order; only groups of 2 or more."""
+    groups: dict[str, list] = {}
+    for a in attacks:
+        groups.setdefault(suite_label(a), []).append(a)
+    return {k: v for k, v in groups.items() if len(v) > 1}
+
+
+def worst_case(outcomes: dict, names: list[str], key: str, seeds: int, model: str = "original") -> list[float]:
+    """Per (seed, example), seed-major: the minimum of outcome ``key`` over the attacks ``names``
+    (an example counts as correct only if it is correct under every attack)."""
+    per_attack = [_pooled(outcomes, n, key, seeds, model) for n in names]
+    if not per_attack or any(len(v) != len(per_attack[0]) or not v for v in per_attack):
+        return []
+    return [min(vals) for vals in zip(*per_attack)]
 
 
 def _pooled(outcomes: dict, name: str, key: str, seeds: int, model: str = "original") -> list[float]:
     return [v for s in range(seeds) for v in outcomes.get(outcome_key(model, name, s), {}).get(key, [])]
+
+
+def label_of(model: str, attack: str, protocol: str) -> str:
+    """``[model:]attack:protocol``: the label of a row in ``comparisons``."""
+    return f"{attack}:{protocol}" if model == "original" else f"{model}:{attack}:{protocol}"
 
 
 def summarize(cfg, outcomes: dict, n_examples: int, models: list[str] = ("original",)) -> dict:
@@ -212,15 +277,21 @@ def summarize(cfg, outcomes: dict, n_examples: int, models: list[str] = ("origin
     ev, conf = cfg.evaluation, cfg.evaluation.confidence
     rows, comparisons = [], []
 
-    def label(model, attack, protocol):
-        return f"{attack}:{protocol}" if model == "original" else f"{model}:{attack}:{protocol}"
+    keys = {protocol: key for protocol, key, _ in ROWS}
 
     def compare(what, model_a, attack_a, proto_a, model_b, attack_b, proto_b):
-        a = _pooled(outcomes, attack_a, proto_a, ev.seeds, model_a)
-        b = _pooled(outcomes, attack_b, proto_b, ev.seeds, model_b)
+        a = _pooled(outcomes, attack_a, keys.get(proto_a, proto_a), ev.seeds, model_a)
+        b = _pooled(outcomes, attack_b, keys.get(proto_b, proto_b), ev.seeds, model_b)
         if a and b:
-            comparisons.append({"a": label(model_a, attack_a, proto_a), "b": label(model_b, attack_b, proto_b),
+            comparisons.append({"a": label_of(model_a, attack_a, proto_a), "b": label_of(model_b, attack_b, proto_b),
                                 "what": what, **paired_difference(a, b, conf, seeds=ev.seeds)})
+
+    def add_row(model, attack, protocol, pooled, **extra):
+        per_seed = [sum(pooled[s * n:(s + 1) * n]) / n for s in range(ev.seeds)] if (n := len(pooled) // ev.seeds) \
+            else []
+        rows.append(accuracy_row(protocol, round(sum(pooled)), len(pooled), stage="attacks", attack=attack,
+                                 confidence=conf, per_seed=per_seed, seeds=ev.seeds, pooled=pooled, model=model,
+                                 mean=sum(pooled) / len(pooled), **extra))
 
     for model in models:
         for acfg in cfg.attacks:
@@ -230,24 +301,38 @@ def summarize(cfg, outcomes: dict, n_examples: int, models: list[str] = ("origin
                 if protocol == "fresh-noise" and not _replays(acfg):
                     continue  # for a stochastic attacker this is the same as `single`
                 pooled = _pooled(outcomes, acfg.name, key, ev.seeds, model)
-                if not pooled:
-                    continue
-                per_seed = [sum(v) / len(v) for v in (outcomes.get(outcome_key(model, acfg.name, s), {}).get(key)
-                                                      for s in range(ev.seeds)) if v]
-                rows.append(accuracy_row(protocol, round(sum(pooled)), len(pooled), stage="attacks",
-                                         attack=acfg.name, confidence=conf, per_seed=per_seed, seeds=ev.seeds,
-                                         pooled=pooled, kind=acfg.kind, norm=acfg.norm, eps=acfg.eps, model=model,
-                                         mean=sum(pooled) / len(pooled)))
+                if pooled:
+                    add_row(model, acfg.name, protocol, pooled, kind=acfg.kind, norm=acfg.norm, eps=acfg.eps)
             compare("attack vs no attack", model, acfg.name, "single", model, acfg.name, "purified")
-            if "repurify" in ev.protocols:
-                compare("attack vs no attack, worst of N", model, acfg.name, "repurify-worst",
-                        model, acfg.name, "purified-worst")
+            for attacked, baseline, enabled_by, what in N_PURIFICATION:
+                if enabled_by in ev.protocols:
+                    compare(what, model, acfg.name, attacked, model, acfg.name, baseline)
+            for protocol in ("majority", "ensemble"):
+                if protocol in ev.protocols:
+                    compare(f"{protocol} of N vs single purification", model, acfg.name, protocol, model,
+                            acfg.name, "single")
             if _replays(acfg):
                 compare("replayed vs fresh noise", model, acfg.name, "single", model, acfg.name, "fresh-noise")
         for i, a in enumerate(cfg.attacks):
             for b in cfg.attacks[i + 1:]:
                 if a.norm == b.norm:
                     compare("attack vs attack", model, a.name, "single", model, b.name, "single")
+        if "worst-case" in ev.protocols:
+            for label, group in suites(cfg.attacks).items():
+                names = [a.name for a in group]
+                for protocol, key, enabled_by in WORST_CASE:
+                    if enabled_by not in ev.protocols:
+                        continue
+                    pooled = worst_case(outcomes, names, key, ev.seeds, model)
+                    if not pooled:
+                        continue
+                    add_row(model, label, protocol, pooled, kind="worst-case", norm=group[0].norm, eps=group[0].eps,
+                            attacks=names)
+                    for name in names:  # how much the suite adds to each attack alone
+                        b = _pooled(outcomes, name, key, ev.seeds, model)
+                        comparisons.append({"a": label_of(model, label, protocol), "b": label_of(model, name, key),
+                                            "what": "worst case over the suite vs one attack",
+                                            **paired_difference(pooled, b, conf, seeds=ev.seeds)})
     for model in models:
         if model == "original":
             continue

@@ -17,7 +17,7 @@ from ..plugins import is_import_path, resolve_import_path
 from ..purifier.noise import derive_seed
 from ..runs import RunWriter
 
-__all__ = ["StageContext", "Resources", "Subset", "derive_seed"]
+__all__ = ["StageContext", "Resources", "Subset", "derive_seed", "purifier_options"]
 
 
 @dataclass
@@ -68,7 +68,11 @@ class Resources:
         if is_import_path(dc.dataset):
             return resolve_import_path(dc.dataset)(split=split, root=root)
         from ..models.datasets import load_dataset
-        return load_dataset(dc.dataset, split, root=root)
+        options = {}
+        if dc.dataset == "imagenet":
+            options = dict(class_index=str(self.cfg.resolve_path(dc.class_index)) if dc.class_index else None,
+                           image_size=dc.image_size, resize=dc.resize)
+        return load_dataset(dc.dataset, split, root=root, **options)
 
     def _load_data(self) -> Subset:
         import torch
@@ -85,8 +89,12 @@ class Resources:
             n = dc.n_examples or total
             if n > total:
                 raise ValueError(f"data.n_examples = {n} exceeds the {total} examples of {dc.dataset}/{dc.split}")
-            g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "data", "order"))
-            idx = torch.randperm(total, generator=g)[:n]
+            if dc.order == "diffpure":  # DiffPure's utils.load_data: a seeded choice without replacement
+                import numpy as np
+                idx = torch.from_numpy(np.random.RandomState(dc.subset_seed).choice(total, n, replace=False))
+            else:
+                g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "data", "order"))
+                idx = torch.randperm(total, generator=g)[:n]
         uids = full.uids[idx]
         order = torch.argsort(uids)  # uid order: independent of how the subset was drawn
         idx = idx[order]
@@ -98,13 +106,16 @@ class Resources:
         return self._once("classifier", self._load_classifier)
 
     def _load_classifier(self):
-        import torch
         mc = self.cfg.models
-        model = self._model(mc.classifier, "classifier", mc.classifier_format)
+        model = self._model(mc.classifier, "classifier")
         mean, std = mc.mean, mc.std
         if mean is None and mc.classifier == "default":  # the shipped model's own normalisation
             from ..models import zoo
             mean, std = zoo.default_normalisation(self.cfg.data.dataset)
+        elif mean is None and not is_import_path(mc.classifier):  # the checkpoint family's (ImageNet's, ...)
+            from ..models.loaders import default_normalisation
+            spec = self.model_spec("classifier")
+            mean, std = default_normalisation(spec.fmt, spec.arch) or (None, None)
         if mean is not None:
             from ..models.normalized import Normalized
             model = Normalized(model, mean, std)
@@ -118,11 +129,11 @@ class Resources:
         mc = self.cfg.models
         if mc.diffusion == "none":
             return None
-        return self._model(mc.diffusion, "diffusion", mc.diffusion_format).to(self.device).eval()
+        return self._model(mc.diffusion, "diffusion").to(self.device).eval()
 
-    def _model(self, ref: str, role: str, fmt: str):
+    def _model(self, ref: str, role: str):
         import torch
-        mc, dataset = self.cfg.models, self.cfg.data.dataset
+        dataset = self.cfg.data.dataset
         if ref == "default":
             try:
                 from ..models import zoo
@@ -135,8 +146,15 @@ class Resources:
             if not isinstance(model, torch.nn.Module):
                 raise TypeError(f"models.{role} = '{ref}' returned {type(model).__name__}, expected a torch.nn.Module")
             return model
-        from ..models.loaders import load_model_file
-        return load_model_file(self.cfg.resolve_path(ref), role, fmt, mc.trust_pickle)
+        from ..models.loaders import load_model
+        return load_model(self.model_spec(role))
+
+    def model_spec(self, role: str):
+        """The checkpoint of ``models.<role>`` (a path) as a ``models.loaders.ModelSpec``: format
+        resolved, architecture, overrides, weights entry."""
+        from ..models.loaders import model_spec_from
+        return self._once(f"spec:{role}", lambda: model_spec_from(
+            self.cfg.models, role, self.cfg.resolve_path(getattr(self.cfg.models, role))))
 
     def purifier(self, noise):
         """A Purifier per the [purifier] section with the given noise mode (None without diffusion)."""
@@ -144,9 +162,28 @@ class Resources:
         if eps_model is None:
             return None
         from ..purifier.purifier import Purifier
-        pc = self.cfg.purifier
-        return Purifier(eps_model, t_star=pc.t_star, steps=pc.steps, sampler=pc.sampler, noise=noise,
-                        grad_mode=pc.grad_mode, segments=pc.segments, variance=pc.variance)
+        return Purifier(eps_model, noise=noise, **purifier_options(self.cfg.purifier))
+
+
+def purifier_options(pc, sampler: str | None = None, steps: int | None = None) -> dict[str, Any]:
+    """``Purifier`` keyword arguments of a ``[purifier]`` section, for ``sampler`` / ``steps`` (default: the
+    section's). A surrogate chain of another sampler keeps the options that sampler takes and leaves out the
+    others (eta is DDIM's; the variance and GDMP guidance are DDPM's; clipping is DDPM's and DDIM's)."""
+    from ..purifier.guidance import Guidance
+    from ..purifier.registry import DISCRETE_SAMPLERS
+    sampler = sampler or pc.sampler
+    kw: dict[str, Any] = dict(t_star=pc.t_star, steps=steps or pc.steps, sampler=sampler, grad_mode=pc.grad_mode,
+                              segments=pc.segments, clamp_output=pc.clamp_output)
+    if sampler == "ddim":
+        kw["eta"] = pc.eta
+    if sampler == "ddpm":
+        kw["variance"] = pc.variance
+        if pc.guidance_scale > 0:
+            kw["guidance"] = Guidance(pc.guidance_scale, pc.guidance_eps, pc.guidance_target)
+    if sampler in DISCRETE_SAMPLERS:
+        kw["clip_denoised"] = pc.clip_denoised
+        kw["respacing"] = pc.respacing
+    return kw
 
 
 @dataclass

@@ -14,13 +14,16 @@ BUILTIN = {
     "attacks": "dbp_core.stages.attacks:run",
     "analysis": "dbp_core.stages.analysis:run",
     "addt": "dbp_core.stages.addt:run",
+    "audit": "dbp_core.stages.audit:run",
 }
 _REGISTERED: dict[str, Callable] = {}
 
 # [evaluation].protocols: what is reported for each example (docs/results.md)
-PROTOCOLS = ("clean", "purified", "undefended", "single", "repurify", "majority", "fresh-noise")
+PROTOCOLS = ("clean", "purified", "undefended", "single", "repurify", "majority", "ensemble", "any-wrong",
+             "fresh-noise", "worst-case")
 DEFAULT_PROTOCOLS = ("clean", "purified", "undefended", "single", "repurify", "fresh-noise")
-PURIFYING_PROTOCOLS = ("purified", "repurify", "majority", "fresh-noise")  # need a diffusion model
+# need a diffusion model
+PURIFYING_PROTOCOLS = ("purified", "repurify", "majority", "ensemble", "any-wrong", "fresh-noise")
 
 
 def register_stage(name: str) -> Callable[[Callable], Callable]:

@@ -21,6 +21,16 @@ curves, so after changing a number here run the snapshot tests (and update only 
   in the log, no metrics of attacks, no results.
 * ``20250105-000000-attack-tiny-e5e5e5``: no ``status.json`` (the run store does not list it;
   the monitor reads it as 'unknown'), six attack points.
+* ``20250106-090000-attack-tiny-f6f6f6``: done, like a1 with eps 0.2 (the setting compare shows
+  as different), started from ``experiments/attack-tiny.toml`` (its ``source``); its per-example
+  outcomes differ from a1's on known examples, so compare gives paired differences.
+* ``sweep-20250107-100000-attack-tiny-7a7a7a``: a sweep of ``purifier.t_star`` = 0.1, 0.2 whose
+  two points are done runs ``20250107-100000-attack-tiny-g7g7g7`` and
+  ``20250107-100500-attack-tiny-h8h8h8`` (``group`` in their status).
+
+Every done run has per-example outcomes (``stages.attacks.per_example``: the first ``correct``
+examples of each row right), the comparisons of dbp_core.stats.paired_difference, and a1 an
+``audit`` block (``{"attack", "flags": [{"name", "raised", "summary", "numbers"}]}``).
 """
 import json
 import math
@@ -34,6 +44,7 @@ REPO = HERE.parents[2]
 sys.path.insert(0, str(REPO))
 
 from dbp_core.config import dumps_config, loads_config  # noqa: E402
+from dbp_core.stats import paired_difference  # noqa: E402
 
 RUNS = HERE / "runs"
 HOST = "fixture-host"  # never this machine: 'running' runs are judged by their age, not their pid
@@ -125,10 +136,54 @@ def status(experiment: str, state: str, created: float, updated: float, done: in
             "eta": 0 if state == "done" else None, "message": message, "updated": updated, "proc_start": None}
 
 
-def accuracy(protocol: str, attack: str, correct: int, n: int = 24) -> dict:
+def accuracy(protocol: str, attack: str, correct: int, n: int = 24, eps: float = 0.1) -> dict:
     acc = correct / n
     return {"stage": "attacks", "protocol": protocol, "attack": attack, "n": n, "correct": correct,
-            "accuracy": acc, "ci_low": round(acc - 0.18, 6), "ci_high": round(acc + 0.17, 6), "confidence": 0.95}
+            "accuracy": acc, "ci_low": round(max(0.0, acc - 0.18), 6), "ci_high": round(min(1.0, acc + 0.17), 6),
+            "confidence": 0.95, "model": "original", "norm": "linf", "eps": eps}
+
+
+def outcomes(correct: int, n: int = 24, shift: int = 0) -> list[int]:
+    """0/1 per example: ``correct`` examples right, starting at example ``shift`` (wrapping)."""
+    return [1 if (i - shift) % n < correct else 0 for i in range(n)]
+
+
+def attack_results(counts: dict[str, tuple[int, int]], eps: float = 0.1, shift: int = 0) -> tuple[list, list, dict]:
+    """Rows, comparisons and per-example outcomes of the attacks stage: per attack (single,
+    purified) correct counts."""
+    rows, per_example, comps = [], {}, []
+    for attack, (single, purified) in counts.items():
+        rows += [accuracy("single", attack, single, eps=eps), accuracy("purified", attack, purified, eps=eps)]
+        per_example[f"{attack}/0"] = {"single": outcomes(single, shift=shift), "purified": outcomes(purified)}
+    for attack in counts:
+        d = paired_difference(per_example[f"{attack}/0"]["single"], per_example[f"{attack}/0"]["purified"])
+        comps.append({"a": f"{attack}:single", "b": f"{attack}:purified", "what": "attack vs no attack", **d})
+    a, b = list(counts)
+    d = paired_difference(per_example[f"{a}/0"]["single"], per_example[f"{b}/0"]["single"])
+    comps.append({"a": f"{a}:single", "b": f"{b}:single", "what": "attack vs attack", **d})
+    return rows, comps, per_example
+
+
+def done_results(rid: str, created: float, rows: list, comps: list, per_example: dict, **extra) -> dict:
+    single = [r for r in rows if r["protocol"] == "single"]
+    worst = min(single, key=lambda r: r["accuracy"])
+    headline = {k: worst[k] for k in ("stage", "protocol", "attack", "accuracy", "ci_low", "ci_high", "n")}
+    stages = {"attacks": {"accuracies": rows, "comparisons": comps, "attacks": list(ATTACKS), "models": ["original"],
+                          "n": 24, "per_example": per_example}}
+    return {"schema": "dbp-lab.results/1", "run_id": rid, "experiment": "attack-tiny",
+            "description": "PGD-EOT vs DW-box on tiny plugin models", "seed": 3,
+            "data": {"dataset": "tests.plugins:tiny_dataset", "split": "test"}, "created": created,
+            "finished": created + 2.0,
+            "environment": {"backend": "reference (cpu)", "torch": "2.0.0", "python": "3.11.0", "host": HOST,
+                            "world_size": 1},
+            "headline": headline, "accuracies": rows, "comparisons": comps, "stages": stages, **extra}
+
+
+AUDIT = {"attack": "pgd-eot-linf", "flags": [
+    {"name": "gradient-masking", "raised": False, "summary": "loss rises over iterations; no plateau at step 0",
+     "numbers": {"loss_first": 1.025, "loss_last": 1.508}},
+    {"name": "eot-too-small", "raised": True, "summary": "robust accuracy still falls between EOT 1 and 2",
+     "numbers": {"eot": 2, "drop": 0.083}}]}
 
 
 def run_a1() -> None:
@@ -139,24 +194,62 @@ def run_a1() -> None:
     w.metric("start")
     w.attack("pgd-eot-linf", 3, [0.625, 0.5625, 0.55])
     w.attack("dwbox-linf", 3, [0.25, 0.1875, 0.25])
-    rows = [accuracy("single", "pgd-eot-linf", 12), accuracy("purified", "pgd-eot-linf", 18),
-            accuracy("single", "dwbox-linf", 5), accuracy("purified", "dwbox-linf", 18)]
-    headline = {k: rows[2][k] for k in ("stage", "protocol", "attack", "accuracy", "ci_low", "ci_high", "n")}
-    w.metric("done", headline=headline)
+    rows, comps, per_example = attack_results({"pgd-eot-linf": (12, 18), "dwbox-linf": (5, 18)})
+    results = done_results(rid, created, rows, comps, per_example, audit=AUDIT)
+    w.metric("done", headline=results["headline"])
     w.log(created + 2, "done")
-    finished = created + 2.0
-    results = {
-        "schema": "dbp-lab.results/1", "run_id": rid, "experiment": "attack-tiny",
-        "description": "PGD-EOT vs DW-box on tiny plugin models", "seed": 3,
-        "data": {"dataset": "tests.plugins:tiny_dataset", "split": "test"},
-        "created": created, "finished": finished,
-        "environment": {"backend": "reference (cpu)", "torch": "2.0.0", "python": "3.11.0", "host": HOST,
-                        "world_size": 1},
-        "headline": headline, "accuracies": rows,
-        "stages": {"attacks": {"accuracies": rows, "attacks": list(ATTACKS)}},
-    }
     w.write(config_text("attack-tiny", **{"n_examples = 16": "n_examples = 24", "iterations = 3": "iterations = 5"}),
-            status("attack-tiny", "done", created, finished, 48, 48), results, stages=results["stages"])
+            status("attack-tiny", "done", created, created + 2.0, 48, 48), results, stages=results["stages"])
+
+
+def run_done(rid: str, created: float, counts: dict, eps: float = 0.1, t_star: str = "0.2", shift: int = 0,
+             **status_extra) -> None:
+    """A finished attack-tiny run (f6 and the sweep's points): curves as a1's batch 0, results of
+    ``counts`` ({attack: (single correct, purified correct)} of 24)."""
+    w = Writer(rid, created)
+    w.log(created, "created run")
+    w.log(created + 1, "stage attacks")
+    w.metric("start")
+    w.attack("pgd-eot-linf", 1, [counts["pgd-eot-linf"][0] / 24], n=24)
+    w.attack("dwbox-linf", 1, [counts["dwbox-linf"][0] / 24], n=24)
+    rows, comps, per_example = attack_results(counts, eps=eps, shift=shift)
+    results = done_results(rid, created, rows, comps, per_example)
+    results["run_id"] = rid
+    w.metric("done", headline=results["headline"])
+    w.log(created + 2, "done")
+    replace = {"n_examples = 16": "n_examples = 24", "iterations = 3": "iterations = 5", "t_star = 0.2": f"t_star = {t_star}"}
+    text = config_text("attack-tiny", **replace)
+    if eps != 0.1:
+        text = text.replace("eps = 0.1", f"eps = {eps}")
+    w.write(text, {**status("attack-tiny", "done", created, created + 2.0, 48, 48), **status_extra}, results,
+            stages=results["stages"])
+
+
+SWEEP = "sweep-20250107-100000-attack-tiny-7a7a7a"
+
+
+def run_f6() -> None:
+    run_done("20250106-090000-attack-tiny-f6f6f6", T0 + 5 * DAY, {"pgd-eot-linf": (8, 18), "dwbox-linf": (2, 18)},
+             eps=0.2, shift=3, source="tests/data/console_runs/experiments/attack-tiny.toml")
+
+
+def run_sweep() -> None:
+    created = T0 + 6 * DAY
+    points = [("20250107-100000-attack-tiny-g7g7g7", 0.1, {"pgd-eot-linf": (15, 20), "dwbox-linf": (9, 20)}),
+              ("20250107-100500-attack-tiny-h8h8h8", 0.2, {"pgd-eot-linf": (12, 18), "dwbox-linf": (5, 18)})]
+    for k, (rid, t_star, counts) in enumerate(points):
+        run_done(rid, created + 300 * k, counts, t_star=str(t_star), group=SWEEP,
+                 source="tests/data/console_runs/experiments/attack-tiny.toml")
+    folder = RUNS / SWEEP
+    folder.mkdir()
+    (folder / "config.toml").write_text(config_text("attack-tiny", **{"n_examples = 16": "n_examples = 24",
+                                                                        "iterations = 3": "iterations = 5"}))
+    manifest = {"schema": "dbp-lab.sweep/1", "id": SWEEP, "experiment": "attack-tiny",
+                "source": "tests/data/console_runs/experiments/attack-tiny.toml", "created": created,
+                "overrides": [], "grid": [{"key": "purifier.t_star", "values": [0.1, 0.2]}],
+                "points": [{"index": k, "values": {"purifier.t_star": t}, "run": rid}
+                           for k, (rid, t, _) in enumerate(points)]}
+    (folder / "sweep.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def run_b2() -> None:
@@ -214,5 +307,5 @@ def run_e5() -> None:
 
 if __name__ == "__main__":
     shutil.rmtree(RUNS, ignore_errors=True)
-    for make in (run_a1, run_b2, run_c3, run_d4, run_e5):
+    for make in (run_a1, run_b2, run_c3, run_d4, run_e5, run_f6, run_sweep):
         make()

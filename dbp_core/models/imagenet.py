@@ -1,0 +1,191 @@
+"""ImageNet from a local folder in the usual layout, read with Pillow (no torchvision).
+
+Folder: ``root`` holds one folder per class named by its WordNet id, images inside (any depth,
+extensions as torchvision's ImageFolder: .jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp, any
+case) — the labelled validation set sorted into class folders is the ``test`` split; a ``root``
+with ``val/`` (and ``train/``) subfolders is also accepted.
+
+Labels come from a class-index file (``data.class_index``), one of:
+
+* ``imagenet_class_index.json`` — ``{"0": ["n01440364", "tench"], "1": ["n01443537", "goldfish"], ...}``
+  (the standard file: class i = key "i", wnid first);
+* any other file — plain text, one wnid per line in class order (line i = class i; blank lines
+  and lines starting with ``#`` are skipped).
+
+Without ``data.class_index``, ``imagenet_class_index.json`` in ``root`` (or its parent) is used;
+without that, the sorted folder names are the classes when there are exactly 1000 of them (the
+standard index is the sorted wnid order, as torchvision's ImageFolder assigns it).
+
+uid (docs/design.md, "Noise addressing") = the image's index in torchvision ImageFolder's order:
+class folders sorted by name, then the files of each, walked and sorted as ImageFolder does. On
+the full 50,000-image val set this is the index DiffPure's subset rule draws from (``data.order
+= 'diffpure'``: ``RandomState(data_seed).choice(50000, n, replace=False)``); on a partial folder
+it is the index among the images present.
+
+Each image: converted to RGB, the shorter side resized to ``resize`` (bilinear, Pillow's
+antialiasing; the longer side int(resize * long / short)), center-cropped to ``image_size`` (the
+offsets round((size - crop) / 2)), scaled to [0, 1] — torchvision's ``Resize`` / ``CenterCrop`` /
+``ToTensor`` on a PIL image. Images are decoded when a subset is taken (:class:`LazyImages`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .imageset import DatasetError, ImageSet
+
+__all__ = ["CLASS_INDEX_FILE", "IMG_EXTENSIONS", "read_class_index", "scan_folder", "load_image", "LazyImages",
+           "load_imagenet", "check_folder"]
+
+CLASS_INDEX_FILE = "imagenet_class_index.json"
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+DEFAULT_SIZE = 256
+
+
+def read_class_index(path: str | Path) -> list[str]:
+    """The wnids in class order from a class-index file (module doc); DatasetError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the class-index file: {exc}") from exc
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+            wnids = [data[str(i)][0] for i in range(len(data))]
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
+            raise DatasetError(f"{path}: expected imagenet_class_index.json's layout {{\"0\": [\"n01440364\", "
+                               f"\"tench\"], ...}} with keys 0..N-1: {exc!r}") from exc
+    else:
+        wnids = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if not wnids or not all(isinstance(w, str) and w for w in wnids):
+        raise DatasetError(f"{path}: no class ids found (expected wnids such as n01440364)")
+    if len(set(wnids)) != len(wnids):
+        dup = next(w for w in wnids if wnids.count(w) > 1)
+        raise DatasetError(f"{path}: class id {dup!r} appears twice")
+    return wnids
+
+
+def _split_folder(root: Path, split: str) -> Path:
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a directory; expected the ImageNet folder of <wnid>/*.JPEG class folders")
+    sub = {"test": "val", "train": "train"}.get(split)
+    if sub is None:
+        raise DatasetError(f"imagenet has the splits 'test' (the labelled val set) and 'train', got {split!r}")
+    return root / sub if (root / sub).is_dir() else root
+
+
+def _find_class_index(root: Path, folder: Path) -> Path | None:
+    for d in (folder, root, root.parent):
+        if (d / CLASS_INDEX_FILE).is_file():
+            return d / CLASS_INDEX_FILE
+    return None
+
+
+def scan_folder(folder: Path, wnids: Sequence[str] | None) -> tuple[list[Path], np.ndarray, list[str]]:
+    """(files in ImageFolder order, labels, the class ids used). ``wnids`` None: the sorted folder
+    names, which must be 1000 (module doc)."""
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    if not classes:
+        raise DatasetError(f"{folder}: no class folders; expected <wnid>/*.JPEG")
+    if wnids is None:
+        if len(classes) != 1000:
+            raise DatasetError(f"{folder}: {len(classes)} class folders and no class-index file: give "
+                               f"data.class_index (or put {CLASS_INDEX_FILE} in the folder); the sorted folder names "
+                               "are the standard classes only when all 1000 are there")
+        wnids = classes
+    index = {w: i for i, w in enumerate(wnids)}
+    unknown = [c for c in classes if c not in index]
+    if unknown:
+        raise DatasetError(f"{folder}: class folder(s) {unknown[:5]} are not in the class index "
+                           f"({len(wnids)} classes, e.g. {list(wnids[:2])})")
+    files, labels = [], []
+    for c in classes:
+        for dirpath, _, names in sorted(os.walk(folder / c, followlinks=True)):
+            for name in sorted(names):
+                if name.lower().endswith(IMG_EXTENSIONS):
+                    files.append(Path(dirpath) / name)
+                    labels.append(index[c])
+    if not files:
+        raise DatasetError(f"{folder}: no images in the class folders (extensions {', '.join(IMG_EXTENSIONS)})")
+    return files, np.asarray(labels, dtype=np.int64), list(wnids)
+
+
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side to ``size`` (torchvision's rule)."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def load_image(path: str | Path, image_size: int = DEFAULT_SIZE, resize: int | None = None) -> torch.Tensor:
+    """float32 [3, image_size, image_size] in [0, 1] (module doc)."""
+    from PIL import Image, UnidentifiedImageError
+    resize = image_size if resize is None else resize
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DatasetError(f"{path}: not a readable image: {exc}") from exc
+    w, h = resized_size(*img.size, resize)
+    img = img.resize((w, h), Image.BILINEAR)
+    top, left = int(round((h - image_size) / 2.0)), int(round((w - image_size) / 2.0))
+    img = img.crop((left, top, left + image_size, top + image_size))
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+
+
+class LazyImages:
+    """The images of a file list, decoded when indexed (an int, a slice, or an int tensor / list):
+    ``images[idx]`` -> float32 [n, 3, S, S]."""
+
+    def __init__(self, files: Sequence[Path], image_size: int, resize: int | None):
+        self.files = list(files)
+        self.image_size, self.resize = image_size, resize
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.files), 3, self.image_size, self.image_size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, int):
+            return load_image(self.files[idx], self.image_size, self.resize)
+        if isinstance(idx, slice):
+            rows = range(len(self.files))[idx]
+        else:
+            rows = [int(i) for i in torch.as_tensor(idx).reshape(-1)]
+        if not rows:
+            return torch.zeros(0, 3, self.image_size, self.image_size)
+        return torch.stack([load_image(self.files[i], self.image_size, self.resize) for i in rows])
+
+    def float(self) -> "LazyImages":
+        return self
+
+
+def check_folder(split: str, root: str | Path, class_index: str | Path | None = None,
+                 image_size: int | None = None, resize: int | None = None) -> None:
+    """DatasetError unless :func:`load_imagenet` can index the folder (no image is decoded)."""
+    load_imagenet(split, root, class_index, image_size, resize)
+
+
+def load_imagenet(split: str, root: str | Path, class_index: str | Path | None = None,
+                  image_size: int | None = None, resize: int | None = None) -> ImageSet:
+    """ImageNet ``split`` from ``root`` (module doc); x is a :class:`LazyImages`."""
+    root = Path(root)
+    folder = _split_folder(root, split)
+    image_size = DEFAULT_SIZE if image_size is None else int(image_size)
+    if resize is not None and resize < image_size:
+        raise DatasetError(f"data.resize = {resize} is smaller than data.image_size = {image_size}: the crop "
+                           "would not fit in the resized image")
+    index_file = Path(class_index) if class_index is not None else _find_class_index(root, folder)
+    wnids = read_class_index(index_file) if index_file is not None else None
+    files, labels, wnids = scan_folder(folder, wnids)
+    return ImageSet(LazyImages(files, image_size, resize), torch.from_numpy(labels),
+                    torch.arange(len(files), dtype=torch.int64), len(wnids), f"imagenet-{split}")
