@@ -140,9 +140,15 @@ def test_user_code_that_exits_on_one_torchrun_rank_fails_every_rank(tmp_path, ho
                                                                  "DBP_TEST_EXIT_AFTER": "4", "DBP_DIST_TIMEOUT": "200"})
     assert proc.returncode != 0
     status = run.read_status()
-    assert status.state == "failed" and message in status.message, status
     assert not run.results_path.exists()
     dbp_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("dbp")]
+    if how == "abort" and status.state == "interrupted":
+        # a race: torchrun's agent may SIGTERM rank 0 before rank 0's collective sees the dead peer;
+        # rank 0 cannot tell that SIGTERM from a user's, so the run stops resumable, saying a peer may have died
+        assert "a peer process died" in status.message, status
+        assert any("interrupted" in ln for ln in dbp_lines), proc.stderr[-3000:]
+        return
+    assert status.state == "failed" and message in status.message, status
     assert any("run failed" in ln for ln in dbp_lines), proc.stderr[-3000:]
 
 
