@@ -104,7 +104,6 @@ def _load(args):
 
 
 def _execute(run, cfg, args) -> int:
-    from .results import read_run
     from .runner import run_study
     display = ProgressDisplay(enabled=False if args.no_progress else None)
     try:
@@ -122,7 +121,7 @@ def _execute(run, cfg, args) -> int:
 
 
 def _report_end(run, state: str) -> int:
-    from .results import headline_text, read_run
+    from .results import read_run
     view = read_run(run.path, check_alive=False)
     unrecorded = getattr(run, "unrecorded", None)  # the disk was full even for the final status
     note = f"\n(and the run's state could not be recorded: {unrecorded})" if unrecorded else ""
@@ -306,7 +305,7 @@ def _run_sweep(sweep, args) -> int:
     (``dbp resume <sweep>`` continues from there)."""
     from .config import load_config
     from .preflight import preflight
-    from .results import headline_text, read_run, read_sweep
+    from .results import headline_text, read_sweep
     from .runs import RunNotFound
     store = _store(args)
     sweep.lock()  # RunLocked (exit 2) when another process runs this sweep
@@ -685,11 +684,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dbp: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def entry() -> None:  # pragma: no cover — the `dbp` script is dbp_core.__main__:entry
-    from .__main__ import entry as main_entry
-    main_entry()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -81,15 +81,23 @@ def chain_length(t_star: float) -> int:
 
 
 def check_chain(cfg: ExperimentConfig) -> list[dict]:
-    """``purifier.steps`` and each attack's ``surrogate_steps`` respace the t* chain: at most its length."""
-    n = chain_length(cfg.purifier.t_star)
-    where = f"t* = {cfg.purifier.t_star} is {n} of the schedule's noising steps"
+    """``purifier.steps`` and each attack's ``surrogate_steps`` respace a discrete t* chain: at most
+    its length (a global respacing: at most the schedule's steps; vpsde/vpode take any number of
+    Euler steps)."""
+    from .purifier.registry import DISCRETE_SAMPLERS
+    p = cfg.purifier
+    if p.respacing == "global":
+        n, where = 1000, "a global respacing keeps at most the schedule's 1000 steps"
+    else:
+        n = chain_length(p.t_star)
+        where = f"t* = {p.t_star} is {n} of the schedule's noising steps"
     out = []
-    if cfg.purifier.steps > n:
-        out.append(_problem("purifier.steps", cfg.purifier.steps,
-                            f"got {cfg.purifier.steps}: at most {n} reverse steps ({where}); lower steps or raise t_star"))
+    if p.sampler in DISCRETE_SAMPLERS and p.steps > n:
+        out.append(_problem("purifier.steps", p.steps,
+                            f"got {p.steps}: at most {n} reverse steps ({where}); lower steps or raise t_star"))
     for i, a in enumerate(cfg.attacks):
-        if a.surrogate_steps is not None and a.surrogate_steps > n:
+        sampler = a.surrogate_sampler or p.sampler
+        if a.surrogate_steps is not None and sampler in DISCRETE_SAMPLERS and a.surrogate_steps > n:
             out.append(_problem(f"attacks[{i}].surrogate_steps", a.surrogate_steps,
                                 f"got {a.surrogate_steps}: at most {n} reverse steps ({where})"))
     return out

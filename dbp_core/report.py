@@ -26,6 +26,7 @@ own ``report.md`` goes into ``<first run>/report/comparison/``, or into ``--out 
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
