@@ -16,11 +16,14 @@ def entry() -> None:
             # Rust extensions (pydantic-core, safetensors) panic if a KeyboardInterrupt lands in their
             # module initialisation: import them with the signals held, then let the signals through
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            # (and the command line's own modules: an interrupt raised inside an import's lock
+            # callback is printed and dropped by Python, and the command would go on)
             for name in ("datetime", "pydantic_core", "safetensors"):
                 try:
                     __import__(name)
                 except ImportError:
                     pass
+            from .cli import main
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         from .cli import main
         code = main()

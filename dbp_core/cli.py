@@ -96,17 +96,18 @@ def _signals_held():
 
 
 def _load(args):
-    with _signals_held():
+    with _signals_held():  # the preflight's first torch import too: an interrupt there could be lost
         from .config import load_config
         from .preflight import preflight
         cfg = load_config(args.file, overrides=args.set or [])
-    return preflight(cfg, args.file)
+        return preflight(cfg, args.file)
 
 
 def _execute(run, cfg, args) -> int:
-    from .runner import run_study
     display = ProgressDisplay(enabled=False if args.no_progress else None)
     try:
+        with _signals_held():  # importing the runner: an interrupt is delivered after, not lost in an import
+            from .runner import run_study
         state = run_study(run, cfg, on_progress=display)
     except KeyboardInterrupt:  # before run_study took over the signals: the run is left as it was
         _leave_interrupted(run)
@@ -114,10 +115,22 @@ def _execute(run, cfg, args) -> int:
     finally:
         display.close()
         run.unlock()  # taken by _prepare_run / _prepare_resume (run_study keeps a lock it did not take)
-    try:
+    with _signals_ignored():  # the run's state is recorded: a late signal cannot cut the report short
         return _report_end(run, state)
-    except KeyboardInterrupt:  # a late signal: the run's state is recorded, say what it is
-        return {"done": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(state, EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    """Ignore SIGINT/SIGTERM for the block (main thread only), then restore the handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
 
 
 def _report_end(run, state: str) -> int:
