@@ -45,7 +45,7 @@ def setup(batch: int, iterations: int):
     def trainer(mult: float):
         return ADDTTrainer(zoo.default_diffusion("digits"), clf, data, ab,
                            CGPOSettings(multiplier=mult, iterations=iterations),
-                           TrainSettings(batch_size=batch, warmup=0), seed=0)
+                           TrainSettings(batch_size=batch, warmup_steps=0), seed=0)
     return trainer, data, ab, clf
 
 

@@ -7,9 +7,12 @@ never a traceback; a failed run's traceback is in its ``log.txt``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,32 +79,88 @@ def _open_run(args):
         raise UserError(str(exc)) from None
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT/SIGTERM (delivered when the block ends) while a config is validated: validation
+    imports plugins inside pydantic's Rust validators, and a KeyboardInterrupt raised there would be
+    lost in an import error or abort the process."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _load(args):
-    from .config import load_config
-    from .preflight import preflight
-    return preflight(load_config(args.file, overrides=args.set or []), args.file)
+    with _signals_held():  # the preflight's first torch import too: an interrupt there could be lost
+        from .config import load_config
+        from .preflight import preflight
+        cfg = load_config(args.file, overrides=args.set or [])
+        return preflight(cfg, args.file)
 
 
 def _execute(run, cfg, args) -> int:
-    from .results import read_run
-    from .runner import run_study
     display = ProgressDisplay(enabled=False if args.no_progress else None)
     try:
+        with _signals_held():  # importing the runner: an interrupt is delivered after, not lost in an import
+            from .runner import run_study
         state = run_study(run, cfg, on_progress=display)
+    except KeyboardInterrupt:  # before run_study took over the signals: the run is left as it was
+        _leave_interrupted(run)
+        raise
     finally:
         display.close()
         run.unlock()  # taken by _prepare_run / _prepare_resume (run_study keeps a lock it did not take)
+    with _signals_ignored():  # the run's state is recorded: a late signal cannot cut the report short
+        return _report_end(run, state)
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    """Ignore SIGINT/SIGTERM for the block (main thread only), then restore the handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
+def _report_end(run, state: str) -> int:
+    from .results import read_run
     view = read_run(run.path, check_alive=False)
+    unrecorded = getattr(run, "unrecorded", None)  # the disk was full even for the final status
+    note = f"\n(and the run's state could not be recorded: {unrecorded})" if unrecorded else ""
     if state == "done":
         print("\n".join(results_lines(view)))  # the table of `dbp show`
         print(run.path)
         return EXIT_OK
     if state == "interrupted":
-        print(f"dbp: interrupted; resume with: dbp resume {run.id}\n{run.path}", file=sys.stderr)
+        print(f"dbp: interrupted; resume with: dbp resume {run.id}{note}\n{run.path}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"dbp: run failed: {view.status.message if view.status else ''}\n(traceback in {run.log_path})\n{run.path}",
-          file=sys.stderr)
+    message = view.status.message if view.status and view.status.state == "failed" else ""
+    print(f"dbp: run failed: {message}{note}\n(traceback in {run.log_path})\n{run.path}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _leave_interrupted(run) -> None:
+    """A signal between the creation (or claim) of a run and its start: record it interrupted
+    (unless the run already recorded how it ended: the signal came after)."""
+    try:
+        status = run.read_status(check_alive=False)
+        if status is not None and status.final:
+            return
+        run.release_space()
+        run.write_status(state="interrupted", message="interrupted before it started")
+    except (OSError, ValueError):
+        pass
 
 
 # --------------------------------------------------------------------------- commands
@@ -123,7 +182,12 @@ def _prepare_run(args):
         run = _store(args).create(cfg, lock=True, source=str(Path(args.file).resolve()))
     except RunStoreError as exc:
         raise UserError(str(exc)) from None
-    print(f"run {run.id} in {run.path}", file=sys.stderr)
+    try:
+        print(f"run {run.id} in {run.path}", file=sys.stderr)
+    except KeyboardInterrupt:
+        _leave_interrupted(run)
+        run.unlock()
+        raise
     return run, cfg
 
 
@@ -145,13 +209,20 @@ def _claim_for_resume(run):
     """:func:`_prepare_resume` of an opened run: (run, cfg), or EXIT_OK for a run already done."""
     from .config import ConfigError
     from .runs import RunFileError, RunLocked
+    problems = run.file_problems()  # a link in place of .lock or log.txt: refused before either is opened
+    if problems:
+        raise UserError(f"run {run.id} cannot be resumed: {problems[0]}")
     try:
         run.lock()
     except RunLocked as exc:
         raise UserError(str(exc)) from None
+    except RunFileError as exc:
+        raise UserError(f"run {run.id} cannot be resumed: {exc}") from None
     try:
         try:
             status = run.read_status(persist=True)
+            if status is None or status.state != "done":
+                run.verify_integrity()  # the frozen config, checkpoints, saved models: as dbp wrote them
         except RunFileError as exc:
             raise UserError(f"run {run.id} cannot be resumed: {exc}") from None
         state = status.state if status else None
@@ -161,15 +232,22 @@ def _claim_for_resume(run):
             return EXIT_OK
         if state == "running":  # alive, yet it did not hold the lock: a dbp without run locks
             raise UserError(f"run {run.id} is already running (pid {status.pid} on {status.host})")
+        try:
+            run.reserve_space()
+        except OSError as exc:
+            raise UserError(f"run {run.id} cannot be resumed: no room for its files ({exc}); free some space") from None
         run.mark_running()
         try:
             from .preflight import preflight
-            cfg = preflight(run.read_config(), str(run.config_path))
+            with _signals_held():
+                frozen = run.read_config()
+            cfg = preflight(frozen, str(run.config_path))
         except ConfigError:
             if run.claimed_from is not None:  # put the status back as it was
                 run.write_status(**{k: v for k, v in run.claimed_from.to_dict().items() if k != "updated"})
             raise
     except BaseException:
+        run.release_space()
         run.unlock()
         raise
     print(f"resuming run {run.id} ({state})", file=sys.stderr)
@@ -240,7 +318,7 @@ def _run_sweep(sweep, args) -> int:
     (``dbp resume <sweep>`` continues from there)."""
     from .config import load_config
     from .preflight import preflight
-    from .results import headline_text, read_run, read_sweep
+    from .results import headline_text, read_sweep
     from .runs import RunNotFound
     store = _store(args)
     sweep.lock()  # RunLocked (exit 2) when another process runs this sweep
@@ -474,7 +552,10 @@ def cmd_report(args) -> int:
         print(f"{rep['report']}  ({len(rep['figures'])} figures)")
     if written["comparison"]:
         print(f"{written['comparison']['report']}  (comparison of {len(paths)} runs)")
-    return EXIT_OK
+    problems = [p for rep in written["runs"] for p in rep["problems"]]
+    for p in problems:  # the report shows what could be read; a damaged file is named and the exit is 2
+        print(f"dbp: error: {p}", file=sys.stderr)
+    return EXIT_BAD_INPUT if problems else EXIT_OK
 
 
 def cmd_backend(args) -> int:
@@ -577,11 +658,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _printable_streams() -> None:
+    """A path or value that is not valid UTF-8 (a non-UTF-8 byte in an argument becomes a lone
+    surrogate) is printed with backslash escapes instead of ending the command."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # not a text stream (a test's capture)
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
-    from .runs import RunFileError, RunLocked, RunStoreError
-    parser = build_parser()
-    args = parser.parse_args(argv)  # argparse exits 2 on bad usage itself
+    try:
+        _printable_streams()
+        with _signals_held():  # pydantic builds the schema's validators in Rust: not interruptible
+            from .config import ConfigError
+        from .runs import RunFileError, RunLocked, RunStoreError
+        parser = build_parser()
+        args = parser.parse_args(argv)  # argparse exits 2 on bad usage itself
+    except KeyboardInterrupt:  # Ctrl-C while starting
+        print("dbp: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         return args.fn(args)
     except ConfigError as exc:
@@ -600,10 +697,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dbp: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def entry() -> None:  # pragma: no cover
-    sys.exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover

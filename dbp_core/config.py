@@ -10,9 +10,10 @@ expected — with a "did you mean" suggestion for unknown keys.
 
 Defaults follow DiffPure / the paper (docs/science.md) for CIFAR-10:
 t* = 0.1, Linf eps 8/255 with step 2/255, L2 eps 0.5 with step 0.1,
-20 iterations, EOT 10; ADDT lr 2e-4, 500 warm-up steps, AdamW (0.95, 0.999),
-weight decay 1e-6, EMA 0.9999 / power 0.75, lambda 0.03 clamped at 0.3,
-5 CGPO iterations. Field descriptions and bounds are kept in the models
+20 iterations, EOT 10; ADDT as the authors' script (LYMDLUT/ADDT, ``train_ADDT.py``): lr 2e-4
+constant (no warm-up), AdamW (0.95, 0.999), weight decay 1e-6, EMA 0.9999 / power 0.75,
+lambda 0.03 clamped at 0.3, 5 CGPO iterations with the model in train mode, dropout 0.1.
+Field descriptions and bounds are kept in the models
 (``json_schema()`` / ``ExperimentConfig.model_fields``) for the console's form.
 
 This module is the schema only: option names come from the light registries
@@ -30,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       PrivateAttr, field_validator, model_validator)
 
 from .attacks.registry import (GRADIENTS, KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, OPTIONAL_FIELDS, SELECTIONS,
@@ -52,11 +53,13 @@ __all__ = [
     "ConfigError", "ExperimentConfig", "DataConfig", "ModelsConfig", "PurifierConfig",
     "AttackConfig", "EvaluationConfig", "ADDTConfig", "AnalysisConfig", "AuditConfig", "OutputConfig",
     "load_config", "loads_config", "validate_config", "save_config", "dumps_config",
-    "apply_overrides", "parse_grid", "json_schema", "is_import_path", "resolve_import_path",
+    "apply_overrides", "parse_grid", "json_schema", "is_import_path", "resolve_import_path", "plain_problems",
+    "MAX_DEPTH",
     "ATTACK_KINDS", "PROTOCOLS",
 ]
 
 ATTACK_KINDS = kind_names()
+MAX_THREADS = 1024  # torch's thread pools; more than the CPUs of the machine is refused by dbp check
 
 
 # --------------------------------------------------------------------------- errors
@@ -129,7 +132,8 @@ def _check_model_ref(value: str, info: ValidationInfo, *, keywords: tuple[str, .
 class _Section(BaseModel):
     # strict: no lax coercion (true -> 1, "100" -> 100, 1 -> true); an int is still accepted where a
     # float is expected, and tuple fields take a TOML array (see _tuple_from_list)
-    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
+    # every number must be finite: nan / inf (valid TOML) would pass every bound and give 0% or a crash
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
 
 
 def _tuple_from_list(v: Any) -> Any:
@@ -223,9 +227,12 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _within_split(self) -> "DataConfig":
+        sizes = SPLIT_SIZES.get(self.dataset, {})
+        if sizes and self.split not in sizes:
+            raise _FieldError("split", self.split, f"one of {', '.join(sizes)} (the splits of {self.dataset})")
         if self.n_examples is None and self.first == 0:
             return self
-        size = SPLIT_SIZES.get(self.dataset, {}).get(self.split)
+        size = sizes.get(self.split)
         if size is None:
             return self
         where = f"{self.dataset}/{self.split} has {size} examples"
@@ -566,9 +573,13 @@ class EvaluationConfig(_Section):
 class ADDTConfig(_Section):
     enabled: bool = Field(False, description="Run adversarial denoising diffusion training")
     steps: int = Field(800, ge=1, description="Fine-tuning steps")
-    batch_size: int = Field(32, ge=1, description="Training batch size (paper: 32 per GPU x 8)")
-    lr: float = Field(2e-4, gt=0, le=1, description="Learning rate (constant after warm-up)")
-    warmup: int = Field(500, ge=0, description="Linear warm-up steps")
+    batch_size: int = Field(32, ge=1, description="Global training batch: all processes together (under "
+                            "torchrun each takes its share); the authors: 32 per GPU x 8 GPUs = 256")
+    lr: float = Field(2e-4, gt=0, le=1, description="Learning rate (constant, as the authors; after the warm-up "
+                      "if warmup_steps > 0)")
+    warmup_steps: int = Field(0, ge=0, validation_alias=AliasChoices("warmup_steps", "warmup"),
+                              description="Linear warm-up steps of the learning rate (the authors: none, their "
+                              "'constant' scheduler ignores --lr_warmup_steps; old name: warmup)")
     betas: tuple[float, float] = Field((0.95, 0.999), description="AdamW betas")
     weight_decay: float = Field(1e-6, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip")
@@ -587,6 +598,10 @@ class ADDTConfig(_Section):
     pgd_eps: float = Field(8 / 255, gt=0, le=1, description="Clip of the linf-pgd mapping, [0,1] units")
     hflip: Optional[bool] = Field(None, description="Random horizontal flip (default: on for cifar10, off for digits)")
     control: bool = Field(False, description="Also train the lambda = 0 control on the same data and seeds")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout probability set in every dropout layer of the "
+                           "diffusion model while it is fine-tuned, masks addressed by example (the authors: 0.1)")
+    cgpo_train_mode: bool = Field(True, description="CGPO probes the model in train mode, dropout active (the "
+                                  "authors'); false: in eval mode")
 
     _betas_tuple = field_validator("betas", mode="before")(_tuple_from_list)
 
@@ -664,8 +679,9 @@ class ExperimentConfig(_Section):
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="'auto' = cuda when available; "
                                                    "'cuda' is checked against the devices torch sees "
                                                    "(by dbp check / dbp run)")
-    threads: Optional[int] = Field(None, ge=1, description="Intra-op CPU threads of torch for the run "
-                                   "(default: torch's own choice, usually one per core)")
+    threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS, description="Intra-op CPU threads of torch for the "
+                                   "run (default: torch's own choice, usually one per core; dbp check also refuses "
+                                   "more than this machine's CPUs)")
     stages: list[str] = Field(default_factory=lambda: ["evaluate"],
                               description="Stages run in order (see dbp_core.study)")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -848,11 +864,56 @@ def _translate(exc: ValidationError, overridden: dict[str, str]) -> list[dict[st
 
 # --------------------------------------------------------------------------- overrides
 
+MAX_DEPTH = 32  # tables and arrays nested deeper than this are refused (an experiment needs < 6)
+
+
 def _parse_override_value(text: str) -> Any:
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        return _TooDeep()
+
+
+class _TooDeep:
+    """An override value nested too deeply for the TOML parser: reported by :func:`_plain_problems`."""
+
+
+def plain_problems(data: Any) -> list[dict[str, Any]]:
+    """What the schema cannot be given safely, found without recursion: nesting deeper than
+    MAX_DEPTH (a RecursionError later), and text that is not valid UTF-8 (a non-UTF-8 byte in a
+    command-line argument becomes a lone surrogate, which no file can hold)."""
+    problems: list[dict[str, Any]] = []
+    stack: list[tuple[tuple, Any, int]] = [((), data, 0)]
+    while stack and len(problems) < 5:
+        loc, value, depth = stack.pop()
+        where = format_loc(loc[:8]) + ("..." if len(loc) > 8 else "")
+        if isinstance(value, _TooDeep) or depth > MAX_DEPTH:
+            problems.append({"path": where, "value": None, "type": "depth",
+                             "message": f"nested more than {MAX_DEPTH} levels deep; expected the tables and "
+                             "values of an experiment (docs/config.md)"})
+            continue
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if isinstance(key, str) and not _is_utf8(key):
+                problems.append({"path": where, "value": None, "type": "encoding",
+                                 "message": f"key {ascii(key)} is not valid UTF-8; expected UTF-8 text"})
+                continue
+            stack.append((loc + (key,), item, depth + 1))
+        if isinstance(value, str) and not _is_utf8(value):
+            problems.append({"path": where, "value": None, "type": "encoding",
+                             "message": f"got {ascii(value)[:80]}: not valid UTF-8 (a byte that is not UTF-8, e.g. "
+                             "from --set in another encoding); expected UTF-8 text"})
+    return problems
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def apply_overrides(data: dict, overrides: list[str], file: str | None = None) -> dict[str, str]:
@@ -938,14 +999,29 @@ def validate_config(data: dict, *, file: str | os.PathLike | None = None, base_d
                     overrides: list[str] | None = None) -> ExperimentConfig:
     """Validate a parsed TOML document (plus overrides) → ExperimentConfig, or raise ConfigError."""
     import copy
+    problems = plain_problems(data)
+    if problems:
+        raise ConfigError(file, problems)
     data = copy.deepcopy(data)
+    for item in overrides or []:
+        if not _is_utf8(item):
+            key = item.partition("=")[0]
+            raise ConfigError(file, [{"path": key if _is_utf8(key) else "<override>", "value": None,
+                                      "type": "encoding", "message": f"--set {ascii(item)[:80]}: not valid UTF-8 "
+                                      "(a byte that is not UTF-8 in the command line); expected UTF-8 text"}])
     overridden = apply_overrides(data, list(overrides or []), str(file) if file else None)
+    problems = plain_problems(data)
+    if problems:
+        raise ConfigError(file, problems)
     if base_dir is None:
         base_dir = Path(file).resolve().parent if file else Path.cwd()
     try:
         cfg = ExperimentConfig.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
         raise ConfigError(file, _translate(exc, overridden)) from None
+    except RecursionError:
+        raise ConfigError(file, [{"path": "", "value": None, "type": "depth",
+                                  "message": "nested too deeply to validate"}]) from None
     cfg._base_dir = str(base_dir)
     return cfg
 
@@ -956,6 +1032,10 @@ def loads_config(text: str, *, file: str | None = None, base_dir: str | None = N
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, [{"path": "", "value": None, "type": "toml", "message": f"not valid TOML: {exc}"}]) from None
+    except RecursionError:
+        raise ConfigError(file, [{"path": "", "value": None, "type": "depth", "message": "tables or arrays nested "
+                                  "too deeply to read; expected the tables and values of an experiment "
+                                  "(docs/config.md)"}]) from None
     return validate_config(data, file=file, base_dir=base_dir, overrides=overrides)
 
 

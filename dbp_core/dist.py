@@ -205,7 +205,7 @@ def settle() -> None:
 def _guarded_exchange(fn: Callable[[], Any], share: bool) -> tuple[Any, list[Any]]:
     try:
         result = fn()
-    except Exception as exc:  # noqa: BLE001 — sent to every rank, re-raised as PeerFailed
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 — sent to every rank, re-raised as PeerFailed
         _exchange(_failure(exc))
         raise AssertionError("unreachable") from exc  # pragma: no cover — _exchange raised PeerFailed
     return result, [p["data"] for p in _exchange({"ok": True, "error": None, "data": result if share else None})]

@@ -4,6 +4,10 @@
 The schema (:mod:`dbp_core.config`) stays free of torch; what needs torch lives here.
 A problem is reported as a :class:`~dbp_core.config.ConfigError` naming the field.
 
+Each check is a function ``check_*(cfg) -> list[problem]`` (a problem: ``{"path", "value",
+"type", "message"}``) listed in :data:`CHECKS`; :func:`preflight` runs them all and reports
+every problem at once.
+
 Checkpoints (:func:`checkpoint_problems`): every ``models.classifier`` / ``models.diffusion`` that
 is a path must fit its format and architecture — the network is built on the meta device and the
 file is inspected without reading its weights (``models/loaders.py``, ``check_model``), so even a
@@ -13,11 +17,19 @@ file is inspected without reading its weights (``models/loaders.py``, ``check_mo
 from __future__ import annotations
 
 import importlib.util
+import os
+from typing import Callable
 
 from .attacks.registry import KINDS
 from .config import ConfigError, ExperimentConfig
+from .models.registry import CHANNELS, IMAGE_SIZES
 
-__all__ = ["preflight", "cuda_problem", "missing_extra", "checkpoint_problems", "dataset_problems"]
+__all__ = ["preflight", "cuda_problem", "missing_extra", "checkpoint_problems", "dataset_problems", "CHECKS",
+           "chain_length", "available_memory", "peak_memory_estimate"]
+
+
+def _problem(path: str, value, message: str, kind: str = "preflight") -> dict:
+    return {"path": path, "value": value, "type": kind, "message": message}
 
 
 def cuda_problem() -> str | None:
@@ -46,21 +58,174 @@ def missing_extra(kind: str) -> str | None:
             f"pip install 'dbp-lab[{k.extra}]'")
 
 
-def preflight(cfg: ExperimentConfig, file: str | None = None) -> ExperimentConfig:
-    """``cfg`` if this machine can run it; else ConfigError naming each field that cannot be met."""
-    errors = []
-    for i, a in enumerate(cfg.attacks):
-        problem = missing_extra(a.kind)
-        if problem:
-            errors.append({"path": f"attacks[{i}].kind", "value": a.kind, "type": "extra",
-                           "message": f"got '{a.kind}': {problem}"})
+def check_extras(cfg: ExperimentConfig) -> list[dict]:
+    return [_problem(f"attacks[{i}].kind", a.kind, f"got '{a.kind}': {problem}", "extra")
+            for i, a in enumerate(cfg.attacks) for problem in [missing_extra(a.kind)] if problem]
+
+
+def check_device(cfg: ExperimentConfig) -> list[dict]:
     if cfg.device == "cuda":
         problem = cuda_problem()
         if problem:
-            errors.append({"path": "device", "value": "cuda", "type": "device",
-                           "message": f"got 'cuda': no CUDA device: {problem}"})
-    errors += checkpoint_problems(cfg)
-    errors += dataset_problems(cfg)
+            return [_problem("device", "cuda", f"got 'cuda': no CUDA device: {problem}", "device")]
+    return []
+
+
+# --------------------------------------------------------------------------- the chain
+
+def chain_length(t_star: float) -> int:
+    """Noising steps to t* of the schedule runs use (docs/science.md, "Respacing"): the most
+    reverse steps a chain from t* can take."""
+    from .purifier.diffusion import linear_schedule
+    return linear_schedule().steps_for(t_star)
+
+
+def check_chain(cfg: ExperimentConfig) -> list[dict]:
+    """``purifier.steps`` and each attack's ``surrogate_steps`` respace a discrete t* chain: at most
+    its length (a global respacing: at most the schedule's steps; vpsde/vpode take any number of
+    Euler steps)."""
+    from .purifier.registry import DISCRETE_SAMPLERS
+    p = cfg.purifier
+    if p.respacing == "global":
+        n, where = 1000, "a global respacing keeps at most the schedule's 1000 steps"
+    else:
+        n = chain_length(p.t_star)
+        where = f"t* = {p.t_star} is {n} of the schedule's noising steps"
+    out = []
+    if p.sampler in DISCRETE_SAMPLERS and p.steps > n:
+        out.append(_problem("purifier.steps", p.steps,
+                            f"got {p.steps}: at most {n} reverse steps ({where}); lower steps or raise t_star"))
+    for i, a in enumerate(cfg.attacks):
+        sampler = a.surrogate_sampler or p.sampler
+        if a.surrogate_steps is not None and sampler in DISCRETE_SAMPLERS and a.surrogate_steps > n:
+            out.append(_problem(f"attacks[{i}].surrogate_steps", a.surrogate_steps,
+                                f"got {a.surrogate_steps}: at most {n} reverse steps ({where})"))
+    return out
+
+
+def check_replicas(cfg: ExperimentConfig) -> list[dict]:
+    """EOT replicas are noise streams (docs/design.md, "Noise addressing"): at most MAX_REPLICA + 1."""
+    from .purifier.noise import MAX_REPLICA
+    return [_problem(f"attacks[{i}].eot", a.eot, f"got {a.eot}: at most {MAX_REPLICA + 1} replicas (the noise "
+                     "addresses of one example)") for i, a in enumerate(cfg.attacks) if a.eot > MAX_REPLICA + 1]
+
+
+# --------------------------------------------------------------------------- threads
+
+def cpus_available() -> int:
+    """CPUs this process may run on (its affinity mask; a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover — not Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(cfg: ExperimentConfig) -> list[dict]:
+    cpus = cpus_available()
+    if cfg.threads is not None and cfg.threads > cpus:
+        return [_problem("threads", cfg.threads, f"got {cfg.threads}: this machine lets dbp use {cpus} CPU"
+                         f"{'s' if cpus != 1 else ''}; expected at most {cpus} (more threads than CPUs only slow "
+                         "a run down)")]
+    return []
+
+
+# --------------------------------------------------------------------------- memory
+
+def available_memory(device: str) -> tuple[int, str] | None:
+    """(bytes, where the figure comes from) a run can still allocate on ``device``, or None if unknown:
+    on a CPU the kernel's MemAvailable, lowered to the container's cgroup limit if that is lower;
+    on a GPU the free memory torch reports."""
+    if device == "cuda":
+        import torch
+        free, _ = torch.cuda.mem_get_info()
+        return int(free), "free GPU memory"
+    found = None
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                found = (int(line.split()[1]) * 1024, "MemAvailable")
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = open("/sys/fs/cgroup/memory.max", encoding="ascii").read().strip()
+        used = int(open("/sys/fs/cgroup/memory.current", encoding="ascii").read().strip())
+        if limit != "max" and (found is None or int(limit) - used < found[0]):
+            found = (max(0, int(limit) - used), "the cgroup's memory.max")
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def peak_memory_estimate(cfg: ExperimentConfig) -> list[tuple[str, int, int, str]]:
+    """Lower bounds of the memory each part of a run holds at once, from the sizes the config fixes
+    (the networks' own activations come on top): ``[(field, value, bytes, how), ...]``.
+
+    * an attack purifies ``batch x eot`` images side by side (the EOT replicas run batched,
+      docs/science.md, "EOT"); its gradient keeps, per image, the chain's kept images
+      (``checkpoint``: one per step; ``segments``: about 2 sqrt(steps); ``full``: every step's) plus
+      the input, its gradient, the iterate and the purified image;
+    * the judge keeps ``n_repurify`` outcomes (a float and a class index) per example, for the
+      adversarial and the clean images, and one seed per purification."""
+    import math
+    dataset = cfg.data.dataset
+    if dataset not in IMAGE_SIZES:  # imagenet's size is data.image_size; a plugin's known only once loaded
+        return []
+    shape = (CHANNELS[dataset], IMAGE_SIZES[dataset], IMAGE_SIZES[dataset])
+    from .models.registry import SPLIT_SIZES
+    elems = shape[0] * shape[1] * shape[2]
+    size = SPLIT_SIZES[cfg.data.dataset][cfg.data.split]
+    batch = min(cfg.data.batch_size, cfg.data.n_examples or size)
+    steps = cfg.purifier.steps
+    kept = {"checkpoint": steps + 1, "segments": 2 * math.ceil(math.sqrt(steps)) + 1, "full": steps + 1,
+            "none": 1}[cfg.purifier.grad_mode]
+    out = []
+    for i, a in enumerate(cfg.attacks):
+        copies = kept + 4
+        need = batch * a.eot * elems * 4 * copies
+        out.append((f"attacks[{i}].eot", a.eot, need,
+                    f"{batch} examples x {a.eot} EOT replicas x {'x'.join(map(str, shape))} float32 pixels x "
+                    f"{copies} copies ({kept} kept by the {steps}-step chain in grad_mode '{cfg.purifier.grad_mode}'"
+                    ", the input, its gradient, the iterate, the purified image)"))
+    if cfg.attacks and {"repurify", "majority", "fresh-noise"} & set(cfg.evaluation.protocols):
+        n = cfg.evaluation.n_repurify
+        need = 2 * n * batch * (4 + 8) + n * 100
+        out.append(("evaluation.n_repurify", n, need,
+                    f"{n} purifications x {batch} examples x 2 (adversarial and clean) x 12 bytes of outcomes, "
+                    f"and {n} seeds"))
+    return out
+
+
+def check_memory(cfg: ExperimentConfig) -> list[dict]:
+    """Refuse, with the numbers, a configuration whose lower bound of memory cannot fit."""
+    estimates = peak_memory_estimate(cfg)
+    if not estimates:
+        return []
+    import torch
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    available = available_memory(device)
+    if available is None:
+        return []
+    free, source = available
+    return [_problem(path, value, f"got {value}: one batch needs at least {_gb(need)} ({how}); this machine has "
+                     f"{_gb(free)} available ({source}); lower data.batch_size or this value", "memory")
+            for path, value, need, how in estimates if need > free]
+
+
+def check_files(cfg: ExperimentConfig) -> list[dict]:
+    return checkpoint_problems(cfg) + dataset_problems(cfg)
+
+
+CHECKS: list[Callable[[ExperimentConfig], list[dict]]] = [check_extras, check_device, check_chain, check_replicas,
+                                                          check_threads, check_memory, check_files]
+
+
+def preflight(cfg: ExperimentConfig, file: str | None = None) -> ExperimentConfig:
+    """``cfg`` if this machine can run it; else ConfigError naming each field that cannot be met."""
+    errors = [problem for check in CHECKS for problem in check(cfg)]
     if errors:
         raise ConfigError(file, errors)
     return cfg

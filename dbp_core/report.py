@@ -31,7 +31,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .results import MetricsView, read_run
+from .results import MetricsView, read_analysis, read_run
+from .runs import Run, atomic_write
 
 __all__ = ["RunData", "load_run", "write_report", "write_reports", "write_sweep_report", "FIGURES"]
 
@@ -49,8 +50,9 @@ class RunData:
         self.view = read_run(self.path)
         self.metrics = MetricsView(self.path)
         self.metrics.poll()
-        self.trajectory = _json(self.path / "analysis" / "trajectory.json")
-        self.landscape = _json(self.path / "analysis" / "landscape.json")
+        analysis, problems = read_analysis(self.path)  # shape checked: a damaged file is named, not drawn
+        self.trajectory, self.landscape = analysis["trajectory"], analysis["landscape"]
+        self.problems = list(self.view.problems) + problems + ([self.metrics.problem] if self.metrics.problem else [])
 
     @property
     def id(self) -> str:
@@ -94,13 +96,6 @@ def load_run(path: str | Path) -> RunData:
     return RunData(path)
 
 
-def _json(path: Path) -> Any | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -115,8 +110,12 @@ def _figure(w: float = 7.0, h: float = 4.0, ncols: int = 1):
 
 
 def _save(fig, path: Path) -> Path:
+    """Write the figure atomically: a link at ``path`` is replaced, never written through."""
+    import io
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(path, buf.getvalue())
     return path
 
 
@@ -572,7 +571,8 @@ def _figure_lines(figures: dict[str, Path | None], folder: Path) -> list[str]:
 
 def write_report(run: RunData, out_dir: Path | None = None) -> dict[str, Any]:
     """Figures and report.md of one run into ``out_dir`` (default ``<run>/report``)."""
-    folder = Path(out_dir) if out_dir else run.path / "report"
+    # inside the run folder: not through a link (Run.artifact_path refuses one)
+    folder = Path(out_dir) if out_dir else Run(run.path).artifact_path("report/report.md").parent
     folder.mkdir(parents=True, exist_ok=True)
     title = run.label
     figures: dict[str, Path | None] = {
@@ -598,11 +598,13 @@ def write_report(run: RunData, out_dir: Path | None = None) -> dict[str, Any]:
                      f"[{_pct(head['ci_low'])}, {_pct(head['ci_high'])}], n = {head['n']}")
     if run.bad_lines:
         lines.append(f"- metrics.jsonl: {run.bad_lines} malformed line(s) skipped")
+    lines += [f"- **damaged**: {p}" for p in run.problems]
     lines += ["", "## Results", ""] + results_table(run.rows) + comparisons_table(run.comparisons)
     lines += ["## Figures", ""] + _figure_lines(figures, folder)
     md = folder / "report.md"
-    md.write_text("\n".join(lines), encoding="utf-8")
-    return {"folder": folder, "report": md, "figures": {k: v for k, v in figures.items() if v is not None}}
+    atomic_write(md, "\n".join(lines))
+    return {"folder": folder, "report": md, "figures": {k: v for k, v in figures.items() if v is not None},
+            "problems": list(run.problems)}
 
 
 def _row_label(row: dict) -> str:
@@ -674,7 +676,7 @@ def write_reports(paths: list[str | Path], out: str | Path | None = None) -> dic
                    "compare_attack_success": plot_compare_success(runs, folder / "compare_attack_success.png")}
         lines = comparison_lines(runs, figures, folder)
         md = folder / "report.md"
-        md.write_text("\n".join([f"# Comparison of {len(runs)} runs", ""] + lines), encoding="utf-8")
+        atomic_write(md, "\n".join([f"# Comparison of {len(runs)} runs", ""] + lines))
         written["comparison"] = {"folder": folder, "report": md,
                                  "figures": {k: v for k, v in figures.items() if v is not None}}
     return written

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .runs import (MetricsReader, Run, RunFileError, RunId, RunStatus, RunStore, Sweep, SweepPoint,
-                   read_json_object, parse_run_id, toml_value)
+from .runs import (MetricsReader, Run, RunFileError, RunId, RunStatus, RunStore, Sweep, SweepPoint, parse_json,
+                   parse_run_id, read_bytes_nofollow, read_json_object, toml_value)
 from .stats import paired_difference, per_example_means
 
-__all__ = ["RESULTS_SCHEMA", "headline", "check_results", "RunView", "read_run", "list_runs", "MetricsView",
+__all__ = ["RESULTS_SCHEMA", "headline", "check_results", "check_trajectory", "check_landscape", "read_analysis",
+           "RunView", "read_run", "list_runs", "MetricsView",
            "EXPORT_COLUMNS", "export_rows", "write_csv", "parse_run_id", "RunId", "RunStatus", "fmt_pct",
            "headline_text", "row_meaning", "PROTOCOL_MEANINGS", "flat_settings", "setting_differences",
            "same_examples", "paired_between", "per_example_outcomes", "SweepView", "read_sweep", "list_sweeps",
@@ -113,28 +114,61 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-_ROW_FIELDS = {"protocol": (lambda v: isinstance(v, str), "a string"),
-               "accuracy": (_is_num, "a number"), "ci_low": (_is_num, "a number"),
-               "ci_high": (_is_num, "a number"), "n": (lambda v: isinstance(v, int) and not isinstance(v, bool),
-                                                       "an integer")}
-_OPTIONAL_ROW_FIELDS = {"stage": (lambda v: isinstance(v, str), "a string"),
-                        "attack": (lambda v: v is None or isinstance(v, str), "a string or null"),
-                        "model": (lambda v: v is None or isinstance(v, str), "a string or null")}
-_COMPARISON_FIELDS = {"a": (lambda v: isinstance(v, str), "a string"), "b": (lambda v: isinstance(v, str), "a string"),
-                      "diff": (_is_num, "a number"), "ci_low": (_is_num, "a number"), "ci_high": (_is_num, "a number")}
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _str_or_null(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and all(x is None or _is_num(x) for x in v)
+
+
+_ROW_FIELDS = {"protocol": (_is_str, "a string"), "accuracy": (_is_num, "a number"), "ci_low": (_is_num, "a number"),
+               "ci_high": (_is_num, "a number"), "n": (_is_int, "an integer")}
+_OPTIONAL_ROW_FIELDS = {"stage": (_is_str, "a string"), "attack": (_str_or_null, "a string or null"),
+                        "model": (_str_or_null, "a string or null"), "correct": (_is_num, "a number"),
+                        "kind": (_str_or_null, "a string or null"), "norm": (_str_or_null, "a string or null"),
+                        "eps": (lambda v: v is None or _is_num(v), "a number or null"),
+                        "confidence": (_is_num, "a number"), "seeds": (_is_int, "an integer"),
+                        "per_seed": (_numbers, "a list of numbers"), "mean": (_is_num, "a number")}
+_COMPARISON_FIELDS = {"a": (_is_str, "a string"), "b": (_is_str, "a string"), "diff": (_is_num, "a number"),
+                      "ci_low": (_is_num, "a number"), "ci_high": (_is_num, "a number")}
+_OPTIONAL_COMPARISON_FIELDS = {"what": (_is_str, "a string"), "n": (_is_int, "an integer")}
+_TOP_FIELDS = {"schema": (_is_str, "a string"), "run_id": (_is_str, "a string"), "experiment": (_is_str, "a string"),
+               "description": (_is_str, "a string"), "seed": (_is_int, "an integer"),
+               "created": (_is_num, "a number (unix time)"), "finished": (_is_num, "a number (unix time)"),
+               "data": (lambda v: isinstance(v, dict) and all(_is_str(x) for x in v.values()),
+                        "an object of strings {dataset, split}"),
+               "environment": (lambda v: isinstance(v, dict), "an object"),
+               "stages": (lambda v: isinstance(v, dict), "an object (results by stage)")}
+_ENVIRONMENT_FIELDS = {"backend": (_is_str, "a string"), "torch": (_is_str, "a string"),
+                       "python": (_is_str, "a string"), "host": (_is_str, "a string"),
+                       "world_size": (_is_int, "an integer"), "threads": (_is_int, "an integer")}
+
+
+def _show(v: Any) -> str:
+    try:
+        return json.dumps(v)[:60]
+    except (TypeError, ValueError, RecursionError):
+        return type(v).__name__
 
 
 def _check_fields(obj: Any, where: str, required: dict, optional: dict, path) -> None:
     if not isinstance(obj, dict):
-        raise RunFileError(path, f"field '{where}' holds {json.dumps(obj)[:60]}; expected an object")
+        raise RunFileError(path, f"field '{where}' holds {_show(obj)}; expected an object")
     for name, (ok, expected) in required.items():
         if name not in obj or not ok(obj[name]):
-            raise RunFileError(path, f"field '{where}.{name}' holds {json.dumps(obj.get(name))[:60]}; "
-                               f"expected {expected}")
+            raise RunFileError(path, f"field '{where}.{name}' holds {_show(obj.get(name))}; expected {expected}")
     for name, (ok, expected) in optional.items():
         if name in obj and not ok(obj[name]):
-            raise RunFileError(path, f"field '{where}.{name}' holds {json.dumps(obj[name])[:60]}; "
-                               f"expected {expected}")
+            raise RunFileError(path, f"field '{where}.{name}' holds {_show(obj[name])}; expected {expected}")
 
 
 _AUDIT_FIELDS = {"attack": (lambda v: isinstance(v, str), "a string"),
@@ -148,16 +182,21 @@ _FLAG_FIELDS = {"name": (lambda v: isinstance(v, str), "a string"),
 def check_results(obj: dict, path: str | os.PathLike = "results.json") -> dict:
     """``obj`` if it has the shape of ``results.json`` (docs/results.md) as far as readers rely
     on it; else :class:`RunFileError` naming the file and the first field that is off."""
+    for name, (ok, expected) in _TOP_FIELDS.items():
+        if name in obj and not ok(obj[name]):
+            raise RunFileError(path, f"field '{name}' holds {_show(obj[name])}; expected {expected}")
+    if isinstance(obj.get("environment"), dict):
+        _check_fields(obj["environment"], "environment", {}, _ENVIRONMENT_FIELDS, path)
     rows = obj.get("accuracies", [])
     if not isinstance(rows, list):
-        raise RunFileError(path, f"field 'accuracies' holds {json.dumps(rows)[:60]}; expected a list of rows")
+        raise RunFileError(path, f"field 'accuracies' holds {_show(rows)}; expected a list of rows")
     for i, row in enumerate(rows):
         _check_fields(row, f"accuracies[{i}]", _ROW_FIELDS, _OPTIONAL_ROW_FIELDS, path)
     comps = obj.get("comparisons", [])
     if not isinstance(comps, list):
-        raise RunFileError(path, f"field 'comparisons' holds {json.dumps(comps)[:60]}; expected a list")
+        raise RunFileError(path, f"field 'comparisons' holds {_show(comps)}; expected a list")
     for i, c in enumerate(comps):
-        _check_fields(c, f"comparisons[{i}]", _COMPARISON_FIELDS, {}, path)
+        _check_fields(c, f"comparisons[{i}]", _COMPARISON_FIELDS, _OPTIONAL_COMPARISON_FIELDS, path)
     h = obj.get("headline")
     if h is not None:
         _check_fields(h, "headline", _ROW_FIELDS, _OPTIONAL_ROW_FIELDS, path)
@@ -165,10 +204,72 @@ def check_results(obj: dict, path: str | os.PathLike = "results.json") -> dict:
         _check_fields(obj["audit"], "audit", _AUDIT_FIELDS, {}, path)
         for i, f in enumerate(obj["audit"]["flags"]):
             _check_fields(f, f"audit.flags[{i}]", _FLAG_FIELDS, {}, path)
-    for name in ("run_id", "experiment"):
-        if name in obj and not isinstance(obj[name], str):
-            raise RunFileError(path, f"field '{name}' holds {json.dumps(obj[name])[:60]}; expected a string")
     return obj
+
+
+# --------------------------------------------------------------------------- analysis/*.json shape
+
+def check_trajectory(obj: Any, path: str | os.PathLike = "analysis/trajectory.json") -> dict:
+    """``analysis/trajectory.json`` (docs/results.md): ``{attack, replicas, <noise>: {iteration,
+    loss, cos_successive, cos_replicas, grad_rel_var}}``; RunFileError naming the first field that is off."""
+    _check_fields(obj, "<top>", {}, {"attack": (_is_str, "a string"), "replicas": (_is_int, "an integer")}, path)
+    for label, series in obj.items():
+        if label in ("attack", "replicas"):
+            continue
+        if not isinstance(series, dict):
+            raise RunFileError(path, f"field '{label}' holds {_show(series)}; expected an object of per-iteration lists")
+        lengths = set()
+        for key, values in series.items():
+            ok = (isinstance(values, list) and all(_is_int(v) for v in values)) if key == "iteration" else _numbers(values)
+            if not ok:
+                raise RunFileError(path, f"field '{label}.{key}' holds {_show(values)}; expected a list of "
+                                   + ("integers" if key == "iteration" else "numbers"))
+            lengths.add(len(values))
+        if len(lengths) > 1:
+            raise RunFileError(path, f"field '{label}' has lists of different lengths {sorted(lengths)}; expected "
+                               "one value per iteration in each")
+    return obj
+
+
+def check_landscape(obj: Any, path: str | os.PathLike = "analysis/landscape.json") -> dict:
+    """``analysis/landscape.json``: ``{attack, radius, dims, alphas, fixed, fresh}`` with ``fixed`` and
+    ``fresh`` one value per alpha (dims 1) or a square grid over the alphas (dims 2)."""
+    _check_fields(obj, "<top>", {"alphas": (lambda v: _numbers(v) and len(v) >= 2 and None not in v,
+                                            "a list of at least 2 numbers")},
+                  {"attack": (_is_str, "a string"), "radius": (_is_num, "a number"),
+                   "dims": (lambda v: v in (1, 2) and not isinstance(v, bool), "1 or 2")}, path)
+    n = len(obj["alphas"])
+    for key in ("fixed", "fresh"):
+        grid = obj.get(key)
+        line = _numbers(grid) and len(grid) == n
+        square = isinstance(grid, list) and len(grid) == n and all(_numbers(r) and len(r) == n for r in grid)
+        if not (line or square):
+            raise RunFileError(path, f"field '{key}' holds {_show(grid)}; expected {n} numbers (one per alpha) or "
+                               f"a {n} x {n} grid of numbers")
+    if isinstance(obj["fixed"][0], list) != isinstance(obj["fresh"][0], list):
+        raise RunFileError(path, "fields 'fixed' and 'fresh' differ in shape; expected both a line or both a grid")
+    return obj
+
+
+ANALYSIS_FILES = {"trajectory": check_trajectory, "landscape": check_landscape}
+
+
+def read_analysis(path: str | os.PathLike) -> tuple[dict[str, dict | None], list[str]]:
+    """The analysis files of a run folder, shape checked: ``({"trajectory": obj | None, "landscape":
+    obj | None}, problems)``; a damaged file is None and named in ``problems``."""
+    out, problems = {}, []
+    for name, check in ANALYSIS_FILES.items():
+        target = Path(path) / "analysis" / f"{name}.json"
+        try:
+            data = read_bytes_nofollow(target)
+            out[name] = None if data is None else check(parse_json(data, target, "the JSON an analysis wrote"), target)
+        except RunFileError as exc:
+            out[name] = None
+            problems.append(str(exc))
+        except OSError as exc:
+            out[name] = None
+            problems.append(f"{target}: cannot be read ({exc.strerror or exc})")
+    return out, problems
 
 
 # --------------------------------------------------------------------------- one run
@@ -243,7 +344,7 @@ class RunView:
     def log_tail(self, lines: int = 20) -> list[str]:
         try:
             return self.run.read_log_tail(lines)
-        except OSError:
+        except (OSError, RunFileError):  # a link in place of log.txt is named in `problems`
             return []
 
     @property
@@ -280,18 +381,22 @@ class RunView:
 def read_run(path: str | os.PathLike, *, check_alive: bool = True) -> RunView:
     """A :class:`RunView` of the run folder ``path``; damaged files become ``problems``."""
     run = Run(Path(path))
-    problems = []
+    problems = run.file_problems()  # a link or a non-file in place of a run file
     try:
         status = run.read_status(check_alive=check_alive)
     except RunFileError as exc:
-        status, problems = None, [str(exc)]
+        status = None
+        problems.append(str(exc))
+    except OSError as exc:
+        status = None
+        problems.append(f"{run.status_path}: cannot be read ({exc.strerror or exc})")
     try:
         data = read_json_object(run.results_path)
         results = check_results(data, run.results_path) if data is not None else None
     except RunFileError as exc:
         results = None
         problems.append(str(exc))
-    return RunView(run.path, status, results, problems)
+    return RunView(run.path, status, results, list(dict.fromkeys(problems)))
 
 
 def list_runs(root: str | os.PathLike) -> list[RunView]:
@@ -310,6 +415,8 @@ class MetricsView:
     def __init__(self, path: str | os.PathLike):
         self.reader = MetricsReader(Path(path) / "metrics.jsonl")
         self.events = 0
+        self.problem: str | None = None  # the first thing wrong with metrics.jsonl (a link, an event's shape)
+        self._bad_events = 0
         self._iters: dict[tuple, tuple[float, Any, Any]] = {}
         self._addt: dict[tuple, dict] = {}
         self.robust: dict[str, float] = {}  # attack -> robust accuracy so far (attacker's batches)
@@ -317,15 +424,22 @@ class MetricsView:
 
     @property
     def bad_lines(self) -> int:
-        return self.reader.bad_lines
+        """Lines skipped: not JSON objects, or events of a known kind whose fields have the wrong type."""
+        return self.reader.bad_lines + self._bad_events
 
     def poll(self) -> int:
         """Read the new events; returns how many."""
         try:
             events = self.reader.read()
-        except OSError:
+        except (OSError, RunFileError) as exc:
+            self.problem = self.problem or str(exc)
             events = []
         for e in events:
+            problem = event_problem(e)
+            if problem:
+                self._bad_events += 1
+                self.problem = self.problem or f"{self.reader.path}: {problem}"
+                continue
             self.ingest(e)
         self.events += len(events)
         return len(events)
@@ -377,6 +491,24 @@ class MetricsView:
                     xs.append(step)
                     ys.append(float(e[name]))
         return curves
+
+
+_KEY_FIELDS = ("attack", "stage", "seed", "batch", "variant", "model", "noise")  # make up the keys events are merged by
+
+
+def event_problem(e: dict) -> str | None:
+    """What is wrong with the shape of one ``metrics.jsonl`` event (docs/results.md), or None: the
+    fields that key and order events must be scalars, ``step`` an integer or null."""
+    step = e.get("step")
+    if step is not None and not _is_int(step):
+        return f"an event's field 'step' holds {_show(step)}; expected an integer or null"
+    for name in _KEY_FIELDS:
+        v = e.get(name)
+        if v is not None and not isinstance(v, (str, int, float)):
+            return f"an event's field '{name}' holds {_show(v)}; expected a string or a number"
+    if not isinstance(e.get("kind"), str):
+        return f"an event's field 'kind' holds {_show(e.get('kind'))}; expected a string"
+    return None
 
 
 # --------------------------------------------------------------------------- settings of runs

@@ -3,16 +3,24 @@
 It owns what surrounds the stages: the run's lock and state, SIGINT/SIGTERM (the run stops
 and stays resumable), torch's thread count, the record of finished stages
 (``checkpoints/stages.json``: skipped on resume), and ``results.json`` — written once,
-atomically, at the end. Under torchrun every rank runs it; rank 0 alone writes (docs/scale-out.md).
+atomically, at the end, together with the state ``done``. The stages run user code (plugin
+models, datasets, stages, attacks) under one guard: an exception, ``sys.exit()`` or an empty
+``MemoryError`` ends the run ``failed`` with a message that says what and where; a fatal
+signal leaves its traceback in ``log.txt`` for readers (docs/design.md, "Stages and the
+runner"). Under torchrun every rank runs it; rank 0 alone writes (docs/scale-out.md).
 """
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import re
 import signal
 import socket
 import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Callable
 
 from . import dist
@@ -34,22 +42,75 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-def _install_signal_handlers() -> dict:
-    previous = {}
+class _SignalGate:
+    """SIGINT and SIGTERM during a run. The first raises :class:`Interrupted` where the run is;
+    later ones are ignored (the run is already stopping: a second SIGTERM 1 ms after the first
+    must not interrupt the recording of the first). Inside :meth:`held` a signal waits until the
+    block ends, so ``results.json`` and the state ``done`` are written together or not at all."""
 
-    def handler(signum, frame):  # noqa: ARG001
+    def __init__(self):
+        self.raised = False
+        self.pending: int | None = None
+        self.depth = 0
+
+    def handler(self, signum, frame):  # noqa: ARG002
+        if self.raised:
+            return
+        if self.depth:
+            self.pending = self.pending or signum
+            return
+        self.raised = True
         raise Interrupted(signum)
-    if threading.current_thread() is not threading.main_thread():
-        return previous  # signals can only be handled in the main thread (e.g. a console worker)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handler)
-    return previous
+
+    def install(self) -> dict:
+        previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous  # signals can only be handled in the main thread (e.g. a console worker)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, self.handler)
+        return previous
+
+    @contextlib.contextmanager
+    def held(self, deliver: bool = True):
+        """Hold signals for the block; afterwards (unless the block raised) deliver one that came,
+        or with ``deliver=False`` drop it (the run has finished: nothing is left to interrupt)."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending is not None and not self.raised and deliver:
+            signum, self.pending = self.pending, None
+            self.raised = True
+            raise Interrupted(signum)
+
+
+PEER_LOST = re.compile(r"Connection (closed|reset) by peer|Read error|Broken pipe|remote worker")
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying why the run failed: the exception and its message; for an exception without
+    a message (``MemoryError()``) or an exit the run's own code called, where it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the run's code called sys.exit({exc.code!r}) at {where}; a plugin must raise " \
+               "an exception, not exit"
+    text = " ".join(str(exc).split())
+    if dist.is_distributed() and PEER_LOST.search(text):  # gloo / NCCL: the other end of a collective is gone
+        return (f"a peer process of the torchrun job died or lost its connection ({type(exc).__name__}: "
+                f"{text[:160]}); torchrun's output says which rank and why")
+    if not text:
+        text = ("out of memory" if isinstance(exc, MemoryError) else "raised without a message") + f", at {where}"
+    return f"{type(exc).__name__}: {text}"
 
 
 def run_study(run: RunWriter, cfg: ExperimentConfig | None = None,
               on_progress: Callable[[str, int, int | None], None] | None = None) -> str:
     """Run (or resume) every stage of ``run``; returns the final state: 'done', 'interrupted' or
-    'failed'. Never leaves a half-written file: results.json is written once, atomically, at the end."""
+    'failed'. Never leaves a half-written file: results.json is written once, atomically, at the end.
+    Whatever the run's code does — raise, call ``sys.exit()``, exhaust memory — ends as a failed
+    run with its message; a signal ends it as interrupted (docs/design.md, "Stages and the runner")."""
     cfg = cfg or run.read_config()
     # one process per run: the lock (dbp_core.runs.Run.lock) is taken before the state is read and
     # held until the end; a caller that already holds it (the CLI) keeps it. FollowerRun: no lock.
@@ -72,69 +133,128 @@ def _set_threads(cfg: ExperimentConfig) -> int | None:
     return before
 
 
+@contextlib.contextmanager
+def _crash_reports(run: RunWriter):
+    """While the run runs, a fatal signal (``os.abort()``, a crash in native code) writes the
+    Python traceback into ``log.txt`` (:mod:`faulthandler`); readers then report the run failed
+    with that error (``runs.Run.crash_report``) instead of leaving it 'running'."""
+    open_log = getattr(run, "crash_log", None)
+    fh = None
+    was_enabled = faulthandler.is_enabled()
+    try:
+        fh = open_log() if open_log is not None else None
+    except (OSError, ValueError):
+        fh = None
+    if fh is not None:
+        faulthandler.enable(file=fh, all_threads=True)
+    try:
+        yield
+    finally:
+        if fh is not None:
+            faulthandler.disable()
+            if was_enabled:
+                faulthandler.enable(file=sys.__stderr__ or sys.stderr)
+            fh.close()
+
+
+def _record_end(run: RunWriter, state: str, message: str, log: str, drop_results: bool) -> None:
+    """Write the final state of a run that did not finish. The disk may be full: the run's
+    reserved space is released first; what cannot be written is kept in ``run.unrecorded``."""
+    run.release_space()
+    problems = []
+    if drop_results and getattr(run, "results_path", None) is not None:
+        try:  # results.json was written but the state 'done' was not: an unfinished run has none
+            run.results_path.unlink(missing_ok=True)
+        except OSError as exc:
+            problems.append(str(exc))
+    for write in (lambda: run.log(log), lambda: run.write_status(state=state, message=message)):
+        try:
+            write()
+        except (OSError, ValueError) as exc:  # ValueError: RunFileError (a link put in place of a run file)
+            problems.append(str(exc))
+    if problems:
+        run.unrecorded = "; ".join(problems)
+
+
 def _run_locked(run: RunWriter, cfg: ExperimentConfig,
                 on_progress: Callable[[str, int, int | None], None] | None) -> str:
-    previous = _install_signal_handlers()
-    claimed = run.claimed_from  # the CLI marks a resumed run running right after locking it
-    if claimed is None:
-        status = run.read_status(check_alive=False)
-        run.mark_running()
-    else:
-        status = claimed
-        run.claimed_from = None  # consumed: a later run_study on this object reads the status again
-    resumed = status is not None and status.state != "queued"
-    run.log(("resuming" if resumed else "starting") + f" on {socket.gethostname()}")
-    run.append_metric("resume" if resumed else "start", None)
-    started = time.time()
+    gate = _SignalGate()
+    previous = gate.install()
     distributed = dist.is_distributed()  # under torchrun: rank 0 writes, other ranks get a runs.FollowerRun
     threads_before = None
+    results_written = False
     try:
-        threads_before = _set_threads(cfg)
-        if cfg.threads is not None:
-            run.log(f"torch intra-op threads: {cfg.threads}")
-        done: dict = run.load_checkpoint("stages.json") or {}
-        if distributed:
-            done = dist.broadcast_object(done)
-        resources = Resources(cfg)
-        for name in cfg.stages:
-            if name in done:
-                continue
-            fn = resolve_stage(name)
-            here = not distributed or dist.is_main() or getattr(fn, "dbp_all_ranks", False)
-            ctx = StageContext(cfg=cfg, run=run, name=name, resources=resources, on_progress=on_progress,
-                               collective=distributed and getattr(fn, "dbp_all_ranks", False), previous=done)
-            run.log(f"stage {name}")
-            done[name] = fn(ctx) if here else None
-            if distributed:
-                dist.barrier()  # every rank finished the stage (raises dist.PeerFailed if one failed)
-                if not getattr(fn, "dbp_all_ranks", False):  # later stages may read it on every rank
-                    done[name] = dist.broadcast_object(done[name])
-            run.save_checkpoint("stages.json", done)
-        results = _results(run, cfg, done, (status.created if status else None) or started)
-        run.write_results(results)
-        run.append_metric("done", None, headline=results["headline"])
-        run.write_status(state="done", eta=0, message="")
-        run.log("done")
-        return "done"
-    except (Interrupted, KeyboardInterrupt) as exc:
-        dist.report_failure(exc)
-        msg = str(exc) or "interrupted"
-        run.write_status(state="interrupted", message=msg)
-        run.log(f"{msg}; resume with: dbp resume {run.id}")
-        return "interrupted"
-    except Exception as exc:  # noqa: BLE001 — recorded, then reported by the CLI
-        dist.report_failure(exc)  # under torchrun: every rank learns of it before rank 0 writes
-        run.log("failed:\n" + traceback.format_exc() + getattr(exc, "tracebacks", ""))
-        run.write_status(state="failed", message=f"{type(exc).__name__}: {exc}")
-        return "failed"
+        with _crash_reports(run):
+            try:
+                with gate.held():
+                    claimed = run.claimed_from  # the CLI marks a resumed run running right after locking it
+                    if claimed is None:
+                        status = run.read_status(check_alive=False)
+                        run.mark_running()
+                    else:
+                        status = claimed
+                        run.claimed_from = None  # consumed: a later run_study on this object reads the status again
+                    resumed = status is not None and status.state != "queued"
+                    run.log(("resuming" if resumed else "starting") + f" on {socket.gethostname()}")
+                    run.append_metric("resume" if resumed else "start", None)
+                started = time.time()
+                threads_before = _set_threads(cfg)
+                if cfg.threads is not None:
+                    run.log(f"torch intra-op threads: {cfg.threads}")
+                done: dict = run.load_checkpoint("stages.json") or {}
+                if distributed:
+                    done = dist.broadcast_object(done)
+                resources = Resources(cfg)
+                for name in cfg.stages:
+                    if name in done:
+                        continue
+                    fn = resolve_stage(name)
+                    here = not distributed or dist.is_main() or getattr(fn, "dbp_all_ranks", False)
+                    ctx = StageContext(cfg=cfg, run=run, name=name, resources=resources, on_progress=on_progress,
+                                       collective=distributed and getattr(fn, "dbp_all_ranks", False), previous=done)
+                    run.log(f"stage {name}")
+                    done[name] = fn(ctx) if here else None
+                    if distributed:
+                        dist.barrier()  # every rank finished the stage (raises dist.PeerFailed if one failed)
+                        if not getattr(fn, "dbp_all_ranks", False):  # later stages may read it on every rank
+                            done[name] = dist.broadcast_object(done[name])
+                    run.save_checkpoint("stages.json", done)
+                results = _results(run, cfg, done, (status.created if status else None) or started)
+                with gate.held(deliver=False):  # results.json and 'done' together: a signal now changes nothing
+                    run.write_results(results)
+                    results_written = True
+                    run.append_metric("done", None, headline=results["headline"])
+                    run.release_space()
+                    run.write_status(state="done", eta=0, message="")
+                    results_written = False  # recorded: the run is done
+                    run.log("done")
+                return "done"
+            except (Interrupted, KeyboardInterrupt) as exc:
+                with gate.held(deliver=False):
+                    gate.raised = True  # a KeyboardInterrupt not from our handler: ignore further signals too
+                    dist.report_failure(exc)
+                    msg = str(exc) or "interrupted"
+                    if distributed:
+                        msg += " (under torchrun: if no one sent it, a peer process died; torchrun's output says which)"
+                    _record_end(run, "interrupted", msg, f"{msg}; resume with: dbp resume {run.id}", results_written)
+                return "interrupted"
+            except BaseException as exc:  # noqa: BLE001 — any end of the run's code, sys.exit() included
+                with gate.held(deliver=False):
+                    gate.raised = True
+                    dist.report_failure(exc)  # under torchrun: every rank learns of it before rank 0 writes
+                    _record_end(run, "failed", describe(exc), "failed:\n" + traceback.format_exc()
+                                + getattr(exc, "tracebacks", ""), results_written)
+                return "failed"
     finally:
-        dist.settle()  # under torchrun, after a failure: every rank waits until rank 0 has written
-        run.close()
-        if threads_before is not None:
-            import torch
-            torch.set_num_threads(threads_before)
-        for sig, h in previous.items():
-            signal.signal(sig, h)
+        with gate.held(deliver=False):
+            dist.settle()  # under torchrun, after a failure: every rank waits until rank 0 has written
+            run.release_space()
+            run.close()
+            if threads_before is not None:
+                import torch
+                torch.set_num_threads(threads_before)
+            for sig, h in previous.items():
+                signal.signal(sig, h)
 
 
 def _results(run: RunWriter, cfg: ExperimentConfig, stages: dict, created: float) -> dict:

@@ -18,6 +18,13 @@ reader side (:meth:`Run.read_status`, :class:`MetricsReader`) tolerates dead
 writers and half-written last lines; a status/results file damaged by something else
 raises :class:`RunFileError` (a ValueError naming the file).
 
+Integrity (docs/design.md, "The run folder"): files inside a run folder are opened without
+following symbolic links (``O_NOFOLLOW``) and must be regular files; ``checksums.json`` holds
+the SHA-256 of ``config.toml``, of every checkpoint and of every model a stage saved, recorded
+when they were written, and :meth:`Run.verify_integrity` (``dbp resume``) refuses a run whose
+files do not match, naming the file. A run holds ``.reserve`` (64 KB) while it runs: when the
+disk fills up, it is released so that the run can still record why it failed.
+
 ``<root>/sweep-<yyyymmdd>-<hhmmss>-<experiment>-<token>/`` — a sweep (``dbp sweep``), a group of runs
   ``sweep.json``     the manifest: source file, grid, one entry per point (its values, its run id
                      once created) — replaced atomically (:class:`Sweep`)
@@ -35,13 +42,17 @@ run writes it through a :class:`RunWriter`: a :class:`Run`, or under torchrun on
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import json
 import os
-import secrets
-import socket
-import time
 import re
+import secrets
+import shutil
+import socket
+import stat
+import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
@@ -105,21 +116,101 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None] | bytes | str) -> None:
+def naming(exc: OSError, path: str | os.PathLike) -> OSError:
+    """``exc`` with ``path`` as its file name when it has none ('[Errno 28] No space left on device:
+    'runs/x/status.json''): a write, flush or fsync error does not say which file it was."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
+
+
+def _write_error(exc: Exception, path: Path) -> OSError:
+    """An OSError for a writer that failed without one (torch.save): ENOSPC when the disk is full."""
+    try:
+        st = os.statvfs(path.parent)
+        full = st.f_bavail * st.f_frsize < 64 * 1024
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full else errno.EIO
+    return OSError(code, f"{os.strerror(code)} ({str(exc).splitlines()[0][:120]})", str(path))
+
+
+def open_nofollow(path: str | os.PathLike, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` of a file inside a run folder: never through a symbolic link, never a FIFO,
+    device or folder. A link or another kind of file is a :class:`RunFileError` naming it."""
+    path = Path(path)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunFileError(path, "is a symbolic link; dbp does not follow links inside a run folder "
+                               "(expected the regular file dbp wrote)") from None
+        raise naming(exc, path) from None
+    try:
+        kind = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        raise RunFileError(path, "is not a regular file (expected the file dbp wrote)")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_bytes_nofollow(path: str | os.PathLike) -> bytes | None:
+    """The bytes of a run file (not through a link; :func:`open_nofollow`), None if absent."""
+    try:
+        fd = open_nofollow(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """``sha256:<hex>`` of a file read without following links; a folder: of its files' names and
+    digests, in name order (a model saved as several files)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        h = hashlib.sha256()
+        for f in sorted(q for q in path.rglob("*") if not q.is_dir() or q.is_symlink()):
+            h.update(f"{f.relative_to(path).as_posix()}\0{file_digest(f)}\n".encode())
+        return "sha256:" + h.hexdigest()
+    h = hashlib.sha256()
+    fd = open_nofollow(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None] | bytes | str,
+                 before_replace: Callable[[Path], None] | None = None) -> None:
     """Replace ``path`` atomically: write a temp file next to it, fsync, ``os.replace``, fsync the folder.
 
-    ``write`` is the content (bytes/str) or a function given the open binary file."""
+    ``write`` is the content (bytes/str) or a function given the open binary file;
+    ``before_replace(tmp)`` runs once the temp file is complete (e.g. to record its checksum).
+    An OSError names ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        with open(tmp, "xb") as fh:
-            if callable(write):
-                write(fh)
-            else:
-                fh.write(write.encode("utf-8") if isinstance(write, str) else write)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "xb") as fh:
+                if callable(write):
+                    try:
+                        write(fh)
+                    except RuntimeError as exc:  # torch.save reports a failed write as a RuntimeError
+                        raise _write_error(exc, path) from None
+                else:
+                    fh.write(write.encode("utf-8") if isinstance(write, str) else write)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if before_replace is not None:
+                before_replace(tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise naming(exc, path) from None
     except BaseException:
         try:
             tmp.unlink()
@@ -141,28 +232,32 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _read_json(path: Path) -> Any | None:
+def parse_json(data: bytes, path: Path, expected: str = "a JSON object written by dbp") -> Any:
+    """The JSON value of a run file's bytes; :class:`RunFileError` naming ``path`` if it is not one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunFileError(path, f"is not UTF-8 text ({exc}); expected {expected}") from None
+    if not text.strip():
+        raise RunFileError(path, f"is empty; expected {expected}")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise RunFileError(path, f"is nested too deeply to read; expected {expected}") from None
+    except ValueError as exc:
+        raise RunFileError(path, f"is not valid JSON ({exc}); expected {expected}") from None
 
 
 def read_json_object(path: Path) -> dict | None:
     """A JSON object file written by the run store; None if absent, RunFileError if damaged."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
+        data = read_bytes_nofollow(path)
+    except OSError as exc:
         raise RunFileError(path, f"cannot be read ({type(exc).__name__}: {exc}); expected a JSON object "
                            "written by dbp") from None
-    if not text.strip():
-        raise RunFileError(path, "is empty; expected a JSON object written by dbp")
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        raise RunFileError(path, f"is not valid JSON ({exc}); expected a JSON object written by dbp") from None
+    if data is None:
+        return None
+    obj = parse_json(data, path)
     if not isinstance(obj, dict):
         raise RunFileError(path, f"holds a JSON {type(obj).__name__}; expected a JSON object written by dbp")
     return obj
@@ -361,13 +456,15 @@ class MetricsReader:
 
 
 def read_metrics(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int, int]:
-    """Events from byte ``offset`` → (events, new offset, number of malformed lines skipped)."""
+    """Events from byte ``offset`` → (events, new offset, number of malformed lines skipped).
+    A link or a file of another kind is a :class:`RunFileError`."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            chunk = fh.read()
+        fd = open_nofollow(path, os.O_RDONLY)
     except FileNotFoundError:
         return [], offset, 0
+    with os.fdopen(fd, "rb") as fh:
+        fh.seek(offset)
+        chunk = fh.read()
     end = chunk.rfind(b"\n")
     if end < 0:
         return [], offset, 0
@@ -377,7 +474,7 @@ def read_metrics(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], 
             continue
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             bad += 1
             continue
         if isinstance(event, dict):
@@ -399,6 +496,7 @@ class Run:
         self.path = Path(self.path)
         self._metrics_fh = None
         self._lock_fd: int | None = None
+        self._digests: dict | None = None
         self._status: RunStatus | None = None
         self.claimed_from: RunStatus | None = None  # the status mark_running replaced (first call only)
 
@@ -414,6 +512,121 @@ class Run:
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     log_path = property(lambda self: self.path / "log.txt")
     lock_path = property(lambda self: self.path / ".lock")
+    checksums_path = property(lambda self: self.path / "checksums.json")
+    reserve_path = property(lambda self: self.path / ".reserve")
+
+    # ---- integrity: plain files, checksums (docs/design.md, "The run folder")
+    FILES = ("config.toml", "status.json", "metrics.jsonl", "results.json", "log.txt", ".lock",
+             "checksums.json", ".reserve")
+    FOLDERS = ("checkpoints", "analysis", "models", "report")
+
+    def file_problems(self) -> list[str]:
+        """What is not as dbp makes it: a run file that is a link or not a regular file, a run
+        subfolder that is a link. Each problem names the path."""
+        problems = []
+        for name in self.FILES:
+            try:
+                mode = os.lstat(self.path / name).st_mode
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                problems.append(f"{self.path / name}: cannot be inspected ({exc.strerror})")
+                continue
+            if stat.S_ISLNK(mode):
+                problems.append(f"{self.path / name}: is a symbolic link; dbp does not follow links inside "
+                                "a run folder (expected the regular file dbp wrote)")
+            elif not stat.S_ISREG(mode):
+                problems.append(f"{self.path / name}: is not a regular file (expected the file dbp wrote)")
+        for name in self.FOLDERS:
+            folder = self.path / name
+            if folder.is_symlink():
+                problems.append(f"{folder}: is a symbolic link; expected a folder of the run")
+            elif folder.exists() and not folder.is_dir():
+                problems.append(f"{folder}: is not a folder")
+        return problems
+
+    def _checksums(self) -> dict:
+        if self._digests is None:
+            data = read_json_object(self.checksums_path)
+            self._digests = {} if data is None else data
+        return self._digests
+
+    def record_checksum(self, relative: str, digest: str) -> None:
+        """Record ``digest`` as the checksum of ``<run>/<relative>``, keeping the previous one: until
+        the file is replaced, it still holds the previous content (a kill in between leaves either)."""
+        digests = dict(self._checksums())
+        before = digests.get(relative) or []
+        digests[relative] = ([before[-1]] if before and before[-1] != digest else []) + [digest]
+        atomic_write_json(self.checksums_path, digests)
+        self._digests = digests
+
+    def record_artifact(self, relative: str | os.PathLike) -> str:
+        """Record the checksum of a file or folder a stage wrote (a saved model), verified on resume."""
+        relative = Path(relative).as_posix()
+        digest = file_digest(self.path / relative)
+        self.record_checksum(relative, digest)
+        return digest
+
+    def verify_file(self, relative: str) -> None:
+        """:class:`RunFileError` if ``<run>/<relative>`` is not what dbp wrote (its checksum is not
+        the one recorded), or it has no checksum recorded (it was not written by this run)."""
+        target = self.path / relative
+        entry = self._checksums().get(relative)
+        try:
+            digest = file_digest(target)
+        except OSError as exc:
+            raise RunFileError(target, f"cannot be read ({exc.strerror or exc})") from None
+        if not entry:
+            raise RunFileError(target, f"has no checksum in {self.checksums_path.name}: it was not written by "
+                               "this run (copied in?); expected only files dbp wrote")
+        if digest not in entry:
+            raise RunFileError(target, f"does not match the checksum recorded when dbp wrote it "
+                               f"({self.checksums_path.name}): it was edited or damaged; restore it, or start "
+                               "a new run")
+
+    def verify_integrity(self) -> None:
+        """What ``dbp resume`` checks before it continues a run: every run file is a plain file, and
+        the frozen config, every checkpoint and every saved model match the checksums recorded
+        when they were written. :class:`RunFileError` names the first file that does not."""
+        problems = self.file_problems()
+        if problems:
+            path, _, problem = problems[0].partition(": ")
+            raise RunFileError(path, problem)
+        if not self.checksums_path.exists():
+            raise RunFileError(self.checksums_path, "is missing: the run's checksums are gone (or an older dbp "
+                               "made the run); expected the file dbp writes when it creates a run")
+        self._digests = None
+        self.verify_file("config.toml")
+        if self.checkpoints_dir.is_dir():
+            for f in sorted(self.checkpoints_dir.iterdir()):
+                if not f.name.startswith("."):
+                    self.verify_file(f"checkpoints/{f.name}")
+        for relative in self._checksums():
+            if not relative.startswith("checkpoints/") and relative != "config.toml" and (self.path / relative).exists():
+                self.verify_file(relative)
+
+    # ---- space kept for the last words of a run on a full disk
+    RESERVE_BYTES = 64 * 1024
+
+    def reserve_space(self) -> None:
+        """Hold ``.reserve`` (random bytes: a compressing filesystem cannot shrink it) while the run
+        runs; :meth:`release_space` frees it so the final status and log lines can be written."""
+        fd = open_nofollow(self.reserve_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(os.urandom(self.RESERVE_BYTES))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            self.reserve_path.unlink(missing_ok=True)
+            raise naming(exc, self.reserve_path) from None
+
+    def release_space(self) -> None:
+        try:
+            if not self.reserve_path.is_symlink():
+                self.reserve_path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
     # ---- the run's lock: one process runs a run at a time
     @property
@@ -430,7 +643,7 @@ class Run:
         if self._lock_fd is not None:
             return False
         import fcntl
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_nofollow(self.lock_path, os.O_RDWR | os.O_CREAT)  # a link is refused, its target untouched
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -462,7 +675,7 @@ class Run:
         """The pid of the process holding the lock: from .lock, else from status.json."""
         for _ in range(20):  # the holder writes its pid right after taking the lock: wait for it briefly
             try:
-                text = self.lock_path.read_text().strip()
+                text = (read_bytes_nofollow(self.lock_path) or b"").decode().strip()
                 if text:
                     return int(text)
             except (OSError, ValueError):
@@ -509,10 +722,14 @@ class Run:
         """Append one event line ``{"time", "kind", "step", **values}`` and flush it."""
         event = {"time": time.time(), "kind": kind, "step": step, **values}
         line = json.dumps(event, default=_json_default, allow_nan=True) + "\n"
-        if self._metrics_fh is None:
-            self._metrics_fh = open(self.metrics_path, "a", encoding="utf-8")
-        self._metrics_fh.write(line)  # one write per line: a reader sees whole lines or a tail it waits on
-        self._metrics_fh.flush()
+        try:
+            if self._metrics_fh is None:
+                fd = open_nofollow(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+                self._metrics_fh = os.fdopen(fd, "a", encoding="utf-8")
+            self._metrics_fh.write(line)  # one write per line: a reader sees whole lines or a tail it waits on
+            self._metrics_fh.flush()
+        except OSError as exc:
+            raise naming(exc, self.metrics_path) from None
         return event
 
     def write_results(self, results: dict) -> None:
@@ -520,36 +737,66 @@ class Run:
 
     def log(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.log_path, "a", encoding="utf-8") as fh:
-            for line in message.rstrip("\n").split("\n"):
-                fh.write(f"{stamp} {line}\n")
+        text = "".join(f"{stamp} {line}\n" for line in message.rstrip("\n").split("\n"))
+        fd = open_nofollow(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            with os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise naming(exc, self.log_path) from None
+
+    def crash_log(self):
+        """``log.txt`` opened for appending, for :mod:`faulthandler`: a process that dies of a fatal
+        signal (``os.abort()``, a crash in native code) leaves its traceback there."""
+        return os.fdopen(open_nofollow(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")
 
     def save_checkpoint(self, name: str, obj: Any) -> Path:
-        """Save ``obj`` as ``checkpoints/<name>`` atomically: ``.json`` names are JSON, others torch.save."""
+        """Save ``obj`` as ``checkpoints/<name>`` atomically: ``.json`` names are JSON, others
+        torch.save; its checksum goes to ``checksums.json`` before the file replaces the old one."""
         self.checkpoints_dir.mkdir(exist_ok=True)
         target = self.checkpoints_dir / name
+
+        def record(tmp: Path) -> None:
+            self.record_checksum(f"checkpoints/{name}", file_digest(tmp))
         if name.endswith(".json"):
-            atomic_write_json(target, obj)
+            atomic_write(target, json.dumps(obj, indent=2, default=_json_default) + "\n", before_replace=record)
         else:
             import torch
-            atomic_write(target, lambda fh: torch.save(obj, fh))
+            atomic_write(target, lambda fh: torch.save(obj, fh), before_replace=record)
         return target
 
     def load_checkpoint(self, name: str) -> Any | None:
+        """``checkpoints/<name>`` or None if absent; :class:`RunFileError` naming the file if it does
+        not match its recorded checksum or cannot be read back."""
         target = self.checkpoints_dir / name
-        if not target.exists():
+        if not os.path.lexists(target):
             return None
+        if self.checksums_path.exists() or self._digests:
+            self.verify_file(f"checkpoints/{name}")
         if name.endswith(".json"):
-            return _read_json(target)
+            return parse_json(read_bytes_nofollow(target) or b"", target, "a JSON checkpoint written by dbp")
         import torch
-        return torch.load(target, map_location="cpu", weights_only=True)
+        try:
+            fd = open_nofollow(target, os.O_RDONLY)
+            with os.fdopen(fd, "rb") as fh:
+                return torch.load(fh, map_location="cpu", weights_only=True)
+        except RunFileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — truncated, not a torch file, pickled code: name the file
+            raise RunFileError(target, f"cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                               "expected a checkpoint dbp wrote with torch.save") from None
 
     def artifact_path(self, relative: str | os.PathLike) -> Path:
         """``<run>/<relative>`` for a file or folder a stage or report writes; its parents are made.
-        Refuses a path that leaves the run folder."""
+        Refuses a path that leaves the run folder or passes through a symbolic link."""
         target = self.path / relative
         if ".." in Path(relative).parts or Path(relative).is_absolute():
             raise ValueError(f"{relative}: expected a path inside the run folder")
+        here = self.path
+        for part in Path(relative).parts:
+            here = here / part
+            if here.is_symlink():
+                raise RunFileError(here, "is a symbolic link; dbp does not follow links inside a run folder")
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
@@ -577,12 +824,31 @@ class Run:
         status = RunStatus.from_dict(data, self.status_path)
         if not check_alive or status.state != "running" or not self._is_stale(status):
             return status
-        status = status.updated_with(state="interrupted",
-                                     message=f"process {status.pid} on {status.host} is gone")
+        crash = self.crash_report()
+        if crash:  # it died of a fatal signal (os.abort(), a crash in native code): it failed
+            status = status.updated_with(state="failed", message=f"process {status.pid} on {status.host} died: "
+                                         f"{crash} (its traceback is in log.txt)")
+        else:  # killed (SIGKILL, power loss, os._exit()): resumable from its checkpoints
+            status = status.updated_with(state="interrupted",
+                                         message=f"process {status.pid} on {status.host} is gone")
         if persist:
             self._status = status
             status = self.write_status()
         return status
+
+    def crash_report(self) -> str | None:
+        """The fatal error :mod:`faulthandler` wrote into ``log.txt`` since the run last started
+        ('Fatal Python error: Aborted'), if any."""
+        try:
+            tail = self.read_log_tail(400)
+        except (OSError, RunFileError):
+            return None
+        for line in reversed(tail):
+            if line.startswith("Fatal Python error:"):
+                return line.strip()
+            if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (starting|resuming) on ", line):
+                return None
+        return None
 
     @staticmethod
     def _is_stale(status: RunStatus) -> bool:
@@ -603,9 +869,13 @@ class Run:
 
     def read_log_tail(self, lines: int = 20) -> list[str]:
         try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+            fd = open_nofollow(self.log_path, os.O_RDONLY)
         except FileNotFoundError:
             return []
+        with os.fdopen(fd, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - 64 * 1024 * max(1, lines // 20)))  # the tail of a long log, not all of it
+            return fh.read().decode("utf-8", errors="replace").splitlines()[-lines:]
 
 
 # --------------------------------------------------------------------------- writers
@@ -628,6 +898,9 @@ class RunWriter(Protocol):
     def load_checkpoint(self, name: str) -> Any | None: ...
     def artifact_path(self, relative: str | os.PathLike) -> Path: ...
     def write_json(self, relative: str | os.PathLike, obj: Any) -> Path | None: ...
+    def record_artifact(self, relative: str | os.PathLike) -> str | None: ...
+    def reserve_space(self) -> None: ...
+    def release_space(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -685,8 +958,16 @@ class FollowerRun:
     def read_results(self) -> dict | None:
         return None
 
+    def reserve_space(self) -> None:
+        pass
+
+    def release_space(self) -> None:
+        pass
+
+    def record_artifact(self, relative: str | os.PathLike) -> None:
+        return None
+
     def close(self) -> None:
-        import shutil
         shutil.rmtree(self.path, ignore_errors=True)
 
 
@@ -734,18 +1015,37 @@ class RunStore:
         the sweep it belongs to (``group``). With ``lock`` the returned run already holds its lock
         (:meth:`Run.lock`)."""
         experiment = experiment or (cfg.name if cfg is not None else "run")
+        frozen = None
+        if cfg is not None:  # rendered before the folder exists: a config that cannot be written leaves none
+            from .config import dumps_config
+            try:
+                frozen = dumps_config(cfg, absolute_paths=True).encode("utf-8")
+            except UnicodeEncodeError as exc:  # e.g. a model path under a folder whose name is not UTF-8
+                bad = exc.object[max(0, exc.start - 30):exc.end + 10]
+                raise RunStoreError(f"cannot freeze the config into config.toml: {ascii(bad)} is not valid UTF-8; "
+                                    "expected paths and values in UTF-8") from None
         path = self._mkdir_unique(lambda: self.new_id(experiment))
         run = Run(path)
-        if lock:
-            run.lock()  # nobody else can run it before this process does (it was just created)
-        (path / "checkpoints").mkdir()
-        if cfg is not None:
-            from .config import dumps_config
-            atomic_write(run.config_path, dumps_config(cfg, absolute_paths=True))
-        run.write_status(state="queued", experiment=experiment, pid=None, host=socket.gethostname(),
-                         created=time.time(), started=None, progress={"done": 0, "total": None},
-                         eta=None, message="", source=source, group=group)
-        run.log(f"created run {run.id}" + (f" from {source}" if source else ""))
+        try:  # all of it or no folder: a full disk or a signal leaves no half-made run behind
+            if lock:
+                run.lock()  # nobody else can run it before this process does (it was just created)
+            (path / "checkpoints").mkdir()
+            if frozen is not None:
+                atomic_write(run.config_path, frozen, before_replace=lambda tmp: run.record_checksum(
+                    "config.toml", file_digest(tmp)))
+            else:
+                atomic_write_json(run.checksums_path, {})
+            run.reserve_space()
+            run.write_status(state="queued", experiment=experiment, pid=None, host=socket.gethostname(),
+                             created=time.time(), started=None, progress={"done": 0, "total": None},
+                             eta=None, message="", source=source, group=group)
+            run.log(f"created run {run.id}" + (f" from {source}" if source else ""))
+        except BaseException as exc:
+            run.unlock()
+            shutil.rmtree(path, ignore_errors=True)
+            if isinstance(exc, (OSError, RunFileError)):
+                raise RunStoreError(f"cannot create run {run.id} in {self.root}: {exc}") from None
+            raise
         return run
 
     def ensure_root(self) -> None:

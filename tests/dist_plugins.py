@@ -120,7 +120,7 @@ def addt_trainer_steps(steps: int = 2):
     data = SimpleNamespace(x=torch.rand(20, 1, 8, 8, generator=g, dtype=torch.float64),
                            y=torch.randint(0, 10, (20,), generator=g), uids=torch.arange(20))
     tr = ADDTTrainer(eps_model, clf, data, linear_schedule().alpha_bar64, CGPOSettings(multiplier=0.3, iterations=2),
-                     TrainSettings(batch_size=7, lr=1e-2, warmup=1), seed=11)
+                     TrainSettings(batch_size=7, lr=1e-2, warmup_steps=1), seed=11)
     for _ in range(steps):
         tr.train_step()
     return {"model": {k: v.detach().clone() for k, v in tr.model.state_dict().items()},

@@ -73,7 +73,7 @@ def test_cgpo_increases_the_classifier_loss_over_a_random_delta():
 def make_trainer(seed=3, **cgpo_kw):
     torch.manual_seed(0)
     s = CGPOSettings(**{"multiplier": 0.3, "iterations": 2, **cgpo_kw})
-    ts = TrainSettings(batch_size=8, lr=1e-3, warmup=2, ema=True, t_max=1000)
+    ts = TrainSettings(batch_size=8, lr=1e-3, warmup_steps=2, ema=True, t_max=1000)
     return ADDTTrainer(TinyEps(dtype=torch.float32), tiny_classifier(), tiny_data(), AB, s, ts, seed=seed)
 
 
@@ -130,8 +130,9 @@ def test_addt_stage_trains_saves_and_compares_variants(tmp_path):
     variants = res["stages"]["addt"]["variants"]
     assert set(variants) == {"addt", "control"} and variants["control"]["multiplier"] == 0.0
     # saved back in our own format, and different from each other
-    a = load_checkpoint(variants["addt"]["model"])
-    c = load_checkpoint(variants["control"]["model"])
+    assert variants["addt"]["model"] == "models/addt/eps_model.json"  # relative to the run folder
+    a = load_checkpoint(run.path / variants["addt"]["model"])
+    c = load_checkpoint(run.path / variants["control"]["model"])
     assert not torch.equal(params(a), params(c))
     models = {row["model"] for row in res["accuracies"]}
     assert models == {"original", "addt", "control"}
@@ -183,7 +184,7 @@ def test_addt_lowers_the_denoising_loss_under_cgpo_on_the_embedded_default():
     models = {"original": base}
     for name, settings in (("addt", s), ("control", CGPOSettings(multiplier=0.0, iterations=5))):
         tr = ADDTTrainer(copy.deepcopy(base), clf, data, AB, settings,
-                         TrainSettings(batch_size=32, lr=5e-4, warmup=10, t_max=t_max, ema=False), seed=0)
+                         TrainSettings(batch_size=32, lr=5e-4, warmup_steps=10, t_max=t_max, ema=False), seed=0)
         for _ in range(100):
             tr.train_step()
         models[name] = tr.evaluation_model()
@@ -222,8 +223,8 @@ def test_addt_stage_resumes_bit_identically_through_the_run_store(tmp_path, monk
     monkeypatch.setattr(ADDTTrainer, "train_step", original_step)
     assert run_study(run, run.read_config()) == "done"
     for variant in ("addt", "control"):
-        a = load_checkpoint(plain.read_results()["stages"]["addt"]["variants"][variant]["model"])
-        b = load_checkpoint(run.read_results()["stages"]["addt"]["variants"][variant]["model"])
+        a = load_checkpoint(plain.path / plain.read_results()["stages"]["addt"]["variants"][variant]["model"])
+        b = load_checkpoint(run.path / run.read_results()["stages"]["addt"]["variants"][variant]["model"])
         assert torch.equal(params(a), params(b)), variant
     steps = [(m["variant"], m["step"]) for m in run.metrics().read() if m["kind"] == "addt_step"]
     assert steps.count(("control", 2)) == 1  # resumed at the step after the last checkpoint
@@ -241,9 +242,8 @@ def test_addt_on_a_diffusers_unet_saves_a_diffusers_folder(tmp_path):
                      addt={"control": False})
     cfg, run = _stage_run(tmp_path, text)
     assert run_study(run, cfg) == "done", run.read_log_tail(30)
-    folder = run.read_results()["stages"]["addt"]["variants"]["addt"]["model"]
-    from pathlib import Path
-    assert Path(folder) == run.path / "models" / "addt" and (Path(folder) / "config.json").is_file()
+    folder = run.path / run.read_results()["stages"]["addt"]["variants"]["addt"]["model"]
+    assert folder == run.path / "models" / "addt" and (folder / "config.json").is_file()
     tuned = UNet2DModel.from_pretrained(folder)
     before = UNet2DModel.from_pretrained(tmp_path / "ddpm")
     assert not torch.equal(params(tuned), params(before))

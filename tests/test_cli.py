@@ -424,6 +424,11 @@ def test_resume_with_an_invalid_frozen_config_restores_the_state(tmp_path, capsy
     run.write_status(state="interrupted", pid=None, message="killed")
     run.config_path.write_text(run.config_path.read_text().replace("seed = 11", "seed = true"))
     assert cli.main(["--runs-dir", str(tmp_path), "resume", run.id]) == 2
+    err = capsys.readouterr().err  # an edited config is refused by its checksum first
+    assert "checksum" in err and str(run.config_path) in err
+    from dbp_core.runs import file_digest
+    run.record_checksum("config.toml", file_digest(run.config_path))  # as if dbp had written it so
+    assert cli.main(["--runs-dir", str(tmp_path), "resume", run.id]) == 2
     err = capsys.readouterr().err
     assert "dbp: invalid config" in err and "seed" in err and str(run.config_path) in err
     status = Run(run.path).read_status()

@@ -176,7 +176,7 @@ def test_minimal_config_gets_paper_defaults():
     assert cfg.purifier.t_star == 0.1 and cfg.purifier.steps == 100 and cfg.purifier.sampler == "ddpm"
     assert cfg.data.dataset == "digits" and cfg.models.classifier == "default"
     assert cfg.stages == ["evaluate"] and cfg.attacks == []
-    assert cfg.addt.lambda_multiplier == 0.03 and cfg.addt.lambda_clamp == 0.3 and cfg.addt.warmup == 500
+    assert cfg.addt.lambda_multiplier == 0.03 and cfg.addt.lambda_clamp == 0.3 and cfg.addt.warmup_steps == 0 and cfg.addt.dropout == 0.1 and cfg.addt.cgpo_train_mode
 
 
 def test_round_trip(tmp_path, monkeypatch):

@@ -9,12 +9,16 @@ from dbp_core.data import DatasetError, ImageSet, digits_split, load_dataset
 
 
 def test_digits_split_and_uids():
-    tr, te = load_dataset("digits", "train"), load_dataset("digits", "test")
-    assert isinstance(tr, ImageSet) and len(tr) == 1437 and len(te) == 360
+    tr, te, va = load_dataset("digits", "train"), load_dataset("digits", "test"), load_dataset("digits", "val")
+    assert isinstance(tr, ImageSet) and len(tr) == 1437 and len(te) == 200 and len(va) == 160
     assert tr.x.shape == (1437, 1, 8, 8) and tr.x.dtype == torch.float32 and tr.y.dtype == torch.int64
     assert 0.0 <= tr.x.min() and tr.x.max() <= 1.0 and tr.x.max() == 1.0
     assert set(tr.uids.tolist()).isdisjoint(te.uids.tolist())
-    assert sorted(tr.uids.tolist() + te.uids.tolist()) == list(range(1797))
+    # val: neither trained the shipped models (train) nor is reported (test); test keeps the first 200
+    # held-out digits, so the experiments' digits (data.first = 0, n_examples <= 200) are unchanged
+    assert set(va.uids.tolist()).isdisjoint(tr.uids.tolist() + te.uids.tolist())
+    assert sorted(tr.uids.tolist() + te.uids.tolist() + va.uids.tolist()) == list(range(1797))
+    assert te.uids.max() < va.uids.min()
     from sklearn.datasets import load_digits
     d = load_digits()
     i = 17

@@ -53,6 +53,8 @@ def list_experiments(folder: str | os.PathLike) -> list[ExperimentFile]:
             out.append(ExperimentFile(path, str(data.get("name", path.stem)), str(data.get("description", ""))))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             out.append(ExperimentFile(path, path.stem, "", error=f"{type(exc).__name__}: {exc}"))
+        except RecursionError:  # tables or arrays nested too deeply for the parser
+            out.append(ExperimentFile(path, path.stem, "", error="tables or arrays nested too deeply to read"))
     return out
 
 
@@ -218,7 +220,7 @@ def parse_value(text: str, kind: str) -> Any:
         return text
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -281,6 +283,17 @@ class ConfigForm:
         except (OSError, UnicodeDecodeError, tomlkit.exceptions.TOMLKitError) as exc:
             self.doc = tomlkit.document()
             self.parse_error = f"cannot read {self.path}: {exc}"
+        except RecursionError:
+            self.doc = tomlkit.document()
+            self.parse_error = f"cannot read {self.path}: tables or arrays nested too deeply"
+        from dbp_core.config import plain_problems
+        try:
+            too_deep = [e for e in plain_problems(self.data) if e["type"] == "depth"]
+        except RecursionError:
+            too_deep = [{"path": "(document)", "message": "tables or arrays nested too deeply"}]
+        if too_deep:  # the form (and copies of it) could not hold it: shown as a parse error
+            self.doc = tomlkit.document()
+            self.parse_error = f"cannot read {self.path}: {too_deep[0]['path']}: {too_deep[0]['message']}"
         self.errors: dict[str, str] = {}
         self.general_errors: list[str] = []
         self.valid = False

@@ -15,20 +15,25 @@ accumulated, never reset. RBGM (``ops.rbgm``) keeps delta exactly a Gaussian
 sample in value, ordered like the ascent direction. Ablations: ``guidance =
 "mse"`` maximises the denoising error instead; ``mapping = "linf-pgd"`` starts
 at 0, takes sign steps of ``pgd_step`` clipped to ``pgd_eps`` (docs/science.md, "ADDT",
-in [0, 1] units) and enters as ``eps + delta * min(sqrt(ab)/sqrt(1-ab), 10)``.
+in [0, 1] units) with ``x0 + delta`` kept in the image range [-1, 1] (as the authors'
+``train_ADDT_linf.py``), and enters as ``eps + delta * min(sqrt(ab)/sqrt(1-ab), 10)``.
 
 All noise is addressed (seed, stream, uid, step): a CGPO call is reproducible
 and independent of the batch composition.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .. import ops
+from ..models.dropout import dropout_addresses
 from ..purifier import noise as noise_mod
+
+DROPOUT_STREAM = noise_mod.stream(noise_mod.ADDT_DROPOUT)
 
 
 def lambda_t(alpha_bar: torch.Tensor, multiplier: float = 0.03, clamp: float = 0.3) -> torch.Tensor:
@@ -74,6 +79,20 @@ def one_step_x0(x_t: torch.Tensor, eps_pred: torch.Tensor, alpha_bar: torch.Tens
     return (x_t - _rows((1.0 - alpha_bar).sqrt(), x_t) * eps_pred) / _rows(alpha_bar.sqrt(), x_t)
 
 
+def cross_entropy_fixed_order(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy ``logsumexp(z) - z_y`` whose sum over classes runs in one fixed
+    order (class 0, 1, ...), so it rounds the same whatever SIMD width ATen picks for this CPU
+    (docs/science.md, "ADDT across machines"): ``F.cross_entropy`` reduces with the vector width
+    of the machine (AVX2: 8 floats, AVX-512: 16), which moves the loss by ~1e-7, the gradient
+    CGPO accumulates by ~1e-6, and so the rank order RBGM lays delta out in."""
+    z = logits - logits.detach().amax(1, keepdim=True)  # exact; the max only keeps exp in range
+    e = z.exp()
+    total = e[:, 0]
+    for k in range(1, e.shape[1]):
+        total = total + e[:, k]
+    return total.log() - z.gather(1, y[:, None]).squeeze(1)
+
+
 def guidance_loss(eps_model, classifier, x0, y, t, alpha_bar, eps, delta, s: CGPOSettings) -> torch.Tensor:
     """Per-example objective CGPO ascends: classifier CE on x0_hat (in [0, 1]) or the denoising MSE."""
     target = mixed_noise(eps, delta, alpha_bar, s)
@@ -82,7 +101,7 @@ def guidance_loss(eps_model, classifier, x0, y, t, alpha_bar, eps, delta, s: CGP
     if s.guidance == "mse":
         return (eps_pred - target).pow(2).flatten(1).mean(1)
     x0_hat = one_step_x0(x_t, eps_pred, alpha_bar)
-    return F.cross_entropy(classifier((x0_hat + 1.0) * 0.5), y, reduction="none")
+    return cross_entropy_fixed_order(classifier((x0_hat + 1.0) * 0.5), y)
 
 
 @dataclass
@@ -93,10 +112,13 @@ class CGPOResult:
 
 
 def cgpo(eps_model, classifier, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, uids: torch.Tensor,
-         alpha_bar: torch.Tensor, seed: int, s: CGPOSettings) -> CGPOResult:
+         alpha_bar: torch.Tensor, seed: int, s: CGPOSettings,
+         dropout_seed: Callable[[int], int] | None = None) -> CGPOResult:
     """Algorithm of the module docstring; ``alpha_bar`` = ab_t per sample [B]. Noise addresses:
     delta_0 and the RBGM draws on stream ADDT_DELTA (steps 0, 1..K), the per-iteration eps on
-    stream ADDT_NOISE (steps 1..K; step 0 is left for the training update)."""
+    stream ADDT_NOISE (steps 1..K; step 0 is left for the training update). A model in train
+    mode draws its dropout masks of iteration k from ``dropout_seed(k)`` (k = 1..K), addressed by
+    uid (``models/dropout.py``)."""
     delta_stream, eps_stream = noise_mod.stream(noise_mod.ADDT_DELTA), noise_mod.stream(noise_mod.ADDT_NOISE)
     if s.mapping == "linf-pgd":
         delta = torch.zeros_like(x0)
@@ -107,11 +129,14 @@ def cgpo(eps_model, classifier, x0: torch.Tensor, y: torch.Tensor, t: torch.Tens
     for k in range(s.iterations):
         eps = ops.normal(x0.shape, seed, eps_stream, uids, 1 + k, x0.dtype)
         d = delta.detach().requires_grad_(True)
-        loss = guidance_loss(eps_model, classifier, x0, y, t, alpha_bar, eps, d, s)
+        masks = dropout_addresses(dropout_seed(1 + k), DROPOUT_STREAM, uids) if dropout_seed else nullcontext()
+        with masks:
+            loss = guidance_loss(eps_model, classifier, x0, y, t, alpha_bar, eps, d, s)
         grad = torch.autograd.grad(loss.sum(), d)[0]
         losses.append(loss.detach().mean())  # read back once at the end: no device sync per iteration
-        if s.mapping == "linf-pgd":  # [0, 1] units -> [-1, 1] units: x2
+        if s.mapping == "linf-pgd":  # [0, 1] units -> [-1, 1] units: x2; x0 + delta stays an image
             delta = (delta + 2 * s.pgd_step * grad.sign()).clamp(-2 * s.pgd_eps, 2 * s.pgd_eps)
+            delta = torch.maximum(torch.minimum(delta, 1.0 - x0), -1.0 - x0)
         else:
             g = g + grad
             delta = ops.rbgm(g, seed, delta_stream, uids, 1 + k)

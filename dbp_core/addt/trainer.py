@@ -2,13 +2,16 @@
 for the batch, then the model learns to predict the mixed noise eps' (delta
 included) with ``|| eps_theta(sqrt(ab) x0 + sqrt(1-ab) eps', t) - eps' ||^2``.
 
-Optimiser as the paper's scripts: AdamW (0.95, 0.999), weight decay 1e-6, a
-constant learning rate after a linear warm-up, grad-norm clip 1.0, and an EMA
-of the weights (decay 1 - (1 + step)^-power, capped at max_decay, as
-diffusers' EMAModel). Everything random in a step — which examples, their t,
-flips, CGPO's noise, the training noise — is a function of (seed, step) and
-the examples' uids, so a step is bit-identical when repeated and a resumed run
-continues exactly where it stopped.
+Optimiser as the authors' script (``train_ADDT.py``): AdamW (0.95, 0.999), weight
+decay 1e-6, a constant learning rate (their ``--lr_scheduler constant`` ignores the
+warm-up steps it is given: ``warmup_steps = 0``; a positive value ramps it linearly),
+grad-norm clip 1.0, an EMA of the weights (decay 1 - (1 + step)^-power, capped at
+max_decay, as diffusers' EMAModel), dropout 0.1 in every dropout layer of the UNet while
+it trains, and CGPO run with the model in train mode (dropout active). Everything
+random in a step — which examples, their t, flips, CGPO's noise, the training noise,
+the dropout masks (``models/dropout.py``) — is a function of (seed, step) and the
+examples' uids, so a step is bit-identical when repeated, whatever the number of
+processes, and a resumed run continues exactly where it stopped.
 """
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import dist, ops
+from ..models.dropout import dropout_addresses, set_dropout
 from ..purifier import noise as noise_mod
 from ..purifier.noise import derive_seed
-from .cgpo import CGPOSettings, cgpo, diffuse, lambda_t, mixed_noise
+from .cgpo import DROPOUT_STREAM, CGPOSettings, cgpo, diffuse, lambda_t, mixed_noise
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class TrainSettings:
     steps: int = 800
     batch_size: int = 32
     lr: float = 2e-4
-    warmup: int = 500
+    warmup_steps: int = 0  # the authors': a constant learning rate
     betas: tuple[float, float] = (0.95, 0.999)
     weight_decay: float = 1e-6
     grad_clip: float = 1.0
@@ -38,11 +42,13 @@ class TrainSettings:
     ema_power: float = 0.75
     t_max: int = 1000  # t ~ U{0 .. t_max - 1}: 1000 (paper) or the purification range
     hflip: bool = False
+    dropout: float | None = None  # probability set in every dropout layer while training; None: leave them
+    cgpo_train_mode: bool = True  # CGPO probes the model in train mode (dropout active), as the authors
 
     @classmethod
     def from_config(cls, a, t_max: int, hflip: bool) -> "TrainSettings":
-        return cls(a.steps, a.batch_size, a.lr, a.warmup, tuple(a.betas), a.weight_decay, a.grad_clip, a.ema,
-                   a.ema_max_decay, a.ema_power, t_max, hflip)
+        return cls(a.steps, a.batch_size, a.lr, a.warmup_steps, tuple(a.betas), a.weight_decay, a.grad_clip, a.ema,
+                   a.ema_max_decay, a.ema_power, t_max, hflip, a.dropout, a.cgpo_train_mode)
 
 
 _PER_EXAMPLE = {"loss", "lambda_mean", "cgpo_loss_init", "cgpo_loss_final"}  # batch means of this rank's share
@@ -63,6 +69,9 @@ class ADDTTrainer:
         rank, world = dist.world()
         if world > min(train.batch_size, self.x.shape[0]):
             raise ValueError(f"addt.batch_size ({train.batch_size}) must be at least the number of processes ({world})")
+        # every dropout layer gets the configured probability and addressed masks (before the EMA
+        # copy is made, so both have the same modules)
+        self.dropout_layers = set_dropout(self.model, train.dropout) if train.dropout is not None else 0
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=train.lr, betas=train.betas,
                                      weight_decay=train.weight_decay)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if train.ema else None
@@ -83,8 +92,13 @@ class ADDTTrainer:
         return idx, t, flip & self.t.hflip
 
     def learning_rate(self, step: int) -> float:
-        """Constant after a linear warm-up over ``warmup`` steps."""
-        return self.t.lr * min(1.0, (step + 1) / self.t.warmup) if self.t.warmup else self.t.lr
+        """Constant (the authors'), after a linear warm-up over ``warmup_steps`` steps if any."""
+        return self.t.lr * min(1.0, (step + 1) / self.t.warmup_steps) if self.t.warmup_steps else self.t.lr
+
+    def dropout_seed(self, step: int, forward: int) -> int:
+        """Seed of the dropout masks of forward pass ``forward`` of ``step`` (0: the training
+        forward, k = 1..K: CGPO's iteration k); masks are addressed by uid (models/dropout.py)."""
+        return derive_seed(self.seed, "addt-dropout", step, forward)
 
     def ema_decay(self, step: int) -> float:
         return min(self.t.ema_max_decay, 1.0 - (1.0 + step) ** -self.t.ema_power)
@@ -117,8 +131,9 @@ class ADDTTrainer:
         def perturbation():
             if not self.uses_cgpo():
                 return torch.zeros_like(x0)
-            self.model.eval()  # CGPO probes the model as it is; no dropout noise
-            res = cgpo(self.model, self.classifier, x0, y, t, uids, ab, seed, self.s)
+            self.model.train(self.t.cgpo_train_mode)  # the authors probe the model in train mode
+            res = cgpo(self.model, self.classifier, x0, y, t, uids, ab, seed, self.s,
+                       dropout_seed=lambda k: self.dropout_seed(self.step, k))
             stats.update(cgpo_loss_init=res.loss_first, cgpo_loss_final=res.loss_last)
             return res.delta
 
@@ -128,7 +143,8 @@ class ADDTTrainer:
             self.model.train()
             eps = ops.normal(x0.shape, seed, noise_mod.stream(noise_mod.ADDT_NOISE), uids, 0, x0.dtype)
             target = mixed_noise(eps, delta, ab, self.s)
-            value = F.mse_loss(self.ddp(diffuse(x0, target, ab), t), target)
+            with dropout_addresses(self.dropout_seed(self.step, 0), DROPOUT_STREAM, uids):
+                value = F.mse_loss(self.ddp(diffuse(x0, target, ab), t), target)
             if not torch.isfinite(value):
                 raise FloatingPointError(f"ADDT step {self.step}: non-finite denoising loss {float(value)}")
             return value

@@ -6,7 +6,10 @@ docs/design.md, "Noise addressing"), so noise and results never depend on batch 
 
 Digits split (fixed, documented): sklearn's 1,797 images are permuted with
 ``numpy.random.RandomState(0).permutation(1797)``; the first 1,437 indices of that permutation
-(sorted) are ``train``, the remaining 360 (sorted) are ``test``. Pixels are ``value / 16`` in [0, 1].
+(sorted) are ``train`` — what the shipped models were trained on (``dbp train``) — and the
+remaining 360, sorted by index, are held out: the first 200 are ``test`` (the digits the
+experiments report on), the last 160 are ``val``, for choosing settings on digits that neither
+trained the models nor are reported. Pixels are ``value / 16`` in [0, 1].
 """
 from __future__ import annotations
 
@@ -20,17 +23,21 @@ import torch
 from .imageset import DatasetError, ImageSet
 
 DIGITS_TRAIN_SIZE = 1437
+DIGITS_TEST_SIZE = 200  # of the 360 held-out digits; the other 160 are `val`
 DIGITS_SPLIT_SEED = 0
 
 
 def digits_split(split: str) -> np.ndarray:
-    """Original indices of the digits ``train`` / ``test`` split (sorted)."""
+    """Original indices of the digits ``train`` / ``test`` / ``val`` split (sorted, disjoint)."""
     perm = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(1797)
+    held_out = np.sort(perm[DIGITS_TRAIN_SIZE:])
     if split == "train":
         return np.sort(perm[:DIGITS_TRAIN_SIZE])
     if split == "test":
-        return np.sort(perm[DIGITS_TRAIN_SIZE:])
-    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return held_out[:DIGITS_TEST_SIZE]
+    if split == "val":
+        return held_out[DIGITS_TEST_SIZE:]
+    raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
 
 
 def load_digits(split: str) -> ImageSet:
@@ -88,7 +95,7 @@ def load_cifar10(split: str, root: str | Path) -> ImageSet:
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"] \
         if split == "test" else None
     if names is None:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ValueError(f"cifar10 has the splits 'train' and 'test', got {split!r}")
     parts = [_read_cifar_batch(root / n) for n in names]
     data = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])

@@ -9,9 +9,9 @@ DATASETS = ("digits", "cifar10", "imagenet")
 CHANNELS = {"digits": 1, "cifar10": 3, "imagenet": 3}
 IMAGE_SIZES = {"digits": 8, "cifar10": 32}  # height = width; imagenet's is data.image_size
 CLASSES = {"digits": 10, "cifar10": 10, "imagenet": 1000}
-SPLIT_SIZES = {"digits": {"train": 1437, "test": 360}, "cifar10": {"train": 50000, "test": 10000},
+SPLIT_SIZES = {"digits": {"train": 1437, "val": 160, "test": 200}, "cifar10": {"train": 50000, "test": 10000},
                "imagenet": {"train": 1281167, "test": 50000}}  # imagenet 'test' = the labelled val set
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 CLASSIFIER_FORMATS = ("auto", "dbp", "robustbench", "torchvision")
 DIFFUSION_FORMATS = ("auto", "dbp", "diffusers", "guided-diffusion", "score-sde")

@@ -31,6 +31,7 @@ ADDT_NOISE = 3  # ADDT: training noise eps
 ADDT_DELTA = 4  # ADDT: CGPO initial delta / RBGM draws
 TRAIN = 5  # plain DDPM training noise
 GUIDANCE = 6  # GDMP guidance: the draw that re-noises the guidance target (step field = original timestep)
+ADDT_DROPOUT = 7  # ADDT: dropout masks of the fine-tuned network (step field = dropout layer)
 NUM_KINDS = 16
 MAX_REPLICA = (2**32) // NUM_KINDS - 1
 

@@ -76,9 +76,12 @@ def run(ctx: StageContext) -> dict:
                 state["current"] = {"label": label, "trainer": trainer.state_dict()}
                 ctx.save_checkpoint(state, tensors=True)
             ctx.progress(n_done * a.steps + trainer.step, total, message=f"ADDT {label}")
-        path = save_like_source(trainer.evaluation_model(), ctx.artifact_path(f"models/{label}"))
-        state["finished"][label] = summary[label] = {"model": str(path), "steps": trainer.step,
-                                                     "multiplier": s.multiplier}
+        folder = ctx.artifact_path(f"models/{label}")
+        path = save_like_source(trainer.evaluation_model(), folder)
+        ctx.record_artifact(f"models/{label}")  # verified on resume, before the attacks stage loads it
+        # relative to the run folder: a moved or copied run loads its own model, not the original's
+        state["finished"][label] = summary[label] = {"model": path.relative_to(folder.parent.parent).as_posix(),
+                                                     "steps": trainer.step, "multiplier": s.multiplier}
         state["current"] = None
         ctx.save_checkpoint(state, tensors=True)
     return {"variants": summary, "t_max": t_max, "hflip": hflip}

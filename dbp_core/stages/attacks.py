@@ -137,8 +137,9 @@ def defences(ctx) -> dict[str, DefendedClassifier]:
         purifier = res.purifier(noise_mod.stochastic())
         if purifier is None:
             raise ValueError("stage 'attacks' attacks a purified classifier: models.diffusion must not be 'none'")
-        if path is not None:
-            purifier.eps_model = load_model_file(path, "diffusion", "auto", res.cfg.models.trust_pickle).to(res.device)
+        if path is not None:  # recorded relative to the run folder (absolute in runs made before)
+            purifier.eps_model = load_model_file(ctx.run_file(path), "diffusion", "auto",
+                                                 res.cfg.models.trust_pickle).to(res.device)
         out[label] = DefendedClassifier(classifier, purifier).to(res.device)  # the classifier normalises
     return out
 

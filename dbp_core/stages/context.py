@@ -241,6 +241,15 @@ class StageContext:
         under torchrun, ranks > 0 get a private scratch folder instead."""
         return self.run.artifact_path(relative)
 
+    def record_artifact(self, relative: str) -> None:
+        """Record the checksum of a file or folder this stage wrote under the run folder (a saved
+        model): ``dbp resume`` refuses the run if it was changed since (docs/design.md, "The run folder")."""
+        self.run.record_artifact(relative)
+
+    def run_file(self, relative: str) -> Path:
+        """A path a stage recorded relative to the run folder (e.g. a saved model), made absolute."""
+        return Path(self.run.path) / relative
+
     def write_json(self, relative: str, obj: Any) -> str:
         """Write ``obj`` atomically as ``<run>/<relative>``; returns ``relative`` (for the stage's result)."""
         self.run.write_json(relative, obj)
