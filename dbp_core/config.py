@@ -101,6 +101,20 @@ def format_loc(loc: tuple) -> str:
 
 # --------------------------------------------------------------------------- helpers
 
+def _config_path(value: str, info: ValidationInfo) -> Path:
+    """A path of the config: ``~`` expanded, a relative one taken from the config file's folder."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else _base_dir(info) / path
+
+
+def _listed_once(values: list[str], what: str) -> list[str]:
+    """``values`` if no entry repeats; else ValueError naming the repeated ones."""
+    dup = sorted({v for v in values if values.count(v) > 1})
+    if dup:
+        raise ValueError(f"{what} listed twice: {', '.join(dup)}")
+    return values
+
+
 def _base_dir(info: ValidationInfo) -> Path:
     ctx = info.context or {}
     return Path(ctx.get("base_dir") or os.getcwd())
@@ -117,9 +131,7 @@ def _check_model_ref(value: str, info: ValidationInfo, *, keywords: tuple[str, .
     if not value.strip():
         raise ValueError(f"expected {' / '.join(repr(k) for k in keywords)}, a {what} path "
                          "or an import path 'package.module:callable'")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = _base_dir(info) / path
+    path = _config_path(value, info)
     if not (path.exists() or path.with_suffix(".json").is_file()):  # dbp checkpoints may be named by stem
         raise ValueError(f"{what} '{path}' does not exist (relative paths are resolved against "
                          f"the config file's folder; expected {' / '.join(repr(k) for k in keywords)}, "
@@ -190,8 +202,7 @@ class DataConfig(_Section):
     def _root(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
         if v is None:
             return v
-        path = Path(v).expanduser()
-        path = path if path.is_absolute() else _base_dir(info) / path
+        path = _config_path(v, info)
         if not path.is_dir():
             raise ValueError(f"dataset folder '{path}' does not exist (relative to the config file's folder)")
         return v
@@ -201,8 +212,7 @@ class DataConfig(_Section):
     def _class_index(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
         if v is None:
             return v
-        path = Path(v).expanduser()
-        path = path if path.is_absolute() else _base_dir(info) / path
+        path = _config_path(v, info)
         if not path.is_file():
             raise ValueError(f"class-index file '{path}' does not exist (relative to the config file's folder)")
         return v
@@ -564,10 +574,7 @@ class EvaluationConfig(_Section):
     @field_validator("protocols")
     @classmethod
     def _unique(cls, v: list[str]) -> list[str]:
-        dup = sorted({p for p in v if v.count(p) > 1})
-        if dup:
-            raise ValueError(f"protocol listed twice: {', '.join(dup)}")
-        return v
+        return _listed_once(v, "protocol")
 
 
 class ADDTConfig(_Section):
@@ -654,10 +661,7 @@ class AuditConfig(_Section):
     @field_validator("checks")
     @classmethod
     def _unique_checks(cls, v: list[str]) -> list[str]:
-        dup = sorted({c for c in v if v.count(c) > 1})
-        if dup:
-            raise ValueError(f"check listed twice: {', '.join(dup)}")
-        return v
+        return _listed_once(v, "check")
 
     @field_validator("eot_ks")
     @classmethod
