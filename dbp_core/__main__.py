@@ -8,24 +8,19 @@ start-up (docs/design.md, "Stages and the runner")."""
 import signal
 import sys
 
+from .interrupts import deferred
+
 
 def entry() -> None:
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # both end as KeyboardInterrupt
+    # both end as KeyboardInterrupt; SIGINT too when the parent ignored it (a shell's background job
+    # inherits SIG_IGN, which Python keeps): dbp is stopped by the signals it is sent, like a run is
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        if hasattr(signal, "pthread_sigmask"):
-            # Rust extensions (pydantic-core, safetensors) panic if a KeyboardInterrupt lands in their
-            # module initialisation: import them with the signals held, then let the signals through
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-            # (and the command line's own modules: an interrupt raised inside an import's lock
-            # callback is printed and dropped by Python, and the command would go on)
-            for name in ("datetime", "pydantic_core", "safetensors"):
-                try:
-                    __import__(name)
-                except ImportError:
-                    pass
+        with deferred():  # the imports: a signal is recorded and taken once they are done
+            if hasattr(signal, "pthread_sigmask"):  # a launcher may start dbp with the signals blocked
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             from .cli import main
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-        from .cli import main
         code = main()
     except KeyboardInterrupt:
         print("dbp: interrupted", file=sys.stderr)

@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+from .interrupts import deferred
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -79,24 +81,8 @@ def _open_run(args):
         raise UserError(str(exc)) from None
 
 
-@contextlib.contextmanager
-def _signals_held():
-    """Hold SIGINT/SIGTERM (delivered when the block ends) while a config is validated: validation
-    imports plugins inside pydantic's Rust validators, and a KeyboardInterrupt raised there would be
-    lost in an import error or abort the process."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
-
-
 def _load(args):
-    with _signals_held():  # the preflight's first torch import too: an interrupt there could be lost
+    with deferred():  # the preflight's first torch import too: an interrupt there could be lost
         from .config import load_config
         from .preflight import preflight
         cfg = load_config(args.file, overrides=args.set or [])
@@ -106,7 +92,7 @@ def _load(args):
 def _execute(run, cfg, args) -> int:
     display = ProgressDisplay(enabled=False if args.no_progress else None)
     try:
-        with _signals_held():  # importing the runner: an interrupt is delivered after, not lost in an import
+        with deferred():  # importing the runner: an interrupt is delivered after, not lost in an import
             from .runner import run_study
         state = run_study(run, cfg, on_progress=display)
     except KeyboardInterrupt:  # before run_study took over the signals: the run is left as it was
@@ -239,7 +225,7 @@ def _claim_for_resume(run):
         run.mark_running()
         try:
             from .preflight import preflight
-            with _signals_held():
+            with deferred():
                 frozen = run.read_config()
             cfg = preflight(frozen, str(run.config_path))
         except ConfigError:
@@ -671,7 +657,7 @@ def _printable_streams() -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         _printable_streams()
-        with _signals_held():  # pydantic builds the schema's validators in Rust: not interruptible
+        with deferred():  # pydantic builds the schema's validators in Rust: not interruptible
             from .config import ConfigError
         from .runs import RunFileError, RunLocked, RunStoreError
         parser = build_parser()
