@@ -54,7 +54,7 @@ import torch  # noqa: E402
 
 import _harness as H  # noqa: E402
 
-SECTIONS = ("ops", "purify", "samplers", "cifar-time", "cifar", "attack", "addt")
+SECTIONS = ("ops", "purify", "samplers", "cifar-time", "cifar", "attack", "addt", "precision")
 
 
 def machine() -> str:
@@ -164,6 +164,11 @@ def main(argv=None):
         import bench_addt
         log("addt: ADDT step")
         rows += bench_addt.rows(bench_addt.measure(32, 5, p["addt_repeats"]), 32, 5)
+
+    if "precision" in a.only:
+        import bench_precision
+        log("precision: bf16 vs fp32 network")
+        rows += bench_precision.rows({s: bench_precision.measure(s, 3) for s in bench_precision.SETTINGS})
 
     cmd = "python benchmarks/run_all.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"# {cmd.strip()}")

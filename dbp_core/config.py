@@ -41,7 +41,8 @@ from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSES as DATASET_C
                               DIFFUSION_FORMATS, DIFFUSION_WEIGHTS,
                               SPLIT_SIZES, SPLITS)
 from .plugins import is_import_path, resolve_import_path
-from .purifier.registry import DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, RESPACINGS, SAMPLERS, VARIANCES
+from .purifier.registry import (DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, PRECISIONS, RESPACINGS, SAMPLERS,
+                                VARIANCES)
 from .stages.registry import DEFAULT_PROTOCOLS, PROTOCOLS, PURIFYING_PROTOCOLS, stage_names
 
 if sys.version_info >= (3, 11):
@@ -380,6 +381,10 @@ class PurifierConfig(_Section):
     guidance_target: Literal[GUIDANCE_TARGETS] = Field(
         "noised", description="GDMP's guidance target: the input re-noised to each step ('noised', CIFAR-10) or "
         "the input itself ('clean', ImageNet)")
+    precision: Literal[PRECISIONS] = Field(
+        "fp32", description="The noise network's arithmetic: 'fp32' (default: exact gradients), 'bf16' (autocast, "
+        "CPU and GPU) or 'tf32' (TF32 matmuls, CUDA only); the chain's steps stay in float32 (README, "
+        "'Performance': the measured cost of bf16)")
     respacing: Literal[RESPACINGS] = Field(
         "t_star", description="'ddpm'/'ddim' timesteps: `steps` spread over the t* range ('t_star'), or `steps` "
         "respaced over all 1000 as guided-diffusion's timestep_respacing, the chain starting at the last kept "
@@ -751,6 +756,9 @@ class ExperimentConfig(_Section):
         if (self.analysis.trajectory or self.analysis.landscape) and not self.attacks:
             field = "trajectory" if self.analysis.trajectory else "landscape"
             raise _FieldError(("analysis", field), True, "analyses follow an attack: add an [[attacks]] entry")
+        if self.purifier.precision == "tf32" and self.device == "cpu":
+            raise _FieldError(("purifier", "precision"), "tf32", "'fp32' or 'bf16': tf32 is a CUDA matmul mode, and "
+                              "device = 'cpu'")
         if self.models.diffusion == "none":
             needs = [p for p in self.evaluation.protocols if p in PURIFYING_PROTOCOLS]
             # the default list is fine (the stages skip what needs purification): a run's frozen

@@ -68,6 +68,9 @@ def check_device(cfg: ExperimentConfig) -> list[dict]:
         problem = cuda_problem()
         if problem:
             return [_problem("device", "cuda", f"got 'cuda': no CUDA device: {problem}", "device")]
+    elif cfg.device == "auto" and cfg.purifier.precision == "tf32" and cuda_problem():
+        return [_problem("purifier.precision", "tf32", "got 'tf32': a CUDA matmul mode, and device 'auto' is the CPU "
+                         f"here ({cuda_problem()}); use 'bf16' or 'fp32'", "device")]
     return []
 
 

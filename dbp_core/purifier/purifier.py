@@ -73,6 +73,7 @@ from . import noise as noise_mod
 from .chain import ChainCheckpoint, ChainPlan
 from .diffusion import ReverseStep, Schedule, linear_schedule, q_sample, reverse_chain
 from .guidance import Guidance, guidance_term
+from .precision import check_precision, network_precision
 from .registry import DISCRETE_SAMPLERS, GRAD_MODES, RESPACINGS, SAMPLERS, VARIANCES
 from .vpsde import continuous_chain, vp_sigma
 
@@ -107,8 +108,10 @@ class Purifier(nn.Module):
                  steps: int | None = None, sampler: str = "ddpm", noise: noise_mod.NoiseSource | None = None,
                  grad_mode: str = "checkpoint", schedule: Schedule | None = None, variance: str = "fixed_large",
                  segments: int | None = None, *, eta: float = 0.0, clip_denoised: bool = False,
-                 clamp_output: bool = False, guidance: Guidance | None = None, respacing: str = "t_star"):
+                 clamp_output: bool = False, guidance: Guidance | None = None, respacing: str = "t_star",
+                 precision: str = "fp32"):
         super().__init__()
+        check_precision(precision)
         if grad_mode not in GRAD_MODES:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
         check_options(sampler, variance, float(eta), bool(clip_denoised), guidance, respacing)
@@ -129,6 +132,7 @@ class Purifier(nn.Module):
         self.clamp_output = bool(clamp_output)
         self.guidance = guidance
         self.respacing = respacing
+        self.precision = precision
         if sampler in DISCRETE_SAMPLERS:
             self.chain: list[ReverseStep] = reverse_chain(self.schedule, self.num_noise_steps, self.steps, sampler,
                                                           variance, self.eta, respacing)
@@ -144,6 +148,7 @@ class Purifier(nn.Module):
                                                      ("clamp_output", self.clamp_output),
                                                      ("guidance", self.guidance)) if v not in (0.0, False, None))
         extra += f", respacing={self.respacing!r}" if self.respacing != "t_star" else ""
+        extra += f", precision={self.precision!r}" if self.precision != "fp32" else ""
         return (f"t_star={self.t_star}, steps={self.steps}, sampler={self.sampler!r}, variance={self.variance!r}, "
                 f"noise={self.noise!r}, grad_mode={self.grad_mode!r}, segments={self.segments}{extra}")
 
@@ -161,7 +166,9 @@ class Purifier(nn.Module):
         purifier's input in [-1, 1] (the guidance target; None without guidance). ``draw=False``: skip
         the noise term where nothing differentiates through it (the backward's recomputation)."""
         st = self.chain[i]
-        out = self.eps_model(x, self._model_input_time(st, x))
+        with network_precision(self.precision, x.device.type):
+            out = self.eps_model(x, self._model_input_time(st, x))
+        out = out.to(x.dtype)  # the step's arithmetic stays in the chain's dtype
         c = x.shape[1]
         if getattr(self.eps_model, "learned_variance", False):
             if out.shape[1] != 2 * c:
