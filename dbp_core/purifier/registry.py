@@ -9,3 +9,4 @@ GRAD_MODES = ("none", "full", "checkpoint", "segments")
 RESPACINGS = ("t_star", "global")  # ddpm/ddim steps spread over 0..t* T - 1, or over all T (guided-diffusion's)
 VARIANCES = ("fixed_large", "fixed_small", "learned")
 GUIDANCE_TARGETS = ("noised", "clean")  # GDMP's guidance target: the input re-noised to each step, or as is
+PRECISIONS = ("fp32", "bf16", "tf32")  # the network's arithmetic: exact, bfloat16 autocast, TF32 matmuls (CUDA)
