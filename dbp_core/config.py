@@ -38,7 +38,7 @@ from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSIFIER_ARCHS, CL
                               DIFFUSION_ARCHS, DIFFUSION_CONFIG_KEYS, DIFFUSION_FORMATS, DIFFUSION_WEIGHTS,
                               SPLIT_SIZES, SPLITS)
 from .plugins import is_import_path, resolve_import_path
-from .purifier.registry import DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, RESPACINGS, SAMPLERS, VARIANCES
+from .purifier.registry import DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, PRECISIONS, RESPACINGS, SAMPLERS, VARIANCES
 from .stages.registry import DEFAULT_PROTOCOLS, PROTOCOLS, PURIFYING_PROTOCOLS, stage_names
 
 if sys.version_info >= (3, 11):
@@ -365,6 +365,14 @@ class PurifierConfig(_Section):
         "t_star", description="'ddpm'/'ddim' timesteps: `steps` spread over the t* range ('t_star'), or `steps` "
         "respaced over all 1000 as guided-diffusion's timestep_respacing, the chain starting at the last kept "
         "step below t* ('global': GDMP on ImageNet, steps = 250, t_star = 0.178)")
+    memory_budget: Optional[float] = Field(
+        None, gt=0, description="GB the gradient through the chain may add to the allocator's peak: each step's "
+        "recomputation runs in micro-batches that fit, and the last steps keep their forward graphs when there "
+        "is room (toward 'full' speed); the plan and the measured peak go to log.txt. Default: no budget")
+    precision: Literal[PRECISIONS] = Field(
+        "fp32", description="The noise network's arithmetic: 'fp32' (exact, default), 'bf16' (autocast; CPU or "
+        "GPU) or 'tf32' (CUDA tensor cores); the sampler's step stays in float32")
+    compile: bool = Field(False, description="torch.compile the noise network (inductor; the first call compiles)")
 
     @model_validator(mode="after")
     def _sampler_options(self) -> "PurifierConfig":
