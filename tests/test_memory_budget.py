@@ -84,7 +84,7 @@ def _attack_gradient(net, batch, replicas, mode, budget):
     return peak, g, plan
 
 
-@pytest.mark.parametrize("batch,replicas", [(8, 1), (4, 8), (8, 8)])
+@pytest.mark.parametrize("batch,replicas", [(8, 1), (8, 8)])  # batch x EOT 8 and 64
 def test_measured_peak_stays_under_the_budget_on_the_digits_unet(digits_unet, batch, replicas):
     peak_ck, g_ck, _ = _attack_gradient(digits_unet, batch, replicas, "checkpoint", None)
     peak_full, g_full, _ = _attack_gradient(digits_unet, batch, replicas, "full", None)
