@@ -143,9 +143,11 @@ def main(argv=None):
     pur = Purifier(net, steps=100, memory_budget=16.0)
     plan100 = pur.memory_plan(x, torch.arange(args.batch), replicas=args.eot)
     costs = next(iter(pur._costs.values()))
+    ck100 = memory.plan(costs, rows, 100, 1, 1e3)
+    full100 = ck100.expected_peak  # every step kept: plain autograd's model
+    ck_floor = 5 * rows * costs.image + 100 * rows * costs.image + max(costs.forward(rows), costs.vjp(rows))
     md += ["", f"Extrapolated (the planner's model from measured step costs, not measured) at 100 steps, {rows} rows: "
-           f"checkpoint floor {memory.plan(costs, rows, 100, 1, 1e3).expected_peak / GB:.3f} GB with one micro-batch; "
-           f"a 16 GB budget: {plan100.describe()}."]
+           f"`full` {full100 / GB:.1f} GB, `checkpoint` {ck_floor / GB:.2f} GB; a 16 GB budget: {plan100.describe()}."]
     pr = precision_rows(net, x, torch.arange(args.batch), args.eot, args.steps[0])
     dg = digits_precision()
     md += ["", "| precision check | time fp32 s | time bf16 s | bf16 / fp32 time | gradient cosine | Linf step sign "

@@ -107,13 +107,19 @@ def plan(costs: StepCosts, rows: int, steps: int, per_segment: int, budget_gb: f
         need = (base + max(costs.forward(1), costs.vjp(1))) / (1.0 - MARGIN)
         raise MemoryBudgetError(f"purifier.memory_budget = {budget_gb} GB cannot hold one row's recomputation of "
                                 f"a step ({rows} rows x {steps} steps need at least {need / GB:.3f} GB); raise it")
-    transient = max(costs.forward(forward_batch), costs.vjp(backward_batch))
+    fwd, vjp = costs.forward(forward_batch), costs.vjp(backward_batch)
     chunks = math.ceil(rows / backward_batch)
     per_kept = costs.graph.fixed * chunks + costs.graph.per_row * rows
+
+    def peak_with(kept: int) -> float:
+        # forward: the kept graphs built, plus a step's transient; backward: the kept graphs are used first,
+        # a micro-batch's piece at a time (its own graph counted in vjp), then one recomputation at a time
+        held = kept * per_kept - (costs.graph(backward_batch) if kept else 0.0)
+        return fixed + stored(kept) * rows * costs.image + max(kept * per_kept + fwd, held + vjp)
     kept = 0
-    while kept < steps and fixed + stored(kept + 1) * rows * costs.image + (kept + 1) * per_kept + transient <= avail:
+    while kept < steps and peak_with(kept + 1) <= avail:
         kept += 1
-    peak = fixed + stored(kept) * rows * costs.image + kept * per_kept + transient
+    peak = peak_with(kept)
     return MemoryPlan(budget, rows, steps, kept, forward_batch, backward_batch, stored(kept), int(peak))
 
 
