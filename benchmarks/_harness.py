@@ -97,18 +97,11 @@ def best(times: dict[str, list[float]]) -> dict[str, float]:
 
 def alloc_high_water(fn: Callable[[], object]) -> tuple[float, object]:
     """(MiB held by torch's CPU allocator at its peak during ``fn()`` above what it held before,
-    fn's result)."""
-    from torch.profiler import ProfilerActivity, profile
+    fn's result): the measurement the memory budget plans with (dbp_core/purifier/memory.py)."""
+    import torch
+    from dbp_core.purifier.memory import measure
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        result = fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    events.sort(key=lambda e: e.start_ns())
-    cur = peak = 0
-    for e in events:
-        cur += e.nbytes()
-        peak = max(peak, cur)
-    del prof, events
+    peak, _, result = measure(fn, torch.device("cpu"))
     return peak / 2**20, result
 
 

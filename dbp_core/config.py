@@ -389,6 +389,11 @@ class PurifierConfig(_Section):
         "t_star", description="'ddpm'/'ddim' timesteps: `steps` spread over the t* range ('t_star'), or `steps` "
         "respaced over all 1000 as guided-diffusion's timestep_respacing, the chain starting at the last kept "
         "step below t* ('global': GDMP on ImageNet, steps = 250, t_star = 0.178)")
+    memory_budget: Optional[float] = Field(
+        None, gt=0, description="GB the gradient through the chain may add to the allocator's peak: each step's "
+        "recomputation runs in micro-batches that fit, and the last steps keep their forward graphs when there "
+        "is room (toward 'full' speed); the plan and the measured peak go to log.txt. Default: no budget")
+    compile: bool = Field(False, description="torch.compile the noise network (inductor; the first call compiles)")
 
     @model_validator(mode="after")
     def _sampler_options(self) -> "PurifierConfig":

@@ -70,10 +70,12 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import ops
 from . import noise as noise_mod
-from .chain import ChainCheckpoint, ChainPlan
+from . import memory
+from .chain import ChainCheckpoint, ChainPlan, step_vjp
+from .memory import MemoryPlan, StepCosts
 from .diffusion import ReverseStep, Schedule, linear_schedule, q_sample, reverse_chain
 from .guidance import Guidance, guidance_term
-from .precision import check_precision, network_precision
+from .precision import check_precision, compiled_network, network_precision
 from .registry import DISCRETE_SAMPLERS, GRAD_MODES, RESPACINGS, SAMPLERS, VARIANCES
 from .vpsde import continuous_chain, vp_sigma
 
@@ -109,9 +111,15 @@ class Purifier(nn.Module):
                  grad_mode: str = "checkpoint", schedule: Schedule | None = None, variance: str = "fixed_large",
                  segments: int | None = None, *, eta: float = 0.0, clip_denoised: bool = False,
                  clamp_output: bool = False, guidance: Guidance | None = None, respacing: str = "t_star",
-                 precision: str = "fp32"):
+                 memory_budget: float | None = None, precision: str = "fp32", compile: bool = False):
         super().__init__()
         check_precision(precision)
+        if memory_budget is not None:
+            if not (math.isfinite(memory_budget) and memory_budget > 0):
+                raise ValueError(f"memory_budget must be a positive number of GB, got {memory_budget}")
+            if not isinstance(eps_model, nn.Module):
+                raise ValueError("memory_budget plans the checkpointed chain of an nn.Module eps_model; "
+                                 f"got a {type(eps_model).__name__}")
         if grad_mode not in GRAD_MODES:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
         check_options(sampler, variance, float(eta), bool(clip_denoised), guidance, respacing)
@@ -142,13 +150,22 @@ class Purifier(nn.Module):
             raise ValueError(f"segments must be >= 1, got {segments}")
         # segments mode: ceil(sqrt(S)) by default, the count that minimises stored images (~2 sqrt(S))
         self.segments = int(segments) if segments is not None else max(1, math.ceil(math.sqrt(len(self.chain))))
+        self.memory_budget = None if memory_budget is None else float(memory_budget)
+        self.compile = bool(compile)
+        # the network as called: compiled (torch.compile) or not; kept out of the module tree so that
+        # parameters() lists the weights once
+        self.__dict__["_net"] = compiled_network(eps_model) if compile else eps_model
+        self._costs: dict = {}  # measured step costs (memory.StepCosts) by (row shape, dtype, device, weights)
+        self.last_plan: MemoryPlan | None = None
 
     def extra_repr(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in (("eta", self.eta), ("clip_denoised", self.clip_denoised),
                                                      ("clamp_output", self.clamp_output),
                                                      ("guidance", self.guidance)) if v not in (0.0, False, None))
         extra += f", respacing={self.respacing!r}" if self.respacing != "t_star" else ""
+        extra += f", memory_budget={self.memory_budget}" if self.memory_budget is not None else ""
         extra += f", precision={self.precision!r}" if self.precision != "fp32" else ""
+        extra += ", compile=True" if self.compile else ""
         return (f"t_star={self.t_star}, steps={self.steps}, sampler={self.sampler!r}, variance={self.variance!r}, "
                 f"noise={self.noise!r}, grad_mode={self.grad_mode!r}, segments={self.segments}{extra}")
 
@@ -167,7 +184,7 @@ class Purifier(nn.Module):
         the noise term where nothing differentiates through it (the backward's recomputation)."""
         st = self.chain[i]
         with network_precision(self.precision, x.device.type):
-            out = self.eps_model(x, self._model_input_time(st, x))
+            out = self._net(x, self._model_input_time(st, x))
         out = out.to(x.dtype)  # the step's arithmetic stays in the chain's dtype
         c = x.shape[1]
         if getattr(self.eps_model, "learned_variance", False):
@@ -223,15 +240,17 @@ class Purifier(nn.Module):
         n = len(self.chain)
         kept: dict[int, torch.Tensor] = {}
         mode = self.grad_mode if torch.is_grad_enabled() else "none"
-        if mode in ("none", "full"):
+        budgeted = self.memory_budget is not None and mode != "none"
+        if mode == "none" or (mode == "full" and not budgeted):
             return self._steps(x, cond, 0, n, seed, uids, replica, replicas, False, keep, kept), kept
         params = self._chain_params(x)
         if params is not None:  # the lean path: one autograd node for the whole chain
             if not (x.requires_grad or (cond is not None and cond.requires_grad) or params):
                 with torch.no_grad():  # nothing to differentiate
                     return self._steps(x, cond, 0, n, seed, uids, replica, replicas, False, keep, kept), kept
-            per_segment = 1 if mode == "checkpoint" else math.ceil(n / min(self.segments, n))
-            plan = ChainPlan(self, seed, uids, replica, replicas, per_segment, keep)
+            per_segment = math.ceil(n / min(self.segments, n)) if mode == "segments" else 1
+            memory = self._memory_plan(x, cond, seed, uids, replica, replicas, per_segment, params) if budgeted else None
+            plan = ChainPlan(self, seed, uids, replica, replicas, per_segment, keep, memory)
             out, *states = ChainCheckpoint.apply(plan, x, cond, *params)
             return out, dict(zip(keep, states))
         if mode == "checkpoint":
@@ -247,6 +266,74 @@ class Purifier(nn.Module):
             kept[n] = x
         return x, kept
 
+    # --- the memory budget (purifier/memory.py) ---
+
+    def step_costs(self, x: torch.Tensor, cond: torch.Tensor | None, seed: int, uids: torch.Tensor,
+                   replica: int, replicas: int, params: list[torch.Tensor]) -> StepCosts:
+        """The memory one reverse step needs, measured on this batch's first rows at two micro-batch sizes
+        (cached per row shape, dtype, device and whether the weights are differentiated). The global RNG
+        state is restored afterwards, so a network with dropout draws as it would have."""
+        key = (tuple(x.shape[1:]), x.dtype, x.device, bool(params), None if cond is None else cond.requires_grad)
+        if key in self._costs:
+            return self._costs[key]
+        rows = x.shape[0]
+        m1 = max(1, min(2, rows // 2))
+        m2 = min(rows, 2 * m1)
+        if m2 == m1:
+            m2 = m1 + 1  # one row only: probe two rows of a repeated batch
+            x = torch.cat([x, x])
+            uids, replicas = torch.cat([uids, uids]), 1
+        cplan = ChainPlan(self, seed, uids, replica, replicas, 1)
+        need_cond = cond is not None and cond.requires_grad
+        rng = torch.get_rng_state(), (torch.cuda.get_rng_state(x.device) if x.device.type == "cuda" else None)
+        res = {}
+        try:
+            for m in (m1, m2):
+                rows_m = cplan.chunks(m)[0] if cplan.chunks(m) else None
+                xm = (x if rows_m is None else x[rows_m.lo:rows_m.hi]).detach()
+                with torch.no_grad():
+                    fwd, _, _ = memory.measure(lambda: cplan.step(xm, cond, 0, rows=rows_m), x.device)
+
+                def build():
+                    xg = xm.clone().requires_grad_()
+                    c = None if cond is None else cond.detach().requires_grad_(need_cond)
+                    with torch.enable_grad():
+                        return cplan.step(xg, c, 0, draw=False, rows=rows_m)
+                _, graph, y = memory.measure(build, x.device)
+                del y
+                vjp, _, _ = memory.measure(lambda: step_vjp(cplan, 0, xm, cond, torch.ones_like(xm), params, True,
+                                                            need_cond, rows=rows_m), x.device)
+                res[m] = (fwd, graph, vjp)
+        finally:
+            torch.set_rng_state(rng[0])
+            if rng[1] is not None:
+                torch.cuda.set_rng_state(rng[1], x.device)
+        fit = [memory.Linear.fit(m1, res[m1][k], m2, res[m2][k]) for k in range(3)]
+        costs = StepCosts(x[0].numel() * x.element_size(), *fit)
+        self._costs[key] = costs
+        return costs
+
+    def _memory_plan(self, x, cond, seed, uids, replica, replicas, per_segment, params) -> MemoryPlan:
+        costs = self.step_costs(x, cond, seed, uids, replica, replicas, params)
+        weight_bytes = sum(p.numel() * p.element_size() for p in params)
+        plan = memory.plan(costs, x.shape[0], len(self.chain), per_segment, self.memory_budget, weight_bytes)
+        self.last_plan = plan
+        return plan
+
+    def memory_plan(self, x: torch.Tensor, uids: torch.Tensor, replicas: int = 1,
+                    weights: bool = False) -> MemoryPlan:
+        """The plan a budgeted gradient call on ``x`` ([B, C, H, W] in [0, 1]) with ``replicas`` EOT replicas
+        will use (``weights``: the network's weights are differentiated too); probes the network once."""
+        if self.memory_budget is None:
+            raise ValueError("memory_plan needs a memory_budget")
+        uids = uids.to(x.device)
+        xt = (2.0 * x.detach() - 1.0).repeat(replicas, *([1] * (x.dim() - 1)))
+        cond = (2.0 * x.detach() - 1.0) if self.guidance is not None else None
+        n = len(self.chain)
+        per_segment = math.ceil(n / min(self.segments, n)) if self.grad_mode == "segments" else 1
+        params = [p for p in self.eps_model.parameters() if p.requires_grad] if weights else []
+        return self._memory_plan(xt, cond, 0, uids, 0, replicas, per_segment, params)
+
     def _segment(self, x, cond, lo, hi, seed, uids, replica, replicas, inner):
         """Steps lo..hi-1, each checkpointed; returns the last state and the states ``inner`` (segments mode
         of a plain-callable eps_model)."""
@@ -261,6 +348,9 @@ class Purifier(nn.Module):
         if not isinstance(self.eps_model, nn.Module):
             return None
         if torch.is_autocast_enabled(x.device.type):
+            if self.memory_budget is not None:
+                raise ValueError("memory_budget cannot replay a purification called under autocast; set "
+                                 "purifier.precision = 'bf16' instead (autocast of the network inside each step)")
             return None
         return [p for p in self.eps_model.parameters() if p.requires_grad]
 

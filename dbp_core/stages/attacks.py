@@ -173,6 +173,7 @@ def run(ctx: StageContext) -> dict:
     last_progress = [0.0]
     total = len(jobs) and sum(hi - lo for lo, hi in batches) * len(cfg.attacks) * ev.seeds * len(models)
     done = sum(batches[b][1] - batches[b][0] for _, _, _, b in jobs[:state["next"]])
+    logged_plans: set[str] = set()
     for j in range(state["next"], len(jobs)):
         m, a, s, b = jobs[j]
         acfg, defended = cfg.attacks[a], models[m]
@@ -216,6 +217,15 @@ def run(ctx: StageContext) -> dict:
         ctx.metric("attack_batch", b, attack=acfg.name, model=m, seed=s, done=len(acc["single"]),
                    robust_acc=sum(acc["single"]) / len(acc["single"]))
         ctx.progress(done, total, message=message)
+        plan = getattr(getattr(defended, "purifier", None), "last_plan", None)
+        if plan is not None and plan.describe() not in logged_plans:  # purifier.memory_budget
+            logged_plans.add(plan.describe())
+            ctx.log(f"{m}: {plan.describe()}")
+    if cfg.purifier.memory_budget is not None:
+        from ..purifier.memory import process_peak_bytes
+        peak, what = process_peak_bytes(device)
+        ctx.log(f"measured peak memory: {peak / 2**30:.3f} GB ({what}; purifier.memory_budget = "
+                f"{cfg.purifier.memory_budget} GB bounds the gradient's share of it)")
     return summarize(cfg, state["outcomes"], len(data), list(models))
 
 

@@ -173,7 +173,8 @@ def purifier_options(pc, sampler: str | None = None, steps: int | None = None) -
     from ..purifier.registry import DISCRETE_SAMPLERS
     sampler = sampler or pc.sampler
     kw: dict[str, Any] = dict(t_star=pc.t_star, steps=steps or pc.steps, sampler=sampler, grad_mode=pc.grad_mode,
-                              segments=pc.segments, clamp_output=pc.clamp_output, precision=pc.precision)
+                              segments=pc.segments, clamp_output=pc.clamp_output, memory_budget=pc.memory_budget,
+                              precision=pc.precision, compile=pc.compile)
     if sampler == "ddim":
         kw["eta"] = pc.eta
     if sampler == "ddpm":
