@@ -21,6 +21,7 @@ Writes benchmarks/budget.json and benchmarks/RESULTS-budget.md.
 
     python benchmarks/bench_budget.py                         # ~40 min on the 2-core machine
     python benchmarks/bench_budget.py --parts time --repeats 5 --update   # redo one part
+    python benchmarks/bench_budget.py --parts memory --rows 32 --steps 20 --update  # add a setting
 """
 from __future__ import annotations
 
@@ -286,9 +287,11 @@ def main(argv=None):
     if "time" in args.parts:
         res["time_malloc"] = "keep freed memory (mallopt)" if kept else "glibc default"
     if "memory" in args.parts:
-        res["memory"] = [memory_part(net, rows, args.steps, args.ram_gb) for rows in args.rows]
+        new = [memory_part(net, rows, args.steps, args.ram_gb) for rows in args.rows]
+        redone = {(m["rows"], m["steps"]) for m in new}
+        res["memory"] = [m for m in res.get("memory", []) if (m["rows"], m["steps"]) not in redone] + new
     if "time" in args.parts:
-        m = next((m for m in res.get("memory", []) if m["rows"] == args.time_rows), None)
+        m = next((m for m in res.get("memory", []) if (m["rows"], m["steps"]) == (args.time_rows, args.steps)), None)
         if m is None:
             m = memory_part(net, args.time_rows, args.steps, args.ram_gb)
         by = {r["method"]: r["peak"] for r in m["runs"] if r["method"] != "budget"}

@@ -128,3 +128,12 @@ def test_a_budgeted_attack_study_logs_its_plan_and_peak_and_keeps_the_outcomes(t
             assert "memory plan: budget 0.00 GB" in log and "backward micro-batch" in log, log
             assert "measured peak memory:" in log and "peak RSS" in log, log
     assert per_example[None] == per_example[0.002]
+
+
+def test_the_plan_reports_the_micro_batch_the_chain_runs():
+    # a micro-batch of at least one replica holds whole replicas, so the plan rounds down to them
+    assert (memory.whole_replicas(7, 4), memory.whole_replicas(3, 4), memory.whole_replicas(65, 16)) == (4, 3, 64)
+    for batch, replicas, size in ((4, 8, 7), (4, 8, 3), (16, 8, 65), (40, 8, 298), (5, 3, 11)):
+        chunks = row_chunks(batch, replicas, size)
+        assert max(r.hi - r.lo for r in chunks) == memory.whole_replicas(size, batch)
+        assert sum(r.hi - r.lo for r in chunks) == batch * replicas

@@ -86,10 +86,17 @@ class MemoryPlan:
                 f"{self.expected_peak / GB:.3f} GB" + (" (= full autograd)" if self.is_full else ""))
 
 
+def whole_replicas(size: int, batch: int | None) -> int:
+    """The rows a micro-batch of at most ``size`` rows really holds: at least ``batch`` (uids per replica)
+    rows are taken as whole replicas (``chain.row_chunks``), fewer as a slice of one replica's uids."""
+    return size if batch is None or size < batch else (size // batch) * batch
+
+
 def plan(costs: StepCosts, rows: int, steps: int, per_segment: int, budget_gb: float,
-         weight_grad_bytes: int = 0) -> MemoryPlan:
+         weight_grad_bytes: int = 0, batch: int | None = None) -> MemoryPlan:
     """The fastest plan whose modelled peak fits ``(1 - MARGIN) * budget``: the largest backward
-    micro-batch (at most ``rows``), then as many kept steps as the rest allows (each saves one forward)."""
+    micro-batch (at most ``rows``; whole replicas of ``batch`` uids once it holds one), then as many
+    kept steps as the rest allows (each saves one forward)."""
     budget = int(budget_gb * GB)
     avail = budget * (1.0 - MARGIN)
     # the chain's own tensors: input, diffused input, output, the running gradient, the state being stepped,
@@ -110,6 +117,7 @@ def plan(costs: StepCosts, rows: int, steps: int, per_segment: int, budget_gb: f
         need = (base + max(costs.forward(1), costs.vjp(1))) / (1.0 - MARGIN)
         raise MemoryBudgetError(f"purifier.memory_budget = {budget_gb} GB cannot hold one row's recomputation of "
                                 f"a step ({rows} rows x {steps} steps need at least {need / GB:.3f} GB); raise it")
+    forward_batch, backward_batch = whole_replicas(forward_batch, batch), whole_replicas(backward_batch, batch)
     fwd, vjp = costs.forward(forward_batch), costs.vjp(backward_batch)
     chunks = math.ceil(rows / backward_batch)
     per_kept = costs.graph.fixed * chunks + costs.graph.per_row * rows

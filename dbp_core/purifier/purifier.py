@@ -316,7 +316,8 @@ class Purifier(nn.Module):
     def _memory_plan(self, x, cond, seed, uids, replica, replicas, per_segment, params) -> MemoryPlan:
         costs = self.step_costs(x, cond, seed, uids, replica, replicas, params)
         weight_bytes = sum(p.numel() * p.element_size() for p in params)
-        plan = memory.plan(costs, x.shape[0], len(self.chain), per_segment, self.memory_budget, weight_bytes)
+        plan = memory.plan(costs, x.shape[0], len(self.chain), per_segment, self.memory_budget, weight_bytes,
+                           batch=uids.shape[0])
         self.last_plan = plan
         return plan
 
