@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -105,22 +104,13 @@ def alloc_high_water(fn: Callable[[], object]) -> tuple[float, object]:
     return peak / 2**20, result
 
 
-def _status_kb(field_name: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field_name + ":"):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def peak_rss_mb() -> float:
-    """The process's peak RSS (VmHWM; ``ru_maxrss`` is not used: on Linux a child inherits the
-    parent's RSS at fork time as its ru_maxrss, which would hide a child's own peak)."""
-    kb = _status_kb("VmHWM")
-    return kb / 1024.0 if kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """The process's peak RSS (VmHWM): what a run reports as its measured peak on the CPU
+    (dbp_core/purifier/memory.py, ``process_peak_bytes``)."""
+    import torch
+    from dbp_core.purifier.memory import process_peak_bytes
+
+    return process_peak_bytes(torch.device("cpu"))[0] / 2**20
 
 
 def reset_peak_rss() -> bool:

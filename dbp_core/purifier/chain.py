@@ -252,6 +252,7 @@ class ChainCheckpoint(torch.autograd.Function):
         n, seg = len(plan.purifier.chain), plan.per_segment
         mem = plan.memory
         first_kept = n - (mem.kept if mem is not None else 0)
+        fwd_batch = mem.forward_batch if mem is not None else None
         bwd_batch = mem.backward_batch if mem is not None else None
         if any(v is None for v in ctx.graphs.values()):
             raise RuntimeError("the chain's kept step graphs (purifier.memory_budget) are used by the first backward; "
@@ -289,7 +290,7 @@ class ChainCheckpoint(torch.autograd.Function):
                     _set_rng_state(device, state)
                     with torch.no_grad():
                         for i in range(lo, hi - 1):
-                            x = plan.step_rows(x, cond, i, mem.forward_batch if mem is not None else None)
+                            x = plan.step_rows(x, cond, i, fwd_batch)
                             inputs.append((x, _rng_state(device)))
                 for i in reversed(range(lo, hi)):
                     need_x = i > 0 or need_x0

@@ -189,7 +189,8 @@ def measure(fn: Callable[[], object], device: torch.device) -> tuple[int, int, o
 
 def process_peak_bytes(device: torch.device) -> tuple[int, str]:
     """The run's peak memory as the device reports it: (bytes, what it is) — the CUDA allocator's
-    high-water mark on a GPU, the process's peak resident set size (VmHWM) on the CPU."""
+    high-water mark on a GPU, the process's peak resident set size (VmHWM) on the CPU; ``ru_maxrss`` only
+    where /proc is missing (on Linux a child inherits its parent's RSS at fork as its ru_maxrss)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
     try:

@@ -71,7 +71,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import ops
 from . import noise as noise_mod
 from . import memory
-from .chain import ChainCheckpoint, ChainPlan, step_vjp
+from .chain import ChainCheckpoint, ChainPlan, _rng_state, _set_rng_state, step_vjp
 from .memory import MemoryPlan, StepCosts
 from .diffusion import ReverseStep, Schedule, linear_schedule, q_sample, reverse_chain
 from .guidance import Guidance, guidance_term
@@ -248,7 +248,7 @@ class Purifier(nn.Module):
             if not (x.requires_grad or (cond is not None and cond.requires_grad) or params):
                 with torch.no_grad():  # nothing to differentiate
                     return self._steps(x, cond, 0, n, seed, uids, replica, replicas, False, keep, kept), kept
-            per_segment = math.ceil(n / min(self.segments, n)) if mode == "segments" else 1
+            per_segment = self._per_segment(mode)
             memory = self._memory_plan(x, cond, seed, uids, replica, replicas, per_segment, params) if budgeted else None
             plan = ChainPlan(self, seed, uids, replica, replicas, per_segment, keep, memory)
             out, *states = ChainCheckpoint.apply(plan, x, cond, *params)
@@ -265,6 +265,12 @@ class Purifier(nn.Module):
         if n in keep:
             kept[n] = x
         return x, kept
+
+    def _per_segment(self, mode: str) -> int:
+        """Steps between the step inputs the checkpointed chain stores: one in `checkpoint`, ~sqrt(S) in
+        `segments`."""
+        n = len(self.chain)
+        return math.ceil(n / min(self.segments, n)) if mode == "segments" else 1
 
     # --- the memory budget (purifier/memory.py) ---
 
@@ -285,7 +291,7 @@ class Purifier(nn.Module):
             uids, replicas = torch.cat([uids, uids]), 1
         cplan = ChainPlan(self, seed, uids, replica, replicas, 1)
         need_cond = cond is not None and cond.requires_grad
-        rng = torch.get_rng_state(), (torch.cuda.get_rng_state(x.device) if x.device.type == "cuda" else None)
+        rng = _rng_state(x.device)
         res = {}
         try:
             for m in (m1, m2):
@@ -305,9 +311,7 @@ class Purifier(nn.Module):
                                                             need_cond, rows=rows_m), x.device)
                 res[m] = (fwd, graph, vjp)
         finally:
-            torch.set_rng_state(rng[0])
-            if rng[1] is not None:
-                torch.cuda.set_rng_state(rng[1], x.device)
+            _set_rng_state(x.device, rng)
         fit = [memory.Linear.fit(m1, res[m1][k], m2, res[m2][k]) for k in range(3)]
         costs = StepCosts(x[0].numel() * x.element_size(), *fit)
         self._costs[key] = costs
@@ -330,10 +334,8 @@ class Purifier(nn.Module):
         uids = uids.to(x.device)
         xt = (2.0 * x.detach() - 1.0).repeat(replicas, *([1] * (x.dim() - 1)))
         cond = (2.0 * x.detach() - 1.0) if self.guidance is not None else None
-        n = len(self.chain)
-        per_segment = math.ceil(n / min(self.segments, n)) if self.grad_mode == "segments" else 1
         params = [p for p in self.eps_model.parameters() if p.requires_grad] if weights else []
-        return self._memory_plan(xt, cond, 0, uids, 0, replicas, per_segment, params)
+        return self._memory_plan(xt, cond, 0, uids, 0, replicas, self._per_segment(self.grad_mode), params)
 
     def _segment(self, x, cond, lo, hi, seed, uids, replica, replicas, inner):
         """Steps lo..hi-1, each checkpointed; returns the last state and the states ``inner`` (segments mode
