@@ -1,7 +1,7 @@
 """The ``dbp`` command (also ``python -m dbp_core``).
 
-Exit codes: 0 ok, 1 the run failed, 2 bad input (invalid config, missing file, unknown run),
-130 interrupted (SIGINT/SIGTERM; the run is resumable). User errors print one clear message,
+Exit codes: 0 ok, 1 the run failed, 2 bad input (invalid config, missing file, unknown run, a
+plugin that broke its contract — docs/plugins.md — even mid-run), 130 interrupted (SIGINT/SIGTERM; the run is resumable). User errors print one clear message,
 never a traceback; a failed run's traceback is in its ``log.txt``.
 """
 from __future__ import annotations
@@ -133,7 +133,7 @@ def _report_end(run, state: str) -> int:
         return EXIT_INTERRUPTED
     message = view.status.message if view.status and view.status.state == "failed" else ""
     print(f"dbp: run failed: {message}{note}\n(traceback in {run.log_path})\n{run.path}", file=sys.stderr)
-    return EXIT_FAILED
+    return EXIT_BAD_INPUT if getattr(run, "bad_input", False) else EXIT_FAILED  # a plugin broke its contract
 
 
 def _leave_interrupted(run) -> None:
@@ -188,10 +188,29 @@ def cmd_run(args) -> int:
 def _prepare_resume(args):
     """Take the run's lock (a second `dbp resume`, or the run's own process, holds it → exit 2),
     check its state, mark it running at once, then read its frozen config."""
-    return _claim_for_resume(_open_run(args))
+    return _claim_for_resume(_open_run(args), getattr(args, "allow_changed_code", False))
 
 
-def _claim_for_resume(run):
+def _changed_code(run, allow: bool) -> None:
+    """Refuse (UserError) to resume a run whose plugin code is not what it started with — its result
+    would mix two versions of the code — unless ``allow`` (``--allow-changed-code``): then the change
+    is logged and recorded in plugins.json."""
+    changes = run.plugin_changes()
+    if not changes:
+        return
+    what = "; ".join(f"{c['field']} = '{c['import']}' in {c['now_file'] or c['file']} (sha256 "
+                     f"{(c['recorded'] or 'none')[:12]} when the run started, {(c['now'] or 'unreadable')[:12]} now)"
+                     for c in changes)
+    if not allow:
+        raise UserError(f"run {run.id} cannot be resumed: its plugin code changed since it started: {what}; "
+                        "resuming would mix two versions of the code in one result. Restore the file, start a "
+                        "new run, or resume with --allow-changed-code (recorded in the run's log)")
+    run.accept_plugin_changes(changes)
+    run.log(f"resumed with changed plugin code (--allow-changed-code): {what}")
+    print(f"dbp: warning: resuming with changed plugin code: {what}", file=sys.stderr)
+
+
+def _claim_for_resume(run, allow_changed_code: bool = False):
     """:func:`_prepare_resume` of an opened run: (run, cfg), or EXIT_OK for a run already done."""
     from .config import ConfigError
     from .runs import RunFileError, RunLocked
@@ -228,7 +247,8 @@ def _claim_for_resume(run):
             with deferred():
                 frozen = run.read_config()
             cfg = preflight(frozen, str(run.config_path))
-        except ConfigError:
+            _changed_code(run, allow_changed_code)
+        except BaseException:
             if run.claimed_from is not None:  # put the status back as it was
                 run.write_status(**{k: v for k, v in run.claimed_from.to_dict().items() if k != "updated"})
             raise
@@ -321,7 +341,7 @@ def _run_sweep(sweep, args) -> int:
                     print(f"dbp: {where}: its run {p.run} is gone (deleted?); running the point again",
                           file=sys.stderr)
             if run is not None:
-                prepared = _claim_for_resume(run)
+                prepared = _claim_for_resume(run, getattr(args, "allow_changed_code", False))
                 if isinstance(prepared, int):
                     continue  # done
                 print(f"({where})", file=sys.stderr)
@@ -611,6 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
             "from its last checkpoint")
     p.add_argument("run", help="run id, unique prefix or folder; or a sweep id")
     p.add_argument("--no-progress", action="store_true", help="plain progress lines even on a terminal")
+    p.add_argument("--allow-changed-code", action="store_true", help="resume even though a plugin's file changed "
+                   "since the run started (the change is recorded in log.txt and plugins.json)")
     p = add("check", cmd_check, "Validate an experiment TOML without running it")
     p.add_argument("file", help="experiment TOML")
     add_set(p)

@@ -35,7 +35,7 @@ from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationErro
                       PrivateAttr, field_validator, model_validator)
 
 from .attacks.registry import (GRADIENTS, KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, OPTIONAL_FIELDS, SELECTIONS,
-                               kind_names)
+                               kind_names, plugin_noise)
 from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSES as DATASET_CLASSES, IMAGE_SIZES,
                               CLASSIFIER_ARCHS, CLASSIFIER_FORMATS, DATASETS, DIFFUSION_ARCHS, DIFFUSION_CONFIG_KEYS,
                               DIFFUSION_FORMATS, DIFFUSION_WEIGHTS,
@@ -506,8 +506,17 @@ class AttackConfig(_Section):
                                   + ", ".join(users) + "); remove it")
         if self.step is None and "step" in reads:
             self.step = self.eps / 4 if self.norm == "linf" else self.eps / 5
+        if not builtin:  # a plugin declares what it knows of the noise (docs/plugins.md)
+            try:
+                declared = plugin_noise(self.kind)
+            except ValueError as exc:
+                raise _FieldError("kind", self.kind, str(exc)) from None
+            if declared is not None and self.noise is not None and self.noise != declared:
+                raise _FieldError("noise", self.noise, f"plugin attack '{self.kind}' declares noise = '{declared}'; "
+                                  "remove `noise` (the plugin's declaration is its contract)")
+            self.noise = self.noise or declared or "stochastic"
         if self.noise is None:
-            self.noise = kind.noise if builtin else "stochastic"
+            self.noise = kind.noise
         if self.eot is None:
             self.eot = kind.eot if builtin else 1
         # kind defaults of fields whose schema default is the common one (a form shows a number)
@@ -713,6 +722,15 @@ class ExperimentConfig(_Section):
         """A path from this config, resolved against the config file's folder."""
         path = Path(value).expanduser()
         return path if path.is_absolute() else Path(self._base_dir or os.getcwd()) / path
+
+    def plugin_paths(self) -> dict[str, str]:
+        """Every field that names user code by an import path, ``{field: "package.module:callable"}``
+        (data.dataset, models.classifier, models.diffusion, attacks[i].kind, stages[j]), in that order."""
+        fields = {"data.dataset": self.data.dataset, "models.classifier": self.models.classifier,
+                  "models.diffusion": self.models.diffusion}
+        fields.update({f"attacks[{i}].kind": a.kind for i, a in enumerate(self.attacks)})
+        fields.update({f"stages[{j}]": s for j, s in enumerate(self.stages)})
+        return {k: v for k, v in fields.items() if is_import_path(v)}
 
     @field_validator("name")
     @classmethod

@@ -8,6 +8,9 @@ Each check is a function ``check_*(cfg) -> list[problem]`` (a problem: ``{"path"
 "type", "message"}``) listed in :data:`CHECKS`; :func:`preflight` runs them all and reports
 every problem at once.
 
+Plugins: once the checks pass, every plugin is called on two examples of the configured data
+(``dbp_core/smoke.py``), so user code that raises or returns nonsense fails here, not in a run.
+
 Checkpoints (:func:`checkpoint_problems`): every ``models.classifier`` / ``models.diffusion`` that
 is a path must fit its format and architecture — the network is built on the meta device and the
 file is inspected without reading its weights (``models/loaders.py``, ``check_model``), so even a
@@ -38,9 +41,14 @@ def cuda_problem() -> str | None:
     if torch.cuda.is_available():
         return None
     built = getattr(torch.version, "cuda", None)
-    why = (f"torch {torch.__version__} is built with CUDA {built} but sees no CUDA device" if built
-           else f"torch {torch.__version__} is built without CUDA")
-    return f"{why}; available: 'cpu' (or 'auto', which picks cuda when there is one)"
+    if built:
+        why = f"torch {torch.__version__} is built with CUDA {built} but sees no CUDA device (no GPU, or none visible: " \
+              "CUDA_VISIBLE_DEVICES, the driver)"
+        fix = "run it on a machine with a GPU"
+    else:
+        why = f"torch {torch.__version__} is built without CUDA (a CPU-only build)"
+        fix = "install a CUDA build of torch (e.g. pip install torch==2.14.1) on a machine with a GPU"
+    return f"{why}; set device = 'cpu' (or 'auto', which picks cuda when there is one), or {fix}"
 
 
 def missing_extra(kind: str) -> str | None:
@@ -140,7 +148,10 @@ def available_memory(device: str) -> tuple[int, str] | None:
     on a GPU the free memory torch reports."""
     if device == "cuda":
         import torch
-        free, _ = torch.cuda.mem_get_info()
+        try:
+            free, _ = torch.cuda.mem_get_info()
+        except (RuntimeError, AssertionError, AttributeError):  # no usable CUDA device: check_device says so
+            return None
         return int(free), "free GPU memory"
     found = None
     try:
@@ -209,6 +220,8 @@ def check_memory(cfg: ExperimentConfig) -> list[dict]:
         return []
     import torch
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and cuda_problem():  # reported by check_device; no memory to measure
+        return []
     available = available_memory(device)
     if available is None:
         return []
@@ -227,8 +240,13 @@ CHECKS: list[Callable[[ExperimentConfig], list[dict]]] = [check_extras, check_de
 
 
 def preflight(cfg: ExperimentConfig, file: str | None = None) -> ExperimentConfig:
-    """``cfg`` if this machine can run it; else ConfigError naming each field that cannot be met."""
+    """``cfg`` if this machine can run it; else ConfigError naming each field that cannot be met.
+    When every check passes, each plugin the config names is called once on two examples
+    (``dbp_core/smoke.py``): its problems are reported the same way."""
     errors = [problem for check in CHECKS for problem in check(cfg)]
+    if not errors:
+        from .smoke import plugin_problems
+        errors = plugin_problems(cfg)
     if errors:
         raise ConfigError(file, errors)
     return cfg

@@ -32,6 +32,7 @@ from typing import Any, Iterable
 
 from .runs import (MetricsReader, Run, RunFileError, RunId, RunStatus, RunStore, Sweep, SweepPoint, parse_json,
                    parse_run_id, read_bytes_nofollow, read_json_object, toml_value)
+from .stages.registry import outcome_of
 from .stats import paired_difference, per_example_means
 
 __all__ = ["RESULTS_SCHEMA", "headline", "check_results", "check_trajectory", "check_landscape", "read_analysis",
@@ -609,14 +610,24 @@ def paired_between(a: RunView, b: RunView, confidence: float = 0.95) -> tuple[li
     if not oa or not ob:
         return [], "no per-example outcomes (a run without results.json)"
     rows = []
-    for key in oa:
-        if key not in ob or len(oa[key]) != len(ob[key]):
+    for stage, model, attack, protocol in _reported_rows(a) & _reported_rows(b):  # only rows both runs show
+        key = (stage, model, attack, protocol if stage != "attacks" else outcome_of(protocol))
+        if key not in oa or key not in ob or len(oa[key]) != len(ob[key]):
             continue
-        stage, model, attack, protocol = key
         d = paired_difference(oa[key], ob[key], confidence)
         rows.append({"stage": stage, "model": model, "attack": attack, "protocol": protocol,
                      "a": sum(oa[key]) / len(oa[key]), "b": sum(ob[key]) / len(ob[key]), **d})
+    order = {(r.get("stage"), r.get("model") or "original", r.get("attack"), r["protocol"]): i
+             for i, r in enumerate(a.rows)}
+    rows.sort(key=lambda r: order.get((r["stage"], r["model"], r["attack"], r["protocol"]), len(order)))
     return rows, (None if rows else "no accuracy row in common")
+
+
+def _reported_rows(view: RunView) -> set[tuple]:
+    """(stage, model, attack, protocol) of every accuracy row a run reports (its evaluation.protocols):
+    a run made before dbp stored only the listed protocols' outcomes holds more outcomes than rows."""
+    return {(r.get("stage"), r.get("model") or "original", r.get("attack"), r["protocol"]) for r in view.rows
+            if isinstance(r, dict) and isinstance(r.get("protocol"), str)}
 
 
 # --------------------------------------------------------------------------- export

@@ -25,6 +25,7 @@ from typing import Callable
 
 from . import dist
 from .config import ExperimentConfig
+from .plugins import PluginError, ProcessExit, exits_raise
 from .results import RESULTS_SCHEMA, headline
 from .runs import RunWriter
 from .stages.context import Resources, StageContext
@@ -85,6 +86,16 @@ class _SignalGate:
             raise Interrupted(signum)
 
 
+def _exits_recorded(run: RunWriter):
+    """While the stages run, ``os._exit(n)`` from the run's code (a plugin) does not leave the run
+    'running' with the exit code the plugin chose: the run ends 'failed' (``plugins.exits_raise``)."""
+    def in_thread(code: int) -> None:
+        where = threading.current_thread().name
+        _record_end(run, "failed", f"the run's code called os._exit({code!r}) in thread {where}; a plugin must "
+                    "raise an exception, not end the process", f"failed: os._exit({code!r}) in thread {where}", False)
+    return exits_raise(on_thread_exit=in_thread)
+
+
 PEER_LOST = re.compile(r"Connection (closed|reset) by peer|Read error|Broken pipe|remote worker")
 
 
@@ -92,7 +103,12 @@ def describe(exc: BaseException) -> str:
     """One line saying why the run failed: the exception and its message; for an exception without
     a message (``MemoryError()``) or an exit the run's own code called, where it was raised."""
     frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, ProcessExit) and len(frames) > 1:
+        frames = frames[:-1]  # the caller of os._exit, not the guard that raised for it
     where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else "?"
+    if isinstance(exc, ProcessExit):
+        return f"the run's code called os._exit({exc.code!r}) at {where}; a plugin must raise an exception, " \
+               "not end the process"
     if isinstance(exc, SystemExit):
         return f"SystemExit: the run's code called sys.exit({exc.code!r}) at {where}; a plugin must raise " \
                "an exception, not exit"
@@ -180,11 +196,12 @@ def _run_locked(run: RunWriter, cfg: ExperimentConfig,
                 on_progress: Callable[[str, int, int | None], None] | None) -> str:
     gate = _SignalGate()
     previous = gate.install()
+    run.bad_input = False
     distributed = dist.is_distributed()  # under torchrun: rank 0 writes, other ranks get a runs.FollowerRun
     threads_before = None
     results_written = False
     try:
-        with _crash_reports(run):
+        with _crash_reports(run), _exits_recorded(run):
             try:
                 with gate.held():
                     claimed = run.claimed_from  # the CLI marks a resumed run running right after locking it
@@ -241,6 +258,7 @@ def _run_locked(run: RunWriter, cfg: ExperimentConfig,
             except BaseException as exc:  # noqa: BLE001 — any end of the run's code, sys.exit() included
                 with gate.held(deliver=False):
                     gate.raised = True
+                    run.bad_input = isinstance(exc, PluginError)  # a plugin broke its contract: exit code 2
                     dist.report_failure(exc)  # under torchrun: every rank learns of it before rank 0 writes
                     _record_end(run, "failed", describe(exc), "failed:\n" + traceback.format_exc()
                                 + getattr(exc, "tracebacks", ""), results_written)

@@ -513,11 +513,12 @@ class Run:
     log_path = property(lambda self: self.path / "log.txt")
     lock_path = property(lambda self: self.path / ".lock")
     checksums_path = property(lambda self: self.path / "checksums.json")
+    plugins_path = property(lambda self: self.path / "plugins.json")
     reserve_path = property(lambda self: self.path / ".reserve")
 
     # ---- integrity: plain files, checksums (docs/design.md, "The run folder")
     FILES = ("config.toml", "status.json", "metrics.jsonl", "results.json", "log.txt", ".lock",
-             "checksums.json", ".reserve")
+             "checksums.json", ".reserve", "plugins.json")
     FOLDERS = ("checkpoints", "analysis", "models", "report")
 
     def file_problems(self) -> list[str]:
@@ -604,6 +605,45 @@ class Run:
         for relative in self._checksums():
             if not relative.startswith("checkpoints/") and relative != "config.toml" and (self.path / relative).exists():
                 self.verify_file(relative)
+
+    # ---- the user code a run executes (docs/plugins.md, "Reproducibility")
+    def record_plugins(self, sources: dict[str, dict]) -> None:
+        """Write ``plugins.json``: per config field naming a plugin, its import path, resolved file and
+        sha256 (``plugins.plugin_source``), with its checksum (verified on resume like config.toml)."""
+        atomic_write(self.plugins_path, json.dumps({"plugins": sources, "accepted_changes": []}, indent=2),
+                     before_replace=lambda tmp: self.record_checksum("plugins.json", file_digest(tmp)))
+
+    def recorded_plugins(self) -> dict | None:
+        """``plugins.json`` (None for a run without plugins, or made before dbp recorded them)."""
+        return read_json_object(self.plugins_path)
+
+    def plugin_changes(self) -> list[dict]:
+        """The plugins whose file is not the one the run recorded: ``[{"field", "import", "file",
+        "recorded", "now"}]`` (``now`` None when the file is gone or unreadable)."""
+        from .plugins import plugin_source
+        recorded = (self.recorded_plugins() or {}).get("plugins") or {}
+        changes = []
+        for field_name, rec in recorded.items():
+            if not isinstance(rec, dict) or not isinstance(rec.get("import"), str):
+                raise RunFileError(self.plugins_path, f"entry {field_name!r} is not what dbp writes")
+            try:
+                now = plugin_source(rec["import"])
+            except ValueError:  # it no longer imports
+                now = {"file": None, "sha256": None}
+            if now.get("sha256") != rec.get("sha256") or now.get("file") != rec.get("file"):
+                changes.append({"field": field_name, "import": rec["import"], "file": rec.get("file"),
+                                "recorded": rec.get("sha256"), "now": now.get("sha256"), "now_file": now.get("file")})
+        return changes
+
+    def accept_plugin_changes(self, changes: list[dict]) -> None:
+        """Record the current code of changed plugins as the run's (``dbp resume --allow-changed-code``),
+        keeping what was accepted and when in ``accepted_changes``."""
+        data = self.recorded_plugins() or {"plugins": {}, "accepted_changes": []}
+        for c in changes:
+            data["plugins"][c["field"]] = {"import": c["import"], "file": c["now_file"], "sha256": c["now"]}
+        data.setdefault("accepted_changes", []).append({"at": time.time(), "changes": changes})
+        atomic_write(self.plugins_path, json.dumps(data, indent=2),
+                     before_replace=lambda tmp: self.record_checksum("plugins.json", file_digest(tmp)))
 
     # ---- space kept for the last words of a run on a full disk
     RESERVE_BYTES = 64 * 1024
@@ -1033,6 +1073,9 @@ class RunStore:
             if frozen is not None:
                 atomic_write(run.config_path, frozen, before_replace=lambda tmp: run.record_checksum(
                     "config.toml", file_digest(tmp)))
+                if cfg.plugin_paths():  # the user code the run executes, to tell when it changed
+                    from .plugins import plugin_source
+                    run.record_plugins({k: plugin_source(v) for k, v in cfg.plugin_paths().items()})
             else:
                 atomic_write_json(run.checksums_path, {})
             run.reserve_space()

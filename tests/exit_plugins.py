@@ -47,8 +47,14 @@ def exiting_classifier():
     return _Exiting()
 
 
+_dataset_calls = [0]
+
+
 def exiting_dataset(split: str = "test", root: str | None = None):
-    _end_badly("the dataset")
+    """Ends badly on its second call in a process: the run's (the check before the run calls it first)."""
+    _dataset_calls[0] += 1
+    if _dataset_calls[0] > 1:
+        _end_badly("the dataset")
     return tiny_dataset(split, root)
 
 
@@ -58,5 +64,7 @@ def exiting_stage(ctx):
 
 
 def exiting_attack(model, x, y, uids, cfg=None):
-    _end_badly("the attack")
+    """Ends badly past the first two examples (the check before the run calls it on those)."""
+    if int(uids.min()) >= 2:
+        _end_badly("the attack")
     return identity_attack(model, x, y, uids, cfg)

@@ -5,7 +5,8 @@ its "undefended" baseline row (the same settings on the bare classifier, EOT 1),
 fields it reads, any optional extra it needs, and how to build it from an ``[[attacks]]`` entry.
 Light on purpose — no torch at import — so that ``dbp_core.config`` validates against it; a
 constructor imports its attack class when it is called. A kind that is an import path
-``package.module:callable`` is a plugin: ``attack(model, x, y, uids, cfg)``.
+``package.module:callable`` is a plugin: ``attack(model, x, y, uids, cfg[, context=])`` under the
+contract of ``attacks/plugin.py`` (docs/plugins.md).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Callable
 from .names import GRADIENTS, LOSSES, NOISE_KNOWLEDGE, NORMS, SELECTIONS
 
 __all__ = ["AttackKind", "KINDS", "kind_names", "build_attack", "attack_template", "undefended_config",
-           "NOISE_KNOWLEDGE", "NORMS", "LOSSES", "GRADIENTS", "SELECTIONS", "OPTIONAL_FIELDS"]
+           "plugin_noise", "NOISE_KNOWLEDGE", "NORMS", "LOSSES", "GRADIENTS", "SELECTIONS", "OPTIONAL_FIELDS"]
 
 # fields of [[attacks]] that only some kinds read; a kind lists those it reads in `reads`
 OPTIONAL_FIELDS = ("step", "restarts", "targets", "selection", "selection_samples", "evaluations", "queries",
@@ -147,9 +148,19 @@ def build_attack(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):
     kind = KINDS.get(acfg.kind)
     if kind is not None:
         return kind.build(acfg, eval_seed=eval_seed, attack_seed=attack_seed, on_iteration=on_iteration)
+    from .plugin import PluginAttack  # the plugin contract: seeded noise, the context, checked outputs
+    return PluginAttack(acfg, eval_seed=eval_seed, attack_seed=attack_seed, on_iteration=on_iteration)
+
+
+def plugin_noise(kind: str) -> str | None:
+    """What a plugin attack declares it knows of the defence's noise (its attribute ``noise``, one of
+    NOISE_KNOWLEDGE; docs/plugins.md), or None when it declares nothing (stochastic)."""
     from ..plugins import resolve_import_path
-    plugin = resolve_import_path(acfg.kind)
-    return lambda model, x, y, uids: plugin(model, x, y, uids, acfg)
+    declared = getattr(resolve_import_path(kind), "noise", None)
+    if declared is not None and declared not in NOISE_KNOWLEDGE:
+        raise ValueError(f"plugin attack '{kind}' declares noise = {declared!r}; expected one of "
+                         + ", ".join(repr(n) for n in NOISE_KNOWLEDGE))
+    return declared
 
 
 def undefended_config(acfg):

@@ -34,13 +34,15 @@ import torch
 from .. import dist
 from ..attacks import PlainModel
 from ..attacks.gradients import attacker_view
-from ..attacks.registry import KINDS, build_attack, undefended_config
+from ..attacks.registry import build_attack, undefended_config
 from ..models.defended import DefendedClassifier
 from ..models.loaders import load_model_file
+from ..plugins import PluginError
 from ..purifier import noise as noise_mod
 from ..purifier.purifier import Purifier
 from ..stats import accuracy_row, paired_difference
 from .context import StageContext, purifier_options
+from .registry import ATTACK_ROWS, N_PURIFICATION_BASELINES, N_PURIFICATION_OUTCOMES, attack_outcomes
 
 PROGRESS_EVERY_S = 1.0  # status.json updates from inside an attack batch, at most this often
 
@@ -79,33 +81,40 @@ def n_purification_outcomes(logits: torch.Tensor, y: torch.Tensor) -> dict[str, 
             "ensemble": (logits.mean(0).argmax(1) == y).float()}
 
 
-def judge(defended, classifier, x, x_adv, y, uids, *, eval_seed: int, fresh_seeds: list[int]) -> dict:
-    """Per-example outcomes of one batch of adversarial examples (lists, JSON-able).
+def judge(defended, classifier, x, x_adv, y, uids, *, eval_seed: int, fresh_seeds: list[int],
+          wanted: set[str]) -> dict:
+    """Per-example outcomes of one batch of adversarial examples (lists, JSON-able): only the
+    ``wanted`` ones (``registry.attack_outcomes``), so a protocol nobody listed costs nothing.
 
-    ``purified-avg`` / ``-worst`` / ``-majority`` / ``-ensemble`` are the unattacked examples under
-    the same N fresh purifications: the baselines of the N-purification protocols (the defence's
-    own instability)."""
-    single = _logits(defended, x_adv, uids, eval_seed).argmax(1) == y
-    purified = _logits(defended, x, uids, eval_seed).argmax(1) == y
-    fresh_logits = _repurified(defended, x_adv, uids, fresh_seeds)
-    fresh = n_purification_outcomes(fresh_logits, y)
-    clean = n_purification_outcomes(_repurified(defended, x, uids, fresh_seeds), y)
-    with torch.no_grad():
-        undefended_clean = classifier(x).argmax(1) == y
-    return {
-        "single": single.int().tolist(),
-        "purified": purified.int().tolist(),
-        "fresh-noise": (fresh_logits[0].argmax(1) == y).int().tolist(),
-        "repurify-avg": fresh["avg"].tolist(),
-        "repurify-worst": fresh["worst"].int().tolist(),
-        "purified-avg": clean["avg"].tolist(),
-        "purified-worst": clean["worst"].int().tolist(),
-        "majority": fresh["majority"].int().tolist(),
-        "purified-majority": clean["majority"].int().tolist(),
-        "ensemble": fresh["ensemble"].int().tolist(),
-        "purified-ensemble": clean["ensemble"].int().tolist(),
-        "clean": undefended_clean.int().tolist(),
-    }
+    ``fresh-noise`` is one purification with ``fresh_seeds[0]``; ``repurify-*`` / ``majority`` /
+    ``ensemble`` take all of ``fresh_seeds``; ``purified-avg`` / ``-worst`` / ``-majority`` /
+    ``-ensemble`` are the unattacked examples under the same N fresh purifications: the baselines
+    of the N-purification protocols (the defence's own instability)."""
+    out: dict[str, list] = {}
+    if "single" in wanted:
+        out["single"] = (_logits(defended, x_adv, uids, eval_seed).argmax(1) == y).int().tolist()
+    if "purified" in wanted:
+        out["purified"] = (_logits(defended, x, uids, eval_seed).argmax(1) == y).int().tolist()
+    names = dict(zip(("avg", "worst", "majority", "ensemble"), N_PURIFICATION_OUTCOMES))
+    fresh_first = None
+    if wanted & set(N_PURIFICATION_OUTCOMES):
+        fresh_logits = _repurified(defended, x_adv, uids, fresh_seeds)
+        fresh_first = fresh_logits[0]
+        out.update({names[k]: v for k, v in n_purification_outcomes(fresh_logits, y).items() if names[k] in wanted})
+    if "fresh-noise" in wanted:
+        if fresh_first is None:
+            fresh_first = _logits(defended, x_adv, uids, fresh_seeds[0])
+        out["fresh-noise"] = (fresh_first.argmax(1) == y).int().tolist()
+    baselines = dict(zip(("avg", "worst", "majority", "ensemble"), N_PURIFICATION_BASELINES))
+    if wanted & set(N_PURIFICATION_BASELINES):
+        clean = n_purification_outcomes(_repurified(defended, x, uids, fresh_seeds), y)
+        out.update({baselines[k]: v for k, v in clean.items() if baselines[k] in wanted})
+    if "clean" in wanted:
+        with torch.no_grad():
+            out["clean"] = (classifier(x).argmax(1) == y).int().tolist()
+    # outcomes of one purification are 0/1; the share of N correct ("-avg") is a float
+    return {k: v.int().tolist() if isinstance(v, torch.Tensor) and not k.endswith("-avg") else
+            v.tolist() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
 
 
 def _undefended(classifier, acfg, x, y, uids, attack_seed, cache: dict, where) -> list[int]:
@@ -145,10 +154,9 @@ def defences(ctx) -> dict[str, DefendedClassifier]:
 
 
 def _replays(acfg) -> bool:
-    """Does the attacker replay the defence's noise (DW-box)? Then its examples are also judged
-    under fresh noise."""
-    kind = KINDS.get(acfg.kind)
-    return kind is not None and kind.noise != "stochastic"
+    """Does the attacker replay the defence's noise (DW-box, or a plugin that declared it)? Then its
+    examples are also judged under fresh noise."""
+    return acfg.noise != "stochastic"
 
 
 def outcome_key(model: str, attack: str, seed: int) -> str:
@@ -201,21 +209,29 @@ def run(ctx: StageContext) -> dict:
                 if w not in logged:
                     logged.add(w)
                     ctx.log(f"{acfg.name}: AutoAttack: {w}")
-            fresh = [ctx.seed("fresh", acfg.name, s, r) for r in range(ev.n_repurify)]
-            out = judge(defended, classifier, x, x_adv, y, uids, eval_seed=eval_seed, fresh_seeds=fresh)
-            if "undefended" in ev.protocols:
+            wanted = attack_outcomes(ev.protocols, _replays(acfg))
+            n_fresh = ev.n_repurify if wanted & {*N_PURIFICATION_OUTCOMES, *N_PURIFICATION_BASELINES} else 1
+            fresh = [ctx.seed("fresh", acfg.name, s, r) for r in range(n_fresh)]
+            out = judge(defended, classifier, x, x_adv, y, uids, eval_seed=eval_seed, fresh_seeds=fresh,
+                        wanted=wanted)
+            if "undefended" in wanted:
                 out["undefended"] = _undefended(classifier, acfg, x, y, uids, attack_seed, undefended_cache,
                                                 where=tuple(uids.tolist()))
             return out
-        out = dist.outcomes_by_uid(uids, batch_outcomes)  # every rank's share, in uid order
+        try:
+            out = dist.outcomes_by_uid(uids, batch_outcomes)  # every rank's share, in uid order
+        except PluginError as exc:  # user code broke its contract: say where in the run
+            raise PluginError(f"{exc} (attack '{acfg.name}', seed {s}, batch {b + 1} of {len(batches)}: examples "
+                              f"{lo}..{hi - 1})") from exc
         acc = state["outcomes"].setdefault(outcome_key(m, acfg.name, s), {})
         for k, v in out.items():
             acc.setdefault(k, []).extend(v)
         state["next"] = j + 1
         ctx.save_checkpoint(state)
         done += hi - lo
-        ctx.metric("attack_batch", b, attack=acfg.name, model=m, seed=s, done=len(acc["single"]),
-                   robust_acc=sum(acc["single"]) / len(acc["single"]))
+        if acc.get("single"):
+            ctx.metric("attack_batch", b, attack=acfg.name, model=m, seed=s, done=len(acc["single"]),
+                       robust_acc=sum(acc["single"]) / len(acc["single"]))
         ctx.progress(done, total, message=message)
         plan = getattr(getattr(defended, "purifier", None), "last_plan", None)
         if plan is not None and plan.describe() not in logged_plans:  # purifier.memory_budget
@@ -229,15 +245,6 @@ def run(ctx: StageContext) -> dict:
     return summarize(cfg, state["outcomes"], len(data), list(models))
 
 
-# rows reported per attack: (results protocol name, outcome key, which config protocol enables it)
-ROWS = [("single", "single", "single"), ("fresh-noise", "fresh-noise", "fresh-noise"),
-        ("repurify-avg", "repurify-avg", "repurify"), ("repurify-worst", "repurify-worst", "repurify"),
-        ("majority", "majority", "majority"), ("ensemble", "ensemble", "ensemble"),
-        ("any-wrong", "repurify-worst", "any-wrong"), ("undefended", "undefended", "undefended"),
-        ("purified", "purified", "purified"), ("purified-avg", "purified-avg", "repurify"),
-        ("purified-worst", "purified-worst", "repurify"), ("purified-majority", "purified-majority", "majority"),
-        ("purified-ensemble", "purified-ensemble", "ensemble"), ("purified-any-wrong", "purified-worst", "any-wrong"),
-        ("clean", "clean", "clean")]
 # N-purification protocols: (attacked row, its unattacked baseline row, what the comparison says)
 N_PURIFICATION = [("repurify-worst", "purified-worst", "repurify", "attack vs no attack, worst of N"),
                   ("majority", "purified-majority", "majority", "attack vs no attack, majority of N"),
@@ -287,7 +294,7 @@ def summarize(cfg, outcomes: dict, n_examples: int, models: list[str] = ("origin
     ev, conf = cfg.evaluation, cfg.evaluation.confidence
     rows, comparisons = [], []
 
-    keys = {protocol: key for protocol, key, _ in ROWS}
+    keys = {protocol: key for protocol, key, _ in ATTACK_ROWS}
 
     def compare(what, model_a, attack_a, proto_a, model_b, attack_b, proto_b):
         a = _pooled(outcomes, attack_a, keys.get(proto_a, proto_a), ev.seeds, model_a)
@@ -305,7 +312,7 @@ def summarize(cfg, outcomes: dict, n_examples: int, models: list[str] = ("origin
 
     for model in models:
         for acfg in cfg.attacks:
-            for protocol, key, enabled_by in ROWS:
+            for protocol, key, enabled_by in ATTACK_ROWS:
                 if enabled_by not in ev.protocols:
                     continue
                 if protocol == "fresh-noise" and not _replays(acfg):

@@ -66,7 +66,9 @@ class Resources:
         dc = self.cfg.data
         root = str(self.cfg.resolve_path(dc.root)) if dc.root else None
         if is_import_path(dc.dataset):
-            return resolve_import_path(dc.dataset)(split=split, root=root)
+            from ..models.plugin import check_dataset
+            return check_dataset(resolve_import_path(dc.dataset)(split=split, root=root),
+                                 f"data.dataset = '{dc.dataset}'")
         from ..models.datasets import load_dataset
         options = {}
         if dc.dataset == "imagenet":
@@ -132,7 +134,6 @@ class Resources:
         return self._model(mc.diffusion, "diffusion").to(self.device).eval()
 
     def _model(self, ref: str, role: str):
-        import torch
         dataset = self.cfg.data.dataset
         if ref == "default":
             try:
@@ -141,11 +142,13 @@ class Resources:
                 raise RuntimeError(f"models.{role} = 'default' needs dbp_core.models.zoo, which is not "
                                    f"available ({exc}); name a checkpoint or an import path instead") from exc
             return getattr(zoo, f"default_{role}")(dataset)
-        if is_import_path(ref):
-            model = resolve_import_path(ref)()
-            if not isinstance(model, torch.nn.Module):
-                raise TypeError(f"models.{role} = '{ref}' returned {type(model).__name__}, expected a torch.nn.Module")
-            return model
+        if is_import_path(ref):  # user code: every output is checked (models/plugin.py)
+            from ..models.plugin import build_plugin_model, check_eps, check_logits, watch_outputs
+            model, what = build_plugin_model(ref, role), f"models.{role} = '{ref}'"
+            if role == "classifier":
+                classes = self.data().num_classes
+                return watch_outputs(model, lambda x, out: check_logits(x, out, classes, what))
+            return watch_outputs(model, lambda x, out: check_eps(x, out, what))
         from ..models.loaders import load_model
         return load_model(self.model_spec(role))
 

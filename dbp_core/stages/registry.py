@@ -25,6 +25,37 @@ DEFAULT_PROTOCOLS = ("clean", "purified", "undefended", "single", "repurify", "f
 # need a diffusion model
 PURIFYING_PROTOCOLS = ("purified", "repurify", "majority", "ensemble", "any-wrong", "fresh-noise")
 
+# the attacks stage's rows per attack: (results protocol name, per-example outcome key, the config protocol
+# that enables it); several rows may read one outcome ("any-wrong" is the complement view of the worst case)
+ATTACK_ROWS = (("single", "single", "single"), ("fresh-noise", "fresh-noise", "fresh-noise"),
+               ("repurify-avg", "repurify-avg", "repurify"), ("repurify-worst", "repurify-worst", "repurify"),
+               ("majority", "majority", "majority"), ("ensemble", "ensemble", "ensemble"),
+               ("any-wrong", "repurify-worst", "any-wrong"), ("undefended", "undefended", "undefended"),
+               ("purified", "purified", "purified"), ("purified-avg", "purified-avg", "repurify"),
+               ("purified-worst", "purified-worst", "repurify"),
+               ("purified-majority", "purified-majority", "majority"),
+               ("purified-ensemble", "purified-ensemble", "ensemble"),
+               ("purified-any-wrong", "purified-worst", "any-wrong"), ("clean", "clean", "clean"))
+# the outcomes of n_repurify purifications: of the adversarial examples, of the unattacked ones
+N_PURIFICATION_OUTCOMES = ("repurify-avg", "repurify-worst", "majority", "ensemble")
+N_PURIFICATION_BASELINES = ("purified-avg", "purified-worst", "purified-majority", "purified-ensemble")
+
+
+def outcome_of(protocol: str) -> str:
+    """The per-example outcome key an attacks-stage row of ``protocol`` reads (the row name itself
+    for rows of other stages)."""
+    return next((key for row, key, _ in ATTACK_ROWS if row == protocol), protocol)
+
+
+def attack_outcomes(protocols, replays: bool) -> set[str]:
+    """The per-example outcomes the attacks stage computes for one attack under ``evaluation.protocols``:
+    only those a listed protocol reports (``fresh-noise`` only for an attacker who replays the noise:
+    for a stochastic one it is ``single`` again)."""
+    wanted = {key for _, key, enabled_by in ATTACK_ROWS if enabled_by in protocols}
+    if not replays:
+        wanted.discard("fresh-noise")
+    return wanted
+
 
 def register_stage(name: str) -> Callable[[Callable], Callable]:
     """Decorator: make ``fn(ctx) -> dict`` runnable as ``stages = ["<name>"]``."""
