@@ -28,14 +28,18 @@ class UserError(Exception):
 # --------------------------------------------------------------------------- progress display
 
 class ProgressDisplay:
-    """tqdm bar on a terminal; plain 'stage: done/total' lines (at most every 2 s) otherwise."""
+    """tqdm bar on a terminal; otherwise (nohup, CI logs) plain lines, at most one every 2 s:
+    'attacks: 50/200 (25%, 3.1/s, eta 48 s)', the rate and eta counted from the stage's first
+    line (``clock``: seconds, monotonic)."""
 
-    def __init__(self, stream=None, enabled: bool | None = None):
+    def __init__(self, stream=None, enabled: bool | None = None, clock=time.monotonic):
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if enabled is None else enabled
+        self.clock = clock
         self.bar = None
         self.stage = None
         self.last_line = 0.0
+        self.first = (0.0, 0)  # (time, done) of the stage's first line
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
         if self.tty:
@@ -48,15 +52,34 @@ class ProgressDisplay:
             self.bar.n = done
             self.bar.refresh()
         else:
-            now = time.monotonic()
+            now = self.clock()
+            if stage != self.stage:
+                self.first = (now, done)
             if stage != self.stage or done == total or now - self.last_line >= 2.0:
                 self.stage, self.last_line = stage, now
-                print(f"{stage}: {done}/{total if total is not None else '?'}", file=self.stream, flush=True)
+                print(self.line(stage, done, total, now), file=self.stream, flush=True)
+
+    def line(self, stage: str, done: int, total: int | None, now: float) -> str:
+        """'stage: done/total (percent, rate, eta)', each part where it is known."""
+        t0, done0 = self.first
+        rate = (done - done0) / (now - t0) if now > t0 and done > done0 else None
+        parts = [f"{100 * done / total:.0f}%"] if total else []
+        if rate is not None:
+            parts.append(f"{rate:.0f}/s" if rate >= 10 else f"{rate:.2g}/s")
+            if total and done < total:
+                parts.append(f"eta {_seconds((total - done) / rate)}")
+        text = f"{stage}: {done}/{total if total is not None else '?'}"
+        return text + (f" ({', '.join(parts)})" if parts else "")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _seconds(s: float) -> str:
+    """A duration as progress lines and `dbp show` print it: '48 s'."""
+    return f"{s:.0f} s"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -74,11 +97,15 @@ def _store(args):
 
 
 def _open_run(args):
+    """The run ``args.run`` names (its callers, resume/show/export, look for a sweep first)."""
     from .runs import RunNotFound
     try:
         return _store(args).open(args.run)
     except RunNotFound as exc:
-        raise UserError(str(exc)) from None
+        message = str(exc)
+        if message.startswith("no run "):  # not an ambiguous prefix: nothing matched at all
+            message += ", and no sweep (`dbp runs` lists both)"
+        raise UserError(message) from None
 
 
 def _load(args):
@@ -324,7 +351,7 @@ def _run_sweep(sweep, args) -> int:
     (``dbp resume <sweep>`` continues from there)."""
     from .config import load_config
     from .preflight import preflight
-    from .results import headline_text, read_sweep
+    from .results import read_sweep
     from .runs import RunNotFound
     store = _store(args)
     sweep.lock()  # RunLocked (exit 2) when another process runs this sweep
@@ -360,11 +387,21 @@ def _run_sweep(sweep, args) -> int:
         sweep.unlock()
     view = read_sweep(sweep.path)
     print(f"\nsweep {view.id}: {view.progress_text}")
-    for pv in view.points:
-        head = headline_text(pv.view.headline) if pv.view is not None else "-"
-        print(f"  {pv.point.label:<40} {pv.state:<12} {head}")
+    print("\n".join(sweep_lines(view)))
     print(sweep.path)
     return EXIT_OK
+
+
+def sweep_lines(view) -> list[str]:
+    """A sweep's points as ``dbp sweep`` ends and ``dbp show SWEEP`` prints them: values, state,
+    run, and the robust accuracy of what the sweep varies (results.SweepView.point_rows)."""
+    label_w = max([len(p.point.label) for p in view.points] + [5])
+    run_w = max([len(p.point.run or "-") for p in view.points] + [3])
+    lines = [f"robust accuracy (protocol single, 95% interval) of {view.measured_text}, per point:"]
+    for pv in view.points:
+        lines.append(f"  {pv.point.label:<{label_w}}  {pv.state:<11}  {pv.point.run or '-':<{run_w}}  "
+                     f"{view.point_text(pv)}")
+    return lines
 
 
 def _distributed(args, prepare) -> int:
@@ -480,6 +517,9 @@ def results_lines(view) -> list[str]:
 
 def cmd_show(args) -> int:
     from .results import read_run
+    sweep = _find_sweep(args, args.run)
+    if sweep is not None:
+        return _show_sweep(sweep)
     view = read_run(_open_run(args).path)
     status = view.status
     print(f"run:        {view.id}\nfolder:     {view.path}")
@@ -491,7 +531,7 @@ def cmd_show(args) -> int:
     print(f"experiment: {view.experiment}\nstate:      {view.state}" + (f" — {message}" if message else ""))
     eta = status.eta if status else None
     show_eta = view.state == "running" and eta is not None and eta > 0
-    print(f"progress:   {view.progress_text()}" + (f", eta {eta:.0f} s" if show_eta else ""))
+    print(f"progress:   {view.progress_text()}" + (f", eta {_seconds(eta)}" if show_eta else ""))
     for line in results_lines(view):
         print(line)
     tail = view.log_tail(5)
@@ -504,17 +544,64 @@ def cmd_show(args) -> int:
     return EXIT_OK
 
 
+def _show_sweep(sweep) -> int:
+    """``dbp show SWEEP``: where it came from, its grid, its points, its progress."""
+    from .results import read_sweep
+    view = read_sweep(sweep.path)
+    print(f"sweep:      {view.id}\nfolder:     {view.path}\nexperiment: {view.experiment}")
+    if view.source:
+        print(f"source:     {view.source}")
+    for i, text in enumerate(view.grid_text):
+        print(f"{'grid:' if i == 0 else '':<12}{text}")
+    print(f"state:      {view.state}\n")
+    print("\n".join(sweep_lines(view)))
+    print(f"\nprogress:   {view.progress_text}")
+    problems = ([view.problem] if view.problem else []) + [
+        f"point {pv.point.index + 1} ({pv.point.label}): {p}" for pv in view.points if pv.view for p in pv.view.problems]
+    for p in problems:  # shown as far as possible, but a file is damaged: exit 2
+        print(f"dbp: error: {p}", file=sys.stderr)
+    return EXIT_BAD_INPUT if problems else EXIT_OK
+
+
 def cmd_export(args) -> int:
-    import io
-    from .results import export_rows, read_run, write_csv
+    from .results import export_rows, read_run
+    sweep = _find_sweep(args, args.run)
+    if sweep is not None:
+        return _export_sweep(sweep, args)
     view = read_run(_open_run(args).path)
     results_problem = next((p for p in view.problems if "results.json" in p), None)
     if results_problem:
         raise UserError(f"run {view.id} cannot be exported: {results_problem}")
     if view.results is None:
         raise UserError(f"run {view.id} has no results.json yet (state: {view.state})")
+    return _write_csv(args, export_rows([view]))
+
+
+def _export_sweep(sweep, args) -> int:
+    """``dbp export SWEEP``: the rows of every point run with results, led by the swept values
+    (results.sweep_export_rows); a point without results is skipped with a note."""
+    from .results import read_sweep, sweep_export_rows
+    view = read_sweep(sweep.path)
+    if view.problem:
+        raise UserError(f"sweep {view.id} cannot be exported: {view.problem}")
+    export = sweep_export_rows(view)
+    if not export.rows:
+        why = export.problems[0] if export.problems else f"{view.progress_text} done"
+        raise UserError(f"sweep {view.id} has no point with results to export ({why})")
+    for note in export.skipped:
+        print(f"dbp: note: {note}; skipped", file=sys.stderr)
+    rc = _write_csv(args, export.rows, export.columns)
+    for p in export.problems:  # the readable points are exported; a damaged one is named and the exit is 2
+        print(f"dbp: error: {p}; skipped", file=sys.stderr)
+    return EXIT_BAD_INPUT if export.problems else rc
+
+
+def _write_csv(args, rows: list[dict], lead: list[str] = ()) -> int:
+    """Write export ``rows`` (``lead`` columns first) to ``--csv FILE``, or standard output."""
+    import io
+    from .results import write_csv
     buf = io.StringIO(newline="")
-    write_csv(export_rows([view]), stream=buf)
+    write_csv(rows, stream=buf, lead=lead)
     if args.csv in (None, "-"):
         sys.stdout.write(buf.getvalue())
         return EXIT_OK
@@ -638,10 +725,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_set(p)
     p = add("runs", cmd_runs, "List runs: id, experiment, state, progress, headline result")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = add("show", cmd_show, "Show a run's status and results")
-    p.add_argument("run", help="run id, unique prefix or folder")
-    p = add("export", cmd_export, "Export a run's accuracy table")
-    p.add_argument("run", help="run id, unique prefix or folder")
+    p = add("show", cmd_show, "Show a run's status and results, or a sweep's points")
+    p.add_argument("run", help="run id, unique prefix or folder; or a sweep id (or unique prefix)")
+    p = add("export", cmd_export, "Export a run's accuracy table (a sweep: every point's, with the swept values)")
+    p.add_argument("run", help="run id, unique prefix or folder; or a sweep id (or unique prefix)")
     p.add_argument("--csv", nargs="?", const="-", default="-", metavar="FILE",
                    help="write CSV to FILE (default: standard output)")
     p = add("report", cmd_report, "Write PNG figures and report.md into each run's report/ folder")

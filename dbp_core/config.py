@@ -397,28 +397,37 @@ class PurifierConfig(_Section):
 
     @model_validator(mode="after")
     def _sampler_options(self) -> "PurifierConfig":
+        sampler = f'sampler = "{self.sampler}"'
+        discrete = " / ".join(f"'{s}'" for s in DISCRETE_SAMPLERS)
+        discrete_fix = "set sampler = " + " or ".join(f'"{s}"' for s in DISCRETE_SAMPLERS)
         if self.eta != 0 and self.sampler != "ddim":
-            raise _FieldError("eta", self.eta, f"eta = 0: eta is DDIM's, and sampler = '{self.sampler}' "
-                              "(set sampler = 'ddim' to use it)")
+            raise _option_of("eta", self.eta, "an option of the 'ddim' sampler", sampler, 'set sampler = "ddim"')
         if self.variance != "fixed_large" and self.sampler != "ddpm":
-            raise _FieldError("variance", self.variance, f"'fixed_large' (the default): variance is DDPM's, and "
-                              f"sampler = '{self.sampler}'")
+            raise _option_of("variance", self.variance, "an option of the 'ddpm' sampler", sampler,
+                             'set sampler = "ddpm"')
         if self.respacing != "t_star" and self.sampler not in DISCRETE_SAMPLERS:
-            raise _FieldError("respacing", self.respacing, f"'t_star' (the default): respacing respaces the timesteps "
-                              f"of {' / '.join(DISCRETE_SAMPLERS)}, and sampler '{self.sampler}' has none")
+            raise _option_of("respacing", self.respacing, f"an option of the {discrete} samplers (it respaces their "
+                             "timesteps)", f"{sampler} has no discrete timesteps", discrete_fix)
         if self.clip_denoised and self.sampler not in DISCRETE_SAMPLERS:
-            raise _FieldError("clip_denoised", True, f"false: clip_denoised clips the predicted x_0 of "
-                              f"{' / '.join(DISCRETE_SAMPLERS)}, and sampler '{self.sampler}' predicts none")
+            raise _option_of("clip_denoised", True, f"an option of the {discrete} samplers (it clips their "
+                             "predicted x_0)", f"{sampler} predicts no x_0", discrete_fix)
         if self.guidance_scale > 0 and self.sampler != "ddpm":
-            raise _FieldError("guidance_scale", self.guidance_scale, f"0: GDMP guidance guides the 'ddpm' step, "
-                              f"and sampler = '{self.sampler}'")
+            raise _option_of("guidance_scale", self.guidance_scale, "an option of the 'ddpm' sampler (GDMP guidance "
+                             "guides its step)", sampler, 'set sampler = "ddpm"')
         if self.guidance_scale == 0:
             defaults = PurifierConfig.model_fields
             for name in ("guidance_eps", "guidance_target"):
                 if getattr(self, name) != defaults[name].default:
-                    raise _FieldError(name, getattr(self, name), "its default: guidance is off (set guidance_scale "
-                                      "> 0 to guide)")
+                    raise _option_of(name, getattr(self, name), "an option of GDMP guidance",
+                                     "guidance is off (guidance_scale = 0)", "set guidance_scale > 0")
         return self
+
+
+def _option_of(name: str, value: Any, whose: str, instead: str, fix: str) -> "_FieldError":
+    """The error for ``name`` set where it does nothing: whose option it is, what is set instead,
+    and both ways out ('eta is an option of the 'ddim' sampler, and sampler = "ddpm"; set
+    sampler = "ddim" to use it, or remove eta')."""
+    return _FieldError(name, value, f"{name} is {whose}, and {instead}; {fix} to use it, or remove {name}")
 
 
 class AttackConfig(_Section):

@@ -498,6 +498,12 @@ def _pct(v: Any) -> str:
     return f"{100 * v:.1f}%" if _finite(v) else "–"
 
 
+def _interval(row: dict, attack: str | None = None) -> str:
+    """An accuracy with its interval, '37.5% [13.7%, 69.4%]', led by ``attack`` when given."""
+    text = f"{_pct(row['accuracy'])} [{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]"
+    return f"{attack}: {text}" if attack else text
+
+
 def _signed(v: Any) -> str:
     return f"{100 * v:+.1f} pts" if _finite(v) else "–"
 
@@ -694,19 +700,24 @@ def write_sweep_report(path: str | Path, out: str | Path | None = None) -> dict[
     lines = view.curves(key)
     figures = {"sweep": plot_sweep(lines, key, folder / "sweep.png", f"{view.experiment}: robust accuracy vs {key}")}
     md = [f"# Sweep: {view.id}", "", f"- **experiment**: {view.experiment}", f"- **source**: {view.source or '–'}",
-          f"- **grid**: " + "; ".join(f"`{g.get('key')}` = {', '.join(map(str, g.get('values', [])))}"
-                                      for g in view.manifest.get("grid", [])),
+          "- **grid**: " + "; ".join(f"`{text}`" for text in view.grid_text),
           f"- **points**: {view.progress_text}", ""]
     if view.problem:
         md += [f"_The manifest is damaged: {view.problem}._", ""]
-    attacks = sorted(lines, key=_attack_sort_key)
-    md += ["## Robust accuracy (protocol `single`) per point", "",
-           "| point | run | state | " + " | ".join(attacks) + " |", "|---|---|---|" + "---:|" * len(attacks)]
+    # the attack(s) the sweep varies lead (as `dbp sweep` / `dbp show SWEEP` print them), then
+    # the other attacks' lines: every attack when the grid varies what every attack sees
+    measured = view.swept_attacks is not None
+    swept = {a for pv in view.points for a in (view.measured_attacks(pv) or [])}
+    attacks = [a for a in sorted(lines, key=_attack_sort_key) if not all(pt["attack"] in swept for pt in lines[a])]
+    heads = ([view.measured_text.removeprefix("the ")] if measured else []) + attacks
+    md += [f"## Robust accuracy (protocol `single`, 95% interval) per point: {view.measured_text}"
+           + (", then the other attacks" if measured and attacks else ""), "",
+           "| point | run | state | " + " | ".join(heads) + " |", "|---|---|---|" + "---:|" * len(heads)]
     for pv in view.points:
-        cells = []
+        cells = ["; ".join(_interval(r, r.get("attack")) for r in view.point_rows(pv)) or "–"] if measured else []
         for a in attacks:
             pt = next((x for x in lines[a] if pv.view is not None and x["run"] == pv.view.id), None)
-            cells.append("–" if pt is None else f"{_pct(pt['accuracy'])} [{_pct(pt['ci_low'])}, {_pct(pt['ci_high'])}]")
+            cells.append("–" if pt is None else _interval(pt))
         md.append(f"| {pv.point.label} | `{pv.view.id if pv.view else '–'}` | {pv.state} | " + " | ".join(cells) + " |")
     md.append("")
     if figures["sweep"] is not None:

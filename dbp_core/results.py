@@ -13,8 +13,9 @@
 * :func:`row_meaning` — what an accuracy row measures, in words (``dbp show``, the console);
 * :func:`setting_differences`, :func:`paired_between` — what differs between runs' frozen configs,
   and paired differences between runs on the examples they share (per-example outcomes);
-* :func:`read_sweep` / :class:`SweepView`, :func:`list_sweeps` — a sweep's points and its
-  accuracy-vs-value curves;
+* :func:`read_sweep` / :class:`SweepView`, :func:`list_sweeps` — a sweep's points, the robust
+  accuracy of the attack(s) it sweeps per point (:meth:`SweepView.point_rows`), its
+  accuracy-vs-value curves, and its CSV rows (:func:`sweep_export_rows`);
 * :func:`parse_run_id` — the parts of a run id (format owned by :mod:`dbp_core.runs`).
 
 Nothing here imports torch.
@@ -25,6 +26,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,8 @@ __all__ = ["RESULTS_SCHEMA", "headline", "check_results", "check_trajectory", "c
            "EXPORT_COLUMNS", "export_rows", "write_csv", "parse_run_id", "RunId", "RunStatus", "fmt_pct",
            "headline_text", "row_meaning", "PROTOCOL_MEANINGS", "flat_settings", "setting_differences",
            "same_examples", "paired_between", "per_example_outcomes", "SweepView", "read_sweep", "list_sweeps",
-           "running_runs", "config_columns", "export_fieldnames", "SweepPointView"]
+           "running_runs", "config_columns", "export_fieldnames", "SweepPointView", "swept_attack_index",
+           "SweepExport", "sweep_export_rows"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -677,11 +680,12 @@ def export_rows(views: Iterable[RunView]) -> list[dict]:
     return out
 
 
-def export_fieldnames(rows: list[dict]) -> list[str]:
-    """:data:`EXPORT_COLUMNS`, then ``source``, ``group``, the ``attack.*`` and ``config.*``
-    columns present in ``rows`` (in first-seen order)."""
+def export_fieldnames(rows: list[dict], lead: Iterable[str] = ()) -> list[str]:
+    """``lead`` (a sweep's point and swept values), :data:`EXPORT_COLUMNS`, then ``source``,
+    ``group``, the ``attack.*`` and ``config.*`` columns present in ``rows`` (in first-seen order)."""
+    lead = list(lead)
     extra: list[str] = []
-    seen = set(EXPORT_COLUMNS)
+    seen = set(EXPORT_COLUMNS) | set(lead)
     for r in rows:
         for k in r:
             if k not in seen:
@@ -690,13 +694,14 @@ def export_fieldnames(rows: list[dict]) -> list[str]:
     head = [k for k in ("source", "group") if k in extra]
     attack = [k for k in extra if k.startswith("attack.")]
     rest = [k for k in extra if k not in head and k not in attack]
-    return list(EXPORT_COLUMNS) + head + attack + rest
+    return lead + list(EXPORT_COLUMNS) + head + attack + rest
 
 
-def write_csv(rows: list[dict], target: str | os.PathLike | None = None, stream=None) -> Path | None:
-    """Write ``rows`` with :func:`export_fieldnames` to ``target`` (or ``stream``)."""
+def write_csv(rows: list[dict], target: str | os.PathLike | None = None, stream=None,
+              lead: Iterable[str] = ()) -> Path | None:
+    """Write ``rows`` with :func:`export_fieldnames` (``lead`` first) to ``target`` (or ``stream``)."""
     def write(fh):
-        w = csv.DictWriter(fh, fieldnames=export_fieldnames(rows), extrasaction="ignore")
+        w = csv.DictWriter(fh, fieldnames=export_fieldnames(rows, lead), extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     if target is None:
@@ -725,6 +730,22 @@ def running_runs(root: str | os.PathLike) -> list[str]:
 
 # --------------------------------------------------------------------------- sweeps
 
+# a grid key that sets a field of the N-th [[attacks]] entry: ``attacks.N.<field>`` (the --set /
+# --grid spelling) or ``attacks[N].<field>`` (the spelling of config error paths)
+_ATTACK_KEY = re.compile(r"attacks(?:\.(\d+)|\[(\d+)\])(?:\.|$)")
+
+
+def swept_attack_index(key: str) -> int | None:
+    """N when the grid key ``key`` sets a field of the N-th ``[[attacks]]`` entry, else None."""
+    m = _ATTACK_KEY.match(str(key))
+    return int(m.group(1) or m.group(2)) if m else None
+
+
+def _model_rows(view: RunView, protocol: str) -> list[dict]:
+    """The ``protocol`` accuracy rows of the configured model (not an ADDT variant) of ``view``."""
+    return [r for r in view.rows if r.get("protocol") == protocol and r.get("model") in (None, "original")]
+
+
 @dataclass
 class SweepPointView:
     """One point of a sweep: its values, its run (None before it was started)."""
@@ -734,6 +755,16 @@ class SweepPointView:
     @property
     def state(self) -> str:
         return self.view.state if self.view is not None else "pending"
+
+    def attack_name(self, index: int) -> str | None:
+        """The name of the ``[[attacks]]`` entry ``index`` in this point's frozen config (the name
+        its accuracy rows carry); None without a run or without that entry."""
+        config = self.view.config if self.view is not None else None
+        entries = (config or {}).get("attacks")
+        if not isinstance(entries, list) or not 0 <= index < len(entries) or not isinstance(entries[index], dict):
+            return None
+        name = entries[index].get("name")
+        return name if isinstance(name, str) else None
 
 
 @dataclass
@@ -755,7 +786,18 @@ class SweepView:
 
     @property
     def keys(self) -> list[str]:
-        return [str(g.get("key")) for g in self.manifest.get("grid") or [] if isinstance(g, dict)]
+        return [key for key, _ in self.grid]
+
+    @property
+    def grid(self) -> list[tuple[str, list]]:
+        """The grid, [(key, values)], as ``dbp sweep --grid`` gave it."""
+        return [(str(g.get("key")), list(g.get("values") or [])) for g in self.manifest.get("grid") or []
+                if isinstance(g, dict)]
+
+    @property
+    def grid_text(self) -> list[str]:
+        """One 'key = v1, v2' per grid key (values as TOML literals)."""
+        return [f"{key} = " + ", ".join(toml_value_or_dash(v) for v in values) for key, values in self.grid]
 
     @property
     def source(self) -> str | None:
@@ -783,9 +825,55 @@ class SweepView:
     def progress_text(self) -> str:
         return f"{sum(p.state == 'done' for p in self.points)}/{len(self.points)} points"
 
+    @property
+    def swept_attacks(self) -> list[int] | None:
+        """The ``[[attacks]]`` entries the sweep varies (their indices, in grid order) when every
+        grid key sets a field of one (``attacks.N.<field>``); None when a key varies something
+        every attack sees (``purifier.t_star``): then the sweep measures every attack."""
+        indices = [swept_attack_index(k) for k in self.keys]
+        if not indices or None in indices:
+            return None
+        return list(dict.fromkeys(indices))
+
+    @property
+    def measured_text(self) -> str:
+        """Whose accuracy :meth:`point_rows` gives, in words: 'the swept attack (attacks.0)',
+        'the swept attacks (attacks.0, attacks.1)' or 'every attack'."""
+        slots = self.swept_attacks
+        if slots is None:
+            return "every attack"
+        return (f"the swept attack{'s' if len(slots) > 1 else ''} ("
+                + ", ".join(f"attacks.{i}" for i in slots) + ")")
+
+    def measured_attacks(self, pv: SweepPointView) -> list[str] | None:
+        """The names of the attacks the sweep varies at point ``pv`` (attack N of the point's own
+        frozen config for each swept ``attacks.N``: a swept ``name`` or ``kind`` renames it);
+        None when the sweep measures every attack."""
+        slots = self.swept_attacks
+        if slots is None:
+            return None
+        return [n for n in (pv.attack_name(i) for i in slots) if n is not None]
+
+    def point_rows(self, pv: SweepPointView, protocol: str = "single") -> list[dict]:
+        """The accuracy rows (``protocol``, the configured model) that the sweep measures at point
+        ``pv``: the rows of :meth:`measured_attacks`, in grid order, or every attack's row when the
+        grid varies something else; [] while the point has no results."""
+        if pv.view is None:
+            return []
+        rows = _model_rows(pv.view, protocol)
+        names = self.measured_attacks(pv)
+        if names is None:
+            return rows
+        return [r for name in names for r in rows if r.get("attack") == name]
+
+    def point_text(self, pv: SweepPointView, protocol: str = "single") -> str:
+        """:meth:`point_rows` as 'single/pgd-eot-linf 37.5% [13.7%, 69.4%]' (``; ``-separated),
+        '-' while the point has none."""
+        return "; ".join(headline_text(r) for r in self.point_rows(pv, protocol)) or "-"
+
     def curves(self, key: str | None = None, protocol: str = "single") -> dict[str, list[dict]]:
         """Accuracy against the value of ``key`` (default: the first grid key): per line, the points
-        ``{"x", "accuracy", "ci_low", "ci_high", "n", "run"}`` in grid order. A line is an attack
+        ``{"x", "accuracy", "ci_low", "ci_high", "n", "run", "attack"}`` in grid order. A line is an attack
         (its ``protocol`` rows of the configured model), suffixed with the other grid keys' values
         when the grid has several keys. Points without results are left out."""
         keys = self.keys
@@ -795,13 +883,11 @@ class SweepView:
             if p.view is None or key not in p.point.values:
                 continue
             others = ", ".join(f"{k}={toml_value(v)}" for k, v in p.point.values.items() if k != key)
-            for row in p.view.rows:
-                if row.get("protocol") != protocol or row.get("model") not in (None, "original"):
-                    continue
+            for row in _model_rows(p.view, protocol):
                 label = str(row.get("attack") or row.get("stage")) + (f" ({others})" if others else "")
                 lines.setdefault(label, []).append(
                     {"x": p.point.values[key], "accuracy": row["accuracy"], "ci_low": row["ci_low"],
-                     "ci_high": row["ci_high"], "n": row["n"], "run": p.view.id})
+                     "ci_high": row["ci_high"], "n": row["n"], "run": p.view.id, "attack": row.get("attack")})
         return lines
 
 
@@ -825,3 +911,38 @@ def read_sweep(path: str | os.PathLike) -> SweepView:
 def list_sweeps(root: str | os.PathLike) -> list[SweepView]:
     """Every sweep of the store at ``root``, oldest first."""
     return [read_sweep(s.path) for s in RunStore(root).list_sweeps()]
+
+
+@dataclass
+class SweepExport:
+    """The CSV of a sweep (``dbp export SWEEP``): ``rows`` with the ``columns`` that lead them,
+    the points ``skipped`` (no results yet) and the ``problems`` of damaged point runs, in words."""
+    rows: list[dict]
+    columns: list[str]
+    skipped: list[str]
+    problems: list[str]
+
+
+def sweep_export_rows(view: SweepView) -> SweepExport:
+    """The :func:`export_rows` of every point run of ``view`` that has results, each led by
+    ``point`` (1-based, as ``dbp sweep`` counts them), the swept values (one column per grid
+    key, named as the key: the x of a spreadsheet's plot) and ``swept_attack`` (whether the row
+    is of an attack the sweep varies, :meth:`SweepView.measured_attacks`)."""
+    keys = view.keys
+    rows, skipped, problems = [], [], []
+    for pv in view.points:
+        where = f"point {pv.point.index + 1}/{len(view.points)} ({pv.point.label})"
+        damaged = next((p for p in pv.view.problems if "results.json" in p), None) if pv.view else None
+        if damaged:
+            problems.append(f"{where}: {damaged}")
+            continue
+        if pv.view is None or pv.view.results is None:
+            skipped.append(f"{where}: no results yet (state: {pv.state})")
+            continue
+        names = view.measured_attacks(pv)
+        lead = {"point": pv.point.index + 1, **{k: _cell(pv.point.values.get(k)) for k in keys}}
+        for row in export_rows([pv.view]):
+            attack = row.get("attack")
+            swept = attack is not None and (names is None or attack in names)
+            rows.append({**lead, "swept_attack": swept, **row})
+    return SweepExport(rows, ["point", *keys, "swept_attack"], skipped, problems)

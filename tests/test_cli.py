@@ -325,6 +325,26 @@ def test_damaged_status_is_listed_as_unknown_not_a_crash(tmp_path, capsys, monke
     assert str(good.results_path) in capsys.readouterr().err
 
 
+def test_plain_progress_lines_have_a_rate_and_an_eta():
+    """Without a terminal: 'stage: done/total (percent, rate, eta)', the rate counted from the
+    stage's first line, at most one line per 2 s (a stage's first and last lines always)."""
+    stream, now = io.StringIO(), [100.0]
+    display = cli.ProgressDisplay(stream, enabled=False, clock=lambda: now[0])
+
+    def at(t, stage, done, total):
+        now[0] = t
+        display(stage, done, total)
+    at(100.0, "attacks", 10, 210)   # the first line: no rate yet
+    at(101.0, "attacks", 20, 210)   # within 2 s of the last line: not printed
+    at(116.0, "attacks", 60, 210)   # 50 items in 16 s: 3.1/s, 150 left: 48 s
+    at(120.0, "attacks", 210, 210)  # done: no eta
+    at(121.0, "evaluate", 4, None)  # a new stage counts from its own first line
+    at(125.0, "evaluate", 64, None)
+    assert stream.getvalue().splitlines() == [
+        "attacks: 10/210 (5%)", "attacks: 60/210 (29%, 3.1/s, eta 48 s)", "attacks: 210/210 (100%, 10/s)",
+        "evaluate: 4/?", "evaluate: 64/? (15/s)"]
+
+
 def test_show_hides_eta_unless_running(tmp_path, capsys):
     run = RunStore(tmp_path).create(experiment="e")
     run.write_status(state="interrupted", progress={"stage": "evaluate", "done": 4, "total": 10}, eta=321.0)

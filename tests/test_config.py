@@ -285,6 +285,34 @@ def test_override_float_for_int_rejected():
     assert "data.n_examples" in str(info.value) and "--set data.n_examples=1e3" in str(info.value)
 
 
+@pytest.mark.parametrize("setting,sampler,owner,fix", [
+    ("eta=0.5", "ddpm", "an option of the 'ddim' sampler", 'set sampler = "ddim"'),
+    ('variance="fixed_small"', "ddim", "an option of the 'ddpm' sampler", 'set sampler = "ddpm"'),
+    ('respacing="global"', "vpsde", "an option of the 'ddpm' / 'ddim' samplers", 'set sampler = "ddpm" or "ddim"'),
+    ("clip_denoised=true", "vpode", "an option of the 'ddpm' / 'ddim' samplers", 'set sampler = "ddpm" or "ddim"'),
+    ("guidance_scale=100", "ddim", "an option of the 'ddpm' sampler", 'set sampler = "ddpm"'),
+    ('guidance_target="clean"', "ddpm", "an option of GDMP guidance", "set guidance_scale > 0"),
+])
+def test_an_option_of_another_sampler_names_whose_it_is_and_both_fixes(setting, sampler, owner, fix):
+    name = setting.partition("=")[0]
+    with pytest.raises(ConfigError) as info:
+        loads_config('name = "x"', overrides=[f"purifier.sampler={sampler}", f"purifier.{setting}"])
+    [error] = info.value.errors
+    assert error["path"] == f"purifier.{name}"
+    message = error["message"]
+    assert f"{name} is {owner}" in message and f"; {fix} to use it, or remove {name}" in message
+    assert f'sampler = "{sampler}"' in message or "guidance_scale = 0" in message  # what is set instead
+    assert f": {name} = " not in message  # not 'got 0.5: eta = 0: ...', as if the value had to be 0
+
+
+def test_check_names_the_sampler_that_eta_is_for(capsys):
+    quickstart = ROOT / "experiments" / "quickstart.toml"
+    assert cli.main(["check", str(quickstart), "--set", "purifier.eta=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "purifier.eta: got 0.5: eta is an option of the 'ddim' sampler, and sampler = \"ddpm\"" in err
+    assert 'set sampler = "ddim" to use it, or remove eta (from --set purifier.eta=0.5)' in err
+
+
 def test_strict_keeps_int_for_float_and_arrays_for_tuples(tmp_path):
     cfg = loads_config('name = "x"\n[purifier]\nt_star = 1\n[models]\nmean = [0]\nstd = [1]\n'
                        '[[attacks]]\nkind = "pgd"\nnorm = "l2"\neps = 1\nstep = 1\n'
