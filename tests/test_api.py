@@ -3,6 +3,10 @@ are the same objects as the new ones."""
 from __future__ import annotations
 
 import importlib
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_name_of_docs_api_imports():
@@ -43,3 +47,16 @@ def test_old_import_paths_are_the_same_objects():
     for (old, old_name), (new, new_name) in same.items():
         a, b = importlib.import_module(old), importlib.import_module(new)
         assert (getattr(a, old_name) if old_name else a) is (getattr(b, new_name) if new_name else b), old
+
+
+def index_imports() -> list[str]:
+    """The import statement of every row of docs/api.md's index table (its first code span)."""
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    return re.findall(r"^\| `((?:from \S+ )?import [^`]+)`", text, re.M)
+
+
+def test_every_line_of_the_index_table_imports():
+    lines = index_imports()
+    assert len(lines) >= 26, lines
+    for line in lines:
+        exec(line, {})  # an ImportError names the line's missing module or name

@@ -152,6 +152,23 @@ def test_shipped_default_models():
         default_classifier("cifar10")
 
 
+def test_normalised_classifier_is_the_shipped_cnn_on_01_images():
+    from dbp_core.data import load_digits
+    from dbp_core.models.normalized import Normalized
+    from dbp_core.models.zoo import default_classifier, default_normalisation, normalised_classifier
+    te = load_digits("test").subset(100)
+    clf = normalised_classifier("digits")
+    assert isinstance(clf, Normalized) and not clf.training
+    mean, std = default_normalisation("digits")
+    with torch.no_grad():
+        assert torch.allclose(clf(te.x), default_classifier("digits")((te.x - mean[0]) / std[0]), atol=1e-5)
+        assert (clf(te.x).argmax(1) == te.y).float().mean() >= 0.93
+        # default_classifier stays the bare network (Resources wraps it itself): wrong on [0, 1] images
+        assert (default_classifier("digits")(te.x).argmax(1) == te.y).float().mean() < 0.5
+    with pytest.raises(ValueError, match="cifar10"):
+        normalised_classifier("cifar10")
+
+
 def test_training_is_deterministic_given_seed():
     from dbp_core.data import load_digits
     from dbp_core.train import train_classifier, train_ddpm
