@@ -292,10 +292,19 @@ def _results(run: RunWriter, cfg: ExperimentConfig, stages: dict, created: float
         "finished": time.time(),
         "environment": {"backend": ops.backend(), "torch": torch.__version__, "python": sys.version.split()[0],
                         "host": socket.gethostname(), "world_size": dist.world()[1],
-                        "threads": torch.get_num_threads()},
+                        "threads": torch.get_num_threads(), "plugins": _plugins_of(run)},
         "headline": headline(rows),
         "accuracies": rows,
         "comparisons": [c for result in stages.values() for c in result.get("comparisons", [])],
         **({"audit": audits[-1]} if audits else {}),  # the audit stage's flags (docs/results.md, "The audit")
         "stages": stages,
     }
+
+
+def _plugins_of(run: RunWriter) -> dict:
+    """The plugins the run executed, as recorded in plugins.json: ``{field: {"import", "file", "sha256"}}``."""
+    recorded = getattr(run, "recorded_plugins", None)
+    try:
+        return ((recorded() if recorded else None) or {}).get("plugins") or {}
+    except (OSError, ValueError):
+        return {}

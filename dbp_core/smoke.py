@@ -101,7 +101,7 @@ def _call_plugins(cfg, fields: dict[str, str]) -> list[dict]:
         if path not in fields or eps_model is None:  # without a diffusion model the attacks stage refuses the run
             continue
         try:
-            defended = DefendedClassifier(classifier, res.purifier(noise.stochastic())).to(device)
+            defended = DefendedClassifier(classifier, res.purifier(noise.named(derive_seed(cfg.seed, "check", "unseeded")))).to(device)
             attack = build_attack(acfg, eval_seed=derive_seed(cfg.seed, "check", acfg.name, "eval"),
                                   attack_seed=derive_seed(cfg.seed, "check", acfg.name, "attack"))
             attack(attacker_view(attacker_model(res, acfg, defended), acfg.gradient), x, y, uids)

@@ -165,9 +165,12 @@ def plugin_noise(kind: str) -> str | None:
 
 def undefended_config(acfg):
     """The ``[[attacks]]`` entry of the attack's "undefended" row — its undefended kind with the same
-    settings, EOT 1, exact gradients, fresh noise (a bare classifier has none) — or None (plugins)."""
+    settings, EOT 1, exact gradients, fresh noise (a bare classifier has none); for a plugin, the
+    plugin itself with exact gradients (the bare classifier is its model) — or None."""
     kind = KINDS.get(acfg.kind)
-    if kind is None or kind.undefended is None:
+    if kind is None:
+        return acfg.model_copy(update={"gradient": "exact"})
+    if kind.undefended is None:
         return None
     base = KINDS[kind.undefended]
     update = {"kind": base.name, "eot": 1, "gradient": "exact", "noise": base.noise, "deviation_weight": None}

@@ -66,6 +66,30 @@ def stochastic() -> NoiseSource:
     return NoiseSource("stochastic")
 
 
+class NamedSource:
+    """Fresh noise per purification call, as :func:`stochastic`, but the n-th call's seed is named:
+    ``derive_seed(base, "call", n)``. What a run's defence draws with when a call gives no ``seed=``,
+    so that every draw of an evaluation is reproducible (the run's code names every seed it uses;
+    this is the net under it)."""
+
+    mode = "stochastic"
+
+    def __init__(self, base: int):
+        self.base, self.calls = int(base), 0
+
+    def next_seed(self) -> int:
+        self.calls += 1
+        return derive_seed(self.base, "call", self.calls - 1)
+
+    def __repr__(self) -> str:
+        return f"named({self.base})"
+
+
+def named(base: int) -> NamedSource:
+    """Fresh seeds named by ``base`` and the call's number (:class:`NamedSource`)."""
+    return NamedSource(base)
+
+
 def replay(seed: int) -> NoiseSource:
     """DW-box: every call uses ``seed``, which the attacker knows."""
     seed = int(seed)

@@ -16,7 +16,7 @@ def run(ctx: StageContext) -> dict:
     if not cfg.attacks:
         raise ValueError("stage 'analysis' analyses an attack: add an [[attacks]] entry")
     acfg = next((a for a in cfg.attacks if a.name == an.attack), cfg.attacks[0]) if an.attack else cfg.attacks[0]
-    purifier = res.purifier(noise_mod.stochastic())
+    purifier = res.purifier(noise_mod.named(ctx.seed("unseeded")))
     if purifier is None:
         raise ValueError("stage 'analysis' needs a diffusion model (models.diffusion must not be 'none')")
     model = DefendedClassifier(res.classifier(), purifier).to(res.device)  # the classifier normalises

@@ -34,7 +34,7 @@ import torch
 from .. import dist
 from ..attacks import PlainModel
 from ..attacks.gradients import attacker_view
-from ..attacks.registry import build_attack, undefended_config
+from ..attacks.registry import KINDS, build_attack, undefended_config
 from ..models.defended import DefendedClassifier
 from ..models.loaders import load_model_file
 from ..plugins import PluginError
@@ -126,7 +126,8 @@ def _undefended(classifier, acfg, x, y, uids, attack_seed, cache: dict, where) -
     if ucfg is None:
         return []
     settings = ucfg.model_dump(exclude={"name", "surrogate_steps", "surrogate_sampler", "eot_chunk"})
-    key = (where, repr(sorted(settings.items())), attack_seed if ucfg.random_start else None)
+    seeded = ucfg.random_start or ucfg.kind not in KINDS  # a plugin's draws come from its attack seed
+    key = (where, repr(sorted(settings.items())), attack_seed if seeded else None)
     if key not in cache:
         atk = build_attack(ucfg, eval_seed=0, attack_seed=attack_seed)
         x_adv = atk(PlainModel(classifier), x, y, uids)
@@ -143,7 +144,7 @@ def defences(ctx) -> dict[str, DefendedClassifier]:
     out = {}
     variants = (ctx.previous.get("addt") or {}).get("variants", {})
     for label, path in [("original", None)] + [(k, v["model"]) for k, v in variants.items()]:
-        purifier = res.purifier(noise_mod.stochastic())
+        purifier = res.purifier(noise_mod.named(ctx.seed("unseeded", label)))
         if purifier is None:
             raise ValueError("stage 'attacks' attacks a purified classifier: models.diffusion must not be 'none'")
         if path is not None:  # recorded relative to the run folder (absolute in runs made before)

@@ -81,7 +81,7 @@ def run(ctx: StageContext) -> dict:
     acfg = audited_attack(cfg)
     kind = KINDS.get(acfg.kind)
     deterministic = acfg.noise != "stochastic" or (kind is not None and kind.deterministic)
-    purifier = res.purifier(noise_mod.stochastic())
+    purifier = res.purifier(noise_mod.named(ctx.seed("unseeded")))
     if purifier is None:
         raise ValueError("stage 'audit' audits a purified classifier: models.diffusion must not be 'none'")
     classifier, device, data = res.classifier(), res.device, res.data()
