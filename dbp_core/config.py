@@ -801,6 +801,11 @@ class ExperimentConfig(_Section):
                                   "protocols without purification, since models.diffusion = 'none'")
             if self.addt.enabled:
                 raise _FieldError(("addt", "enabled"), True, "a diffusion model (models.diffusion is 'none')")
+            purifying = [s for s in ("attacks", "analysis", "addt", "audit") if s in self.stages]
+            if purifying:  # each of them attacks, analyses or fine-tunes the purifier
+                raise _FieldError(("models", "diffusion"), "none", "a diffusion model: stage "
+                                  + ", ".join(f"'{s}'" for s in purifying) + " needs the purifier (or remove the "
+                                  "stage; 'evaluate' alone runs without one)")
             for i, a in enumerate(self.attacks):
                 if a.kind == "diffattack":
                     raise _FieldError(("attacks", i, "kind"), a.kind, "a diffusion model: DiffAttack's loss reads "
