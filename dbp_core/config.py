@@ -9,8 +9,8 @@ file, the dotted field path (``attacks[0].eps``), the value given and what was
 expected — with a "did you mean" suggestion for unknown keys.
 
 Defaults follow DiffPure / the paper (docs/science.md) for CIFAR-10:
-t* = 0.1, Linf eps 8/255 with step 2/255, L2 eps 0.5 with step 0.1,
-20 iterations, EOT 10; ADDT as the authors' script (LYMDLUT/ADDT, ``train_ADDT.py``): lr 2e-4
+t* = 0.1; the attacks' are those of ``attacks/names.py`` (``KIND_DEFAULTS``: the paper's budgets
+and steps, docs/science.md "Attacks"); ADDT as the authors' script (LYMDLUT/ADDT, ``train_ADDT.py``): lr 2e-4
 constant (no warm-up), AdamW (0.95, 0.999), weight decay 1e-6, EMA 0.9999 / power 0.75,
 lambda 0.03 clamped at 0.3, 5 CGPO iterations with the model in train mode, dropout 0.1.
 Field descriptions and bounds are kept in the models
@@ -34,8 +34,9 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       PrivateAttr, field_validator, model_validator)
 
-from .attacks.registry import (GRADIENTS, KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, OPTIONAL_FIELDS, SELECTIONS,
-                               kind_names, plugin_noise)
+from .attacks.registry import (EPS, GRADIENTS, KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, OPTIONAL_FIELDS, PLUGIN,
+                               SELECTIONS, SHARED_DEFAULTS, default_text, defaults as attack_defaults, kind_names,
+                               number_text, plugin_noise)
 from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSES as DATASET_CLASSES, IMAGE_SIZES,
                               CLASSIFIER_ARCHS, CLASSIFIER_FORMATS, DATASETS, DIFFUSION_ARCHS, DIFFUSION_CONFIG_KEYS,
                               DIFFUSION_FORMATS, DIFFUSION_WEIGHTS,
@@ -434,48 +435,55 @@ class AttackConfig(_Section):
     name: Optional[str] = Field(None, description="Label in results (default: '<kind>-<norm>'); unique")
     kind: str = Field(..., description=" | ".join(ATTACK_KINDS) + ", or an import path to "
                       "attack(model, x, y, uids, cfg) -> x_adv")
-    norm: Literal[NORMS] = Field("linf", description="Threat model")
-    eps: Optional[float] = Field(None, gt=0, description="Budget in [0,1] pixel units (default 8/255 Linf, 0.5 L2)")
-    step: Optional[float] = Field(None, gt=0, description="Step size of the PGD kinds (default eps/4 Linf = 2/255, "
-                                  "0.1 L2); APGD's steps adapt from 2 eps")
-    iterations: int = Field(20, ge=1, description="Attack iterations (updates; default: 100 for "
-                                      + ", ".join(k.name for k in KINDS.values() if k.iterations == 100)
-                                      + " as AutoAttack, 20 otherwise)")
+    # the defaults are the attack kinds' (attacks/names.py, resolved by attacks/registry.py
+    # ``defaults``): a schema default here is the shared one, which _defaults_and_rules replaces by
+    # the kind's own
+    norm: Literal[NORMS] = Field(NORMS[0], description="Threat model")
+    eps: Optional[float] = Field(None, gt=0, description="Budget in [0,1] pixel units (default "
+                                 + default_text("eps") + ")")
+    step: Optional[float] = Field(None, gt=0, description="Step size of the PGD kinds (default "
+                                  + default_text("step") + "); APGD's steps adapt from 2 eps")
+    iterations: int = Field(SHARED_DEFAULTS["iterations"], ge=1, description="Attack iterations (updates; default: "
+                            + default_text("iterations") + ")")
     eot: Optional[int] = Field(None, ge=1, description="Purifications averaged per gradient (default: "
-                               + ", ".join(f"{k.eot} for {k.name}" for k in KINDS.values() if k.eot != 1)
-                               + ", 1 otherwise)")
+                               + default_text("eot") + ")")
     eot_chunk: Optional[int] = Field(None, ge=1, description="Replicas per forward pass (default: all at once)")
-    random_start: bool = Field(False, description="Start from a random point in the eps-ball (default: "
-                                         "on for " + ", ".join(k.name for k in KINDS.values() if k.random_start)
-                                         + " as AutoAttack, off otherwise)")
+    random_start: bool = Field(SHARED_DEFAULTS["random_start"], description="Start from a random point in the eps-ball "
+                               "(default: " + default_text("random_start") + ")")
     noise: Optional[Literal[NOISE_KNOWLEDGE]] = Field(
         None, description="What the attacker knows of the defence's noise: nothing ('stochastic'), every draw "
-        "('replay', DW-box) or the forward draw only ('replay-forward'); default from kind")
+        "('replay', DW-box) or the forward draw only ('replay-forward'); default from kind: "
+        + default_text("noise"))
     surrogate_steps: Optional[int] = Field(None, ge=1, description="Reverse steps of the attacker's chain "
                                            "(default: the defence's)")
     surrogate_sampler: Optional[Literal[SAMPLERS]] = Field(None, description="Sampler of the attacker's chain")
     loss: Optional[Literal[LOSSES]] = Field(
-        None, description="Attack loss: ce, margin (Carlini-Wagner), dlr, dlr-targeted (default: ce; "
-        "dlr-targeted for apgd-t; the autoattack kinds run their own)")
+        None, description="Attack loss: ce, margin (Carlini-Wagner), dlr, dlr-targeted (default: "
+        + default_text("loss") + ")")
     gradient: Optional[Literal[GRADIENTS]] = Field(
         None, description="What the attacker differentiates: 'exact' (the defence), 'bpda' (identity backward "
         "through the purifier), 'blind' (the classifier alone), 'forward-only' (forward noise, then the "
-        "classifier); the defence always judges (default: exact; bpda for kind bpda)")
-    restarts: int = Field(1, ge=1, description="APGD kinds: runs from new random starts on the points not yet fooled")
+        "classifier); the defence always judges (default: " + default_text("gradient") + ")")
+    restarts: int = Field(SHARED_DEFAULTS["restarts"], ge=1, description="APGD kinds: runs from new random "
+                          "starts on the points not yet fooled (default " + default_text("restarts") + ")")
     targets: Optional[int] = Field(None, ge=1, description="APGD with loss dlr-targeted: target classes, the "
-                                   "2nd..(targets+1)-th largest clean logits (default 9, AutoAttack's)")
+                                   "2nd..(targets+1)-th largest clean logits (default "
+                                   + default_text("targets") + ", AutoAttack's)")
     selection: Optional[Literal[SELECTIONS]] = Field(
         None, description="APGD's returned example: 'autoattack' (the last iterate one purification "
         "misclassified) or 'lowest-correct' (the iterate with the lowest share of correct purifications); "
-        "default: lowest-correct for apgd-eot, autoattack otherwise")
+        "default: " + default_text("selection"))
     selection_samples: Optional[int] = Field(
         None, ge=1, description="selection = 'lowest-correct': fresh purifications per iterate (the authors' "
         "AutoAttack fix: 20); default: the iterate's EOT replicas")
     evaluations: Optional[int] = Field(None, ge=1, description="autoattack-rand, diffattack: purifications that "
-                                       "judge each point's examples (default 20, the ICLR 2025 authors' fix)")
-    queries: Optional[int] = Field(None, ge=1, description="autoattack-standard: Square's queries (default 5000)")
+                                       "judge each point's examples (default " + default_text("evaluations")
+                                       + ", the ICLR 2025 authors' fix)")
+    queries: Optional[int] = Field(None, ge=1, description="autoattack-standard: Square's queries (default "
+                                   + default_text("queries") + ")")
     deviation_weight: Optional[float] = Field(None, ge=0, description="diffattack: lambda, the weight of the "
-                                              "deviated-reconstruction loss (default 1, Kang et al. 2023)")
+                                              "deviated-reconstruction loss (default "
+                                              + default_text("deviation_weight") + ", Kang et al. 2023)")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra arguments for a plugin attack")
 
     @field_validator("kind")
@@ -499,22 +507,21 @@ class AttackConfig(_Section):
 
     @model_validator(mode="after")
     def _defaults_and_rules(self) -> "AttackConfig":
-        kind = KINDS.get(self.kind)  # None: a plugin attack
-        builtin = kind is not None
-        if self.eps is None:
-            self.eps = 8 / 255 if self.norm == "linf" else 0.5
+        builtin = self.kind in KINDS
+        kind = KINDS.get(self.kind, PLUGIN)  # PLUGIN: an import path
+        defaults = attack_defaults(self.kind, self.norm, self.eps)  # the step at this eps
+        self.eps = defaults["eps"]
         if self.norm == "linf" and self.eps > 1:
             raise _FieldError("eps", self.eps, "Linf eps is in [0, 1] pixel units; expected a number <= 1 "
-                              "(8/255 = 0.0314 is the CIFAR-10 default)")
-        reads = kind.reads if builtin else OPTIONAL_FIELDS
+                              f"({number_text(EPS['linf'])} = {EPS['linf']:.4f} is the CIFAR-10 default)")
+        reads = kind.reads
         for field in OPTIONAL_FIELDS:  # a field the kind does not read is an error, not silently ignored
             value = getattr(self, field)
-            if field not in reads and value is not None and not (field == "restarts" and value == 1):
+            if field not in reads and value is not None and not (field == "restarts"
+                                                                 and value == SHARED_DEFAULTS["restarts"]):
                 users = [k.name for k in KINDS.values() if field in k.reads]
                 raise _FieldError(field, value, f"kind '{self.kind}' does not use `{field}` (it is read by "
                                   + ", ".join(users) + "); remove it")
-        if self.step is None and "step" in reads:
-            self.step = self.eps / 4 if self.norm == "linf" else self.eps / 5
         if not builtin:  # a plugin declares what it knows of the noise (docs/plugins.md)
             try:
                 declared = plugin_noise(self.kind)
@@ -523,43 +530,32 @@ class AttackConfig(_Section):
             if declared is not None and self.noise is not None and self.noise != declared:
                 raise _FieldError("noise", self.noise, f"plugin attack '{self.kind}' declares noise = '{declared}'; "
                                   "remove `noise` (the plugin's declaration is its contract)")
-            self.noise = self.noise or declared or "stochastic"
-        if self.noise is None:
-            self.noise = kind.noise
-        if self.eot is None:
-            self.eot = kind.eot if builtin else 1
-        # kind defaults of fields whose schema default is the common one (a form shows a number)
-        if builtin and "iterations" not in self.model_fields_set:
-            self.iterations = kind.iterations
-        if builtin and "random_start" not in self.model_fields_set:
-            self.random_start = kind.random_start
-        if self.gradient is None:
-            self.gradient = kind.gradient if builtin else "exact"
-        if builtin and kind.loss is None:
+            self.noise = self.noise or declared
+        # fields left unset take the kind's default (a field the kind does not read stays unset)
+        for field in ("step", "noise", "eot", "gradient", "selection", "evaluations", "queries", "deviation_weight"):
+            if getattr(self, field) is None and defaults.get(field) is not None:
+                setattr(self, field, defaults[field])
+        # kind defaults of fields whose schema default is the shared one (a form shows a number)
+        for field in ("iterations", "random_start", "restarts"):
+            if field not in self.model_fields_set and field in defaults:
+                setattr(self, field, defaults[field])
+        if kind.loss is None:
             if self.loss is not None:
                 raise _FieldError("loss", self.loss, f"kind '{self.kind}' runs its own losses (AutoAttack's); "
                                   "remove `loss`")
         elif self.loss is None:
-            self.loss = kind.loss if builtin else "ce"
-        elif builtin and self.loss not in kind.losses:
+            self.loss = defaults["loss"]
+        elif self.loss not in kind.losses:
             raise _FieldError("loss", self.loss, f"kind '{self.kind}' takes loss "
                               + " or ".join(f"'{x}'" for x in kind.losses))
         if self.targets is not None and self.loss != "dlr-targeted":
             raise _FieldError("targets", self.targets, "targets are for loss = 'dlr-targeted' (kind 'apgd-t'); "
                               "remove it")
         if self.targets is None and self.loss == "dlr-targeted" and "targets" in reads:
-            self.targets = 9
-        if builtin and kind.selection is not None and self.selection is None:
-            self.selection = kind.selection
+            self.targets = defaults["targets"]
         if self.selection_samples is not None and self.selection != "lowest-correct":
             raise _FieldError("selection_samples", self.selection_samples, "fresh purifications for "
                               "selection = 'lowest-correct' (the default of apgd-eot); remove it or set that selection")
-        if builtin and "evaluations" in reads and self.evaluations is None:
-            self.evaluations = 20
-        if builtin and "queries" in reads and self.queries is None:
-            self.queries = 5000
-        if builtin and "deviation_weight" in reads and self.deviation_weight is None:
-            self.deviation_weight = 1.0
         if builtin and self.gradient not in kind.gradients:
             raise _FieldError("gradient", self.gradient, f"kind '{self.kind}' takes gradient "
                               + " or ".join(f"'{g}'" for g in kind.gradients)

@@ -18,7 +18,7 @@ from .. import ops
 from .base import IterationHook, NoisePlan, as_attack_model, derive_seed, logits_of, success_rate
 from .eot import eot_gradient
 from .losses import attack_loss, is_targeted, ranked_class
-from .names import NORMS, SELECTIONS
+from .names import NORMS, SELECTIONS, with_defaults
 
 START_RNGS = ("addressed", "autoattack")
 
@@ -99,9 +99,14 @@ class APGD:
     parameter-free attacks", ICML 2020 (Algorithm 1; DLR eq. 6; APGD-T sec. 4.3). Reference code:
     AutoAttack's ``APGDAttack`` / ``APGDAttack_targeted`` (pyautoattack 0.2.0).
 
+    The arguments left None take kind ``apgd``'s defaults (names.py,
+    ``KIND_DEFAULTS``), the same as an ``[[attacks]]`` entry ``kind = "apgd"`` with that
+    norm; kind apgd-t is APGD with ``loss = "dlr-targeted"``, apgd-eot with its EOT, selection,
+    iterations and random start.
+
     Arguments:
         norm (str): 'linf' or 'l2'. (Default: 'linf')
-        eps (float): budget in [0, 1] pixel units. (Default: 8/255)
+        eps (float): budget in [0, 1] pixel units. (Default: 8/255 Linf, 0.5 L2)
         iterations (int): updates; ``iterations + 1`` gradients per run, AutoAttack's ``n_iter``. (Default: 100)
         restarts (int): runs per target, each from a new random start on the points not yet
             fooled (autoattack) or not yet always fooled (lowest-correct). (Default: 1)
@@ -140,14 +145,20 @@ class APGD:
         >>> x_adv = attack(defended, x, y, uids)
     """
 
-    def __init__(self, norm: str = "linf", eps: float = 8 / 255, iterations: int = 100, restarts: int = 1,
-                 eot: int = 1, eot_chunk: int | None = None, noise: NoisePlan | None = None,
-                 random_start: bool = True, start_rng: str = "addressed", start_seed: int = 0, loss: str = "ce",
-                 targets: int = 9, rho: float = 0.75, momentum: float = 0.75, selection: str = "autoattack",
-                 selection_samples: int | None = None, on_iteration: IterationHook | None = None,
-                 trace: Callable[[tuple, int, dict], None] | None = None):
+    kind = "apgd"  # the registry kind whose defaults fill the arguments left None
+
+    def __init__(self, norm: str = NORMS[0], eps: float | None = None, iterations: int | None = None,
+                 restarts: int | None = None, eot: int | None = None, eot_chunk: int | None = None,
+                 noise: NoisePlan | None = None, random_start: bool | None = None, start_rng: str = "addressed",
+                 start_seed: int = 0, loss: str | None = None, targets: int | None = None, rho: float = 0.75,
+                 momentum: float = 0.75, selection: str | None = None, selection_samples: int | None = None,
+                 on_iteration: IterationHook | None = None, trace: Callable[[tuple, int, dict], None] | None = None):
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        a = with_defaults(self.kind, norm, eps=eps, iterations=iterations, restarts=restarts, eot=eot,
+                          random_start=random_start, loss=loss, targets=targets, selection=selection)
+        eps, iterations, restarts, eot, targets = a["eps"], a["iterations"], a["restarts"], a["eot"], a["targets"]
+        random_start, loss, selection = a["random_start"], a["loss"], a["selection"]
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
         if start_rng not in START_RNGS:

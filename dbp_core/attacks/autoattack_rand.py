@@ -14,6 +14,7 @@ import torch
 
 from .apgd import APGD
 from .base import IterationHook, NoisePlan, as_attack_model, correct_share, derive_seed
+from .names import NORMS, with_defaults
 
 
 class AutoAttackRand:
@@ -23,9 +24,12 @@ class AutoAttackRand:
     Understanding the Robustness of Diffusion-Based Purification: A Stochastic Perspective", ICLR 2025
     (their Fixed-AutoAttack, ``eval_iter = 20``).
 
+    The arguments left None take kind ``autoattack-rand``'s defaults (names.py,
+    ``KIND_DEFAULTS``), the same as an ``[[attacks]]`` entry of that kind and norm.
+
     Arguments:
         norm (str): 'linf' or 'l2'. (Default: 'linf')
-        eps (float): budget in [0, 1] pixel units. (Default: 8/255)
+        eps (float): budget in [0, 1] pixel units. (Default: 8/255 Linf, 0.5 L2)
         iterations (int): APGD updates per attack. (Default: 100)
         eot (int): purifications per APGD gradient. (Default: 20)
         eot_chunk (int): replicas per forward pass (also for the evaluations). (Default: all at once)
@@ -44,10 +48,17 @@ class AutoAttackRand:
           returned example (the authors' robust accuracy is its mean).
     """
 
-    def __init__(self, norm: str = "linf", eps: float = 8 / 255, iterations: int = 100, eot: int = 20,
-                 eot_chunk: int | None = None, evaluations: int = 20, losses: tuple[str, ...] = ("ce", "dlr"),
-                 noise: NoisePlan | None = None, random_start: bool = True, start_seed: int = 0,
-                 selection: str = "autoattack", on_iteration: IterationHook | None = None):
+    kind = "autoattack-rand"  # the registry kind whose defaults fill the arguments left None
+
+    def __init__(self, norm: str = NORMS[0], eps: float | None = None, iterations: int | None = None,
+                 eot: int | None = None, eot_chunk: int | None = None, evaluations: int | None = None,
+                 losses: tuple[str, ...] = ("ce", "dlr"), noise: NoisePlan | None = None,
+                 random_start: bool | None = None, start_seed: int = 0, selection: str | None = None,
+                 on_iteration: IterationHook | None = None):
+        a = with_defaults(self.kind, norm, eps=eps, iterations=iterations, eot=eot, evaluations=evaluations,
+                          random_start=random_start, selection=selection)
+        eps, iterations, eot, evaluations = a["eps"], a["iterations"], a["eot"], a["evaluations"]
+        random_start, selection = a["random_start"], a["selection"]
         if evaluations < 1:
             raise ValueError(f"evaluations must be >= 1, got {evaluations}")
         self.norm, self.eps, self.iterations, self.eot, self.eot_chunk = norm, float(eps), int(iterations), int(eot), eot_chunk

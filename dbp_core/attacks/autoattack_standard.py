@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .base import NoisePlan, as_attack_model, derive_seed, logits_of
+from .names import NORMS, with_defaults
 
 EXTRA = "pyautoattack"  # the module of the optional extra `autoattack`
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -62,9 +63,12 @@ class AutoAttackStandard:
     Paper: Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
     parameter-free attacks", ICML 2020. Code: fra31/auto-attack, packaged as pyautoattack 0.2.0.
 
+    The arguments left None take kind ``autoattack-standard``'s defaults (names.py,
+    ``KIND_DEFAULTS``), the same as an ``[[attacks]]`` entry of that kind and norm.
+
     Arguments:
         norm (str): 'linf' or 'l2'. (Default: 'linf')
-        eps (float): budget in [0, 1] pixel units. (Default: 8/255)
+        eps (float): budget in [0, 1] pixel units. (Default: 8/255 Linf, 0.5 L2)
         iterations (int): APGD's and FAB's iterations (AutoAttack's constructor constants recomputed
             for it). (Default: 100)
         noise (NoisePlan): the noise the wrapped defence uses: ``replay`` with the evaluation seed for
@@ -80,9 +84,14 @@ class AutoAttackStandard:
           probabilities for logits, Square stronger than the gradient attacks, ...), each once.
     """
 
-    def __init__(self, norm: str = "linf", eps: float = 8 / 255, iterations: int = 100, noise: NoisePlan | None = None,
-                 start_seed: int = 0, queries: int = 5000, attacks: tuple[str, ...] = STANDARD):
-        self.norm, self.eps, self.iterations, self.queries = norm, float(eps), int(iterations), int(queries)
+    kind = "autoattack-standard"  # the registry kind whose defaults fill the arguments left None
+
+    def __init__(self, norm: str = NORMS[0], eps: float | None = None, iterations: int | None = None,
+                 noise: NoisePlan | None = None, start_seed: int = 0, queries: int | None = None,
+                 attacks: tuple[str, ...] = STANDARD):
+        a = with_defaults(self.kind, norm, eps=eps, iterations=iterations, queries=queries)
+        self.norm, self.eps, self.iterations, self.queries = norm, float(a["eps"]), int(a["iterations"]), \
+            int(a["queries"])
         self.noise = noise or NoisePlan("replay", 0)
         self.start_seed, self.attacks = start_seed, tuple(attacks)
         self.warnings: list[str] = []

@@ -24,7 +24,22 @@ class StraightThrough(nn.Module):
 
 
 class BPDA(PGD):
-    """PGD whose gradient passes straight through the purifier."""
+    r"""BPDA: PGD whose gradient passes straight through the purifier.
+
+    Paper: Athalye, Carlini, Wagner, "Obfuscated Gradients Give a False Sense of Security", ICML
+    2018 (sec. 4.1; docs/science.md, "BPDA").
+
+    The arguments left None take kind ``bpda``'s defaults (names.py, ``KIND_DEFAULTS``), the same
+    as an ``[[attacks]]`` entry ``kind = "bpda"`` with that norm (which runs PGD with
+    ``gradient = "bpda"``, gradients.py).
+
+    Arguments: as :class:`~dbp_core.attacks.pgd.PGD`, with kind bpda's defaults.
+
+    Shape: as :class:`~dbp_core.attacks.pgd.PGD`; the model must be a defended classifier
+    (``classify`` + ``purifier``).
+    """
+
+    kind = "bpda"
 
     def __call__(self, model, x, y, uids):
         return super().__call__(StraightThrough(model), x, y, uids)

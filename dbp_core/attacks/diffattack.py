@@ -16,6 +16,7 @@ from torch import nn
 
 from .autoattack_rand import AutoAttackRand
 from .base import ModelOutput
+from .names import with_defaults
 
 __all__ = ["DiffAttack", "DeviationObjective", "deviation_states", "deviated_reconstruction"]
 
@@ -74,23 +75,29 @@ class DiffAttack(AutoAttackRand):
     as in :class:`~dbp_core.attacks.autoattack_rand.AutoAttackRand` (the ICLR 2025 authors' fix;
     Kang et al. judge by one forward pass).
 
+    The arguments left None take kind ``diffattack``'s defaults (names.py,
+    ``KIND_DEFAULTS``), the same as an ``[[attacks]]`` entry of that kind and norm.
+
     Arguments:
-        deviation_weight (float): lambda, the weight of L_dev. (Default: 1.0)
+        deviation_weight (float): lambda, the weight of L_dev. (Default: 1)
         states (list[int] | None): S, chain states after k reverse steps. (Default: about 10
             uniformly spaced, :func:`deviation_states`)
         everything else as :class:`~dbp_core.attacks.autoattack_rand.AutoAttackRand` (norm, eps,
-        iterations 100, eot 20, eot_chunk, evaluations 20, noise, random_start, start_seed,
-        selection, on_iteration).
+        iterations, eot, eot_chunk, evaluations, noise, random_start, start_seed, selection,
+        on_iteration), with kind diffattack's defaults.
 
     Shape:
         - x: [B, C, H, W] in [0, 1]; y: [B]; uids: [B] int64. Output: [B, C, H, W].
         - The model must be a defended classifier (``classify`` + ``purifier``).
     """
 
-    def __init__(self, deviation_weight: float = 1.0, states: list[int] | None = None, **kwargs):
+    kind = "diffattack"
+
+    def __init__(self, deviation_weight: float | None = None, states: list[int] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        deviation_weight = with_defaults(self.kind, self.norm, deviation_weight=deviation_weight)["deviation_weight"]
         if deviation_weight < 0:
             raise ValueError(f"deviation_weight must be >= 0, got {deviation_weight}")
-        super().__init__(**kwargs)
         self.deviation_weight, self.states = float(deviation_weight), states
 
     def attacker(self, model):

@@ -11,9 +11,31 @@ from .pgd import PGD
 
 
 class DWBox(PGD):
-    def __init__(self, eval_seed: int, forward_only: bool = False, eot: int = 1, **pgd_kwargs):
-        if eot != 1:
+    r"""DW-box: PGD on the defence with its own evaluation noise replayed at every iteration.
+
+    Paper: the DW-box setting of docs/science.md ("DW-box"); PGD as :class:`~dbp_core.attacks.pgd.PGD`.
+
+    The arguments left None take kind ``dwbox``'s defaults (``dwbox-forward``'s with
+    ``forward_only``; names.py, ``KIND_DEFAULTS``), the same as an ``[[attacks]]`` entry of that
+    kind and norm.
+
+    Arguments:
+        eval_seed (int): the defence's evaluation seed, replayed. (Required)
+        forward_only (bool): replay only the forward noise; the reverse steps stay fresh
+            (kind dwbox-forward). (Default: False)
+        eot (int): must be 1: one purification is the whole distribution. (Default: 1)
+        norm, eps, step, iterations, random_start, eot_chunk, start_seed, loss, on_iteration: as
+            :class:`~dbp_core.attacks.pgd.PGD`, with kind dwbox's defaults.
+
+    Shape: as :class:`~dbp_core.attacks.pgd.PGD`.
+    """
+
+    kind = "dwbox"
+
+    def __init__(self, eval_seed: int, forward_only: bool = False, eot: int | None = None, **pgd_kwargs):
+        self.kind = "dwbox-forward" if forward_only else "dwbox"
+        if eot is not None and eot != 1:
             raise ValueError(f"DW-box attacks the one purification the defence will run: eot must be 1, got {eot}")
         plan = NoisePlan("replay-forward" if forward_only else "replay", eval_seed)
-        super().__init__(eot=1, noise=plan, **pgd_kwargs)
+        super().__init__(eot=eot, noise=plan, **pgd_kwargs)
         self.eval_seed, self.forward_only = eval_seed, forward_only

@@ -7,16 +7,26 @@ Light on purpose — no torch at import — so that ``dbp_core.config`` validate
 constructor imports its attack class when it is called. A kind that is an import path
 ``package.module:callable`` is a plugin: ``attack(model, x, y, uids, cfg[, context=])`` under the
 contract of ``attacks/plugin.py`` (docs/plugins.md).
+
+The built-in kinds' defaults are written once, in names.py (``KIND_DEFAULTS``, ``EPS``,
+``STEP_DIVISOR``): each AttackKind here holds its kind's, and the attack classes read theirs there
+(they cannot import this module, which builds them). ``defaults(kind, norm, eps)`` resolves those
+of one kind and norm — ``AttackConfig`` (config.py) fills an ``[[attacks]]`` entry from it —
+and ``default_text`` words them for config.py's field descriptions and docs/config.md
+(tests/test_attack_defaults.py checks that all of them agree).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .names import GRADIENTS, LOSSES, NOISE_KNOWLEDGE, NORMS, SELECTIONS
+from .names import (EPS, GRADIENTS, KIND_DEFAULTS, LOSSES, NOISE_KNOWLEDGE, NORMS, SELECTIONS, SHARED_DEFAULTS,
+                    STEP_DIVISOR, budget_defaults, default_step)
 
-__all__ = ["AttackKind", "KINDS", "kind_names", "build_attack", "attack_template", "undefended_config",
-           "plugin_noise", "NOISE_KNOWLEDGE", "NORMS", "LOSSES", "GRADIENTS", "SELECTIONS", "OPTIONAL_FIELDS"]
+__all__ = ["AttackKind", "KINDS", "PLUGIN", "kind_names", "build_attack", "attack_template", "undefended_config",
+           "defaults", "default_text", "plugin_noise", "value_text", "number_text", "EPS", "STEP_DIVISOR",
+           "SHARED_DEFAULTS",
+           "NOISE_KNOWLEDGE", "NORMS", "LOSSES", "GRADIENTS", "SELECTIONS", "OPTIONAL_FIELDS"]
 
 # fields of [[attacks]] that only some kinds read; a kind lists those it reads in `reads`
 OPTIONAL_FIELDS = ("step", "restarts", "targets", "selection", "selection_samples", "evaluations", "queries",
@@ -25,19 +35,29 @@ OPTIONAL_FIELDS = ("step", "restarts", "targets", "selection", "selection_sample
 
 @dataclass(frozen=True)
 class AttackKind:
+    """One attack kind. A built-in kind's defaults are names.KIND_DEFAULTS[name] (``_builtin``); a
+    kind registered otherwise gives its own or takes names.SHARED_DEFAULTS. An optional field's
+    default (restarts, targets, ...) applies to the kinds that read it."""
     name: str
     summary: str
     noise: str  # one of NOISE_KNOWLEDGE: fresh noise, every draw replayed (DW-box), or the forward draw
     eot: int  # default purifications per gradient
     undefended: str | None  # the kind whose attack, EOT 1, on the bare classifier is the "undefended" row
-    build: Callable[..., Any]  # (acfg, *, eval_seed, attack_seed, on_iteration) -> attack(model, x, y, uids)
+    # (acfg, *, eval_seed, attack_seed, on_iteration) -> attack(model, x, y, uids); None: PLUGIN
+    build: Callable[..., Any] | None
     reads: tuple[str, ...] = ("step",)  # which of OPTIONAL_FIELDS it uses
-    iterations: int = 20  # default iterations
-    random_start: bool = False  # default
-    loss: str | None = "ce"  # default loss; None: the kind runs its own losses (AutoAttack)
+    iterations: int = SHARED_DEFAULTS["iterations"]  # default iterations
+    random_start: bool = SHARED_DEFAULTS["random_start"]  # default
+    loss: str | None = SHARED_DEFAULTS["loss"]  # default loss; None: the kind runs its own losses (AutoAttack)
     losses: tuple[str, ...] = LOSSES  # the losses it accepts
-    gradient: str = "exact"  # default gradient approximation (gradients.py)
-    selection: str | None = None  # default APGD selection rule (names.SELECTIONS)
+    gradient: str = SHARED_DEFAULTS["gradient"]  # default gradient approximation (gradients.py)
+    selection: str | None = SHARED_DEFAULTS["selection"]  # default APGD selection rule (names.SELECTIONS)
+    # the defaults of optional fields, for the kinds that read them
+    restarts: int = SHARED_DEFAULTS["restarts"]
+    targets: int | None = SHARED_DEFAULTS["targets"]
+    evaluations: int | None = SHARED_DEFAULTS["evaluations"]
+    queries: int | None = SHARED_DEFAULTS["queries"]
+    deviation_weight: float | None = SHARED_DEFAULTS["deviation_weight"]
     extra: str | None = None  # optional extra of dbp-lab it needs ("autoattack")
     requires: str | None = None  # the module that extra installs
     deterministic: bool = False  # attacks only deterministic settings (noise replayed, EOT 1)
@@ -69,20 +89,20 @@ def _pgd(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):
 def _apgd(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):
     from .apgd import APGD
     return APGD(eot=acfg.eot, noise=_plan(acfg, eval_seed, attack_seed), random_start=acfg.random_start,
-                restarts=acfg.restarts, loss=acfg.loss, targets=acfg.targets or 9, selection=acfg.selection,
+                restarts=acfg.restarts, loss=acfg.loss, targets=acfg.targets, selection=acfg.selection,
                 selection_samples=acfg.selection_samples, **_common(acfg, attack_seed, on_iteration))
 
 
 def _autoattack_rand(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):
     from .autoattack_rand import AutoAttackRand
-    return AutoAttackRand(eot=acfg.eot, evaluations=acfg.evaluations or 20, noise=_plan(acfg, eval_seed, attack_seed),
+    return AutoAttackRand(eot=acfg.eot, evaluations=acfg.evaluations, noise=_plan(acfg, eval_seed, attack_seed),
                           random_start=acfg.random_start, selection=acfg.selection,
                           **_common(acfg, attack_seed, on_iteration))
 
 
 def _diffattack(acfg, *, eval_seed: int, attack_seed: int, on_iteration=None):
     from .diffattack import DiffAttack
-    return DiffAttack(deviation_weight=acfg.deviation_weight, eot=acfg.eot, evaluations=acfg.evaluations or 20,
+    return DiffAttack(deviation_weight=acfg.deviation_weight, eot=acfg.eot, evaluations=acfg.evaluations,
                       noise=_plan(acfg, eval_seed, attack_seed), random_start=acfg.random_start,
                       selection=acfg.selection, **_common(acfg, attack_seed, on_iteration))
 
@@ -91,45 +111,111 @@ def _autoattack_standard(acfg, *, eval_seed: int, attack_seed: int, on_iteration
     from .autoattack_standard import AutoAttackStandard
     return AutoAttackStandard(norm=acfg.norm, eps=acfg.eps, iterations=acfg.iterations,
                               noise=_plan(acfg, eval_seed, attack_seed), start_seed=attack_seed,
-                              queries=acfg.queries or 5000)
+                              queries=acfg.queries)
 
 
 _APGD_READS = ("restarts", "targets", "selection", "selection_samples")
 
+
+def _builtin(name: str, summary: str, undefended: str | None, build, **properties) -> AttackKind:
+    """A built-in kind; its defaults are names.KIND_DEFAULTS[name] (no second value here)."""
+    return AttackKind(name, summary, undefended=undefended, build=build, **KIND_DEFAULTS[name], **properties)
+
+
 KINDS: dict[str, AttackKind] = {k.name: k for k in (
-    AttackKind("pgd", "PGD with one fresh purification per gradient", "stochastic", 1, "pgd", _pgd),
-    AttackKind("pgd-eot", "PGD with EOT gradients over fresh purifications", "stochastic", 10, "pgd", _pgd),
-    AttackKind("dwbox", "DW-box: PGD replaying every noise draw of the evaluation", "replay", 1, "pgd", _pgd,
-               deterministic=True),
-    AttackKind("dwbox-forward", "DW-box replaying only the forward noise", "replay-forward", 1, "pgd", _pgd),
-    AttackKind("bpda", "PGD with the purifier's backward replaced by the identity", "stochastic", 1, "pgd", _pgd,
-               gradient="bpda"),
-    AttackKind("apgd", "AutoAttack's APGD (CE, Margin or DLR), its selection rule; EOT as AutoAttack averages it",
-               "stochastic", 1, "apgd", _apgd, reads=_APGD_READS, iterations=100, random_start=True,
-               selection="autoattack"),
-    AttackKind("apgd-t", "AutoAttack's APGD-T: targeted DLR on the 2nd..(targets+1)-th classes", "stochastic", 1,
-               "apgd-t", _apgd, reads=_APGD_READS, iterations=100, random_start=True, loss="dlr-targeted",
-               losses=("dlr-targeted",), selection="autoattack"),
-    AttackKind("apgd-eot", "APGD with EOT and the stochastic selection rule (lowest share of correct "
-               "purifications)", "stochastic", 10, "apgd", _apgd, reads=_APGD_READS, selection="lowest-correct"),
-    AttackKind("autoattack-rand", "AutoAttack rand: APGD-CE then APGD-DLR, EOT 20, each point judged over 20 "
-               "evaluations (the ICLR 2025 authors' fix)", "stochastic", 20, "autoattack-rand", _autoattack_rand,
-               reads=("selection", "evaluations"), iterations=100, random_start=True, loss=None, losses=(),
-               selection="autoattack"),
-    AttackKind("diffattack", "DiffAttack: AutoAttack-rand on CE/DLR plus the deviated-reconstruction loss on the "
-               "purifier's intermediate states (Kang et al. 2023), judged over 20 evaluations", "stochastic", 20,
-               "autoattack-rand", _diffattack, reads=("selection", "evaluations", "deviation_weight"),
-               iterations=100, random_start=True, loss=None, losses=(), selection="autoattack",
-               gradients=("exact",)),
-    AttackKind("autoattack-standard", "AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) through pyautoattack, "
-               "on DW-box's replayed defence", "replay", 1, "autoattack-standard", _autoattack_standard,
-               reads=("queries",), iterations=100, loss=None, losses=(), extra="autoattack",
-               requires="pyautoattack", deterministic=True),
+    _builtin("pgd", "PGD with one fresh purification per gradient", "pgd", _pgd),
+    _builtin("pgd-eot", "PGD with EOT gradients over fresh purifications", "pgd", _pgd),
+    _builtin("dwbox", "DW-box: PGD replaying every noise draw of the evaluation", "pgd", _pgd, deterministic=True),
+    _builtin("dwbox-forward", "DW-box replaying only the forward noise", "pgd", _pgd),
+    _builtin("bpda", "PGD with the purifier's backward replaced by the identity", "pgd", _pgd),
+    _builtin("apgd", "AutoAttack's APGD (CE, Margin or DLR), its selection rule; EOT as AutoAttack averages it",
+             "apgd", _apgd, reads=_APGD_READS),
+    _builtin("apgd-t", "AutoAttack's APGD-T: targeted DLR on the 2nd..(targets+1)-th classes", "apgd-t", _apgd,
+             reads=_APGD_READS, losses=("dlr-targeted",)),
+    _builtin("apgd-eot", "APGD with EOT and the stochastic selection rule (lowest share of correct "
+             "purifications)", "apgd", _apgd, reads=_APGD_READS),
+    _builtin("autoattack-rand", "AutoAttack rand: APGD-CE then APGD-DLR, EOT 20, each point judged over 20 "
+             "evaluations (the ICLR 2025 authors' fix)", "autoattack-rand", _autoattack_rand,
+             reads=("selection", "evaluations"), losses=()),
+    _builtin("diffattack", "DiffAttack: AutoAttack-rand on CE/DLR plus the deviated-reconstruction loss on the "
+             "purifier's intermediate states (Kang et al. 2023), judged over 20 evaluations", "autoattack-rand",
+             _diffattack, reads=("selection", "evaluations", "deviation_weight"), losses=(), gradients=("exact",)),
+    _builtin("autoattack-standard", "AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) through pyautoattack, "
+             "on DW-box's replayed defence", "autoattack-standard", _autoattack_standard, reads=("queries",),
+             losses=(), extra="autoattack", requires="pyautoattack", deterministic=True),
 )}
+
+
+# a plugin attack (kind = an import path): it may read every optional field, and its cfg gets the
+# defaults every kind shares, a step and the targets of a targeted loss (the other optional
+# fields stay unset); build_attack calls it
+PLUGIN = AttackKind("plugin", "an import path 'package.module:callable'", SHARED_DEFAULTS["noise"],
+                    SHARED_DEFAULTS["eot"], None, None, reads=OPTIONAL_FIELDS, evaluations=None, queries=None,
+                    deviation_weight=None)
+
+# the fields whose defaults depend on the kind only (eps and step depend on the norm)
+_KIND_FIELDS = ("iterations", "eot", "random_start", "noise", "loss", "gradient")
+_READ_FIELDS = ("restarts", "targets", "selection", "evaluations", "queries", "deviation_weight")
+_NORM_TEXT = {"linf": "Linf", "l2": "L2"}
 
 
 def kind_names() -> tuple[str, ...]:
     return tuple(KINDS)
+
+
+def defaults(kind: str, norm: str, eps: float | None = None) -> dict:
+    """The defaults of attack ``kind`` (a name of KINDS; anything else is a plugin: PLUGIN's)
+    under ``norm``: eps, then iterations, eot, random_start, noise, loss (None: the kind runs its
+    own), gradient, and of the optional fields those the kind reads: step (eps / STEP_DIVISOR, at
+    ``eps`` when given), restarts, targets (applied to a dlr-targeted loss), selection,
+    evaluations, queries, deviation_weight (None: no default; selection_samples never has one).
+    ``defaults("pgd", "l2") == {"eps": 0.5, ..., "step": 0.1}``."""
+    k = KINDS.get(kind, PLUGIN)
+    budget = budget_defaults(norm, eps)
+    out = {"eps": budget["eps"], **{f: getattr(k, f) for f in _KIND_FIELDS}}
+    if "step" in k.reads:
+        out["step"] = budget["step"]
+    out.update({f: getattr(k, f) for f in _READ_FIELDS if f in k.reads})
+    return out
+
+
+def number_text(x: float) -> str:
+    """A default as the docs write it: 8/255 for a multiple of 1/255 that has no short decimal, else %g."""
+    if float(f"{x:.4g}") != x and abs(x * 255 - round(x * 255)) < 1e-9:
+        return f"{round(x * 255)}/255"
+    return f"{x:g}"
+
+
+def value_text(value) -> str:
+    """One default value in words: on / off, their own (no default loss), a number, a name."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:  # the kinds without a default loss run their own (AutoAttack's)
+        return "their own"
+    return number_text(value) if isinstance(value, float) else str(value)
+
+
+def default_text(field: str) -> str:
+    """The defaults of an ``[[attacks]]`` field over the kinds, in words — what config.py's field
+    descriptions and docs/config.md's ``[[attacks]]`` row quote: per norm for eps and step
+    ("8/255 Linf, 0.5 L2"); else the value of each group of kinds (among those that read the field),
+    the largest group last as "otherwise" ("10 for pgd-eot, apgd-eot; 1 otherwise")."""
+    if field == "eps":
+        return ", ".join(f"{number_text(EPS[n])} {_NORM_TEXT[n]}" for n in NORMS)
+    if field == "step":
+        return ", ".join(f"eps/{STEP_DIVISOR[n]} {_NORM_TEXT[n]} = {number_text(default_step(EPS[n], n))}"
+                         for n in NORMS)
+    groups: dict = {}
+    for kind in KINDS.values():
+        if field in _KIND_FIELDS or field in kind.reads:
+            groups.setdefault(getattr(kind, field), []).append(kind.name)
+    if not groups:
+        raise KeyError(f"no attack kind has a default for {field!r}")
+    common = max(groups, key=lambda v: len(groups[v]))
+    if len(groups) == 1:
+        return value_text(common)
+    named = [f"{value_text(v)} for {', '.join(names)}" for v, names in groups.items() if v != common]
+    return "; ".join(named + [f"{value_text(common)} otherwise"])
 
 
 def attack_template(name: str) -> dict:
