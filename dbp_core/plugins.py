@@ -12,6 +12,7 @@ a violation is a :class:`PluginError`, which ends a run 'failed' with exit code 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import importlib
 import inspect
@@ -88,7 +89,10 @@ def resolve_import_path(value: str) -> Any:
         try:
             obj = getattr(obj, attr)
         except AttributeError:
-            raise ValueError(f"module '{module_name}' has no attribute '{attr_path}'") from None
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            hint = difflib.get_close_matches(attr, names, n=1)
+            raise ValueError(f"module '{module_name}' has no attribute '{attr_path}'"
+                             + (f" (did you mean '{hint[0]}'?)" if hint else "")) from None
         except (Exception, SystemExit) as exc:  # noqa: BLE001 — a property / module __getattr__ that raises
             what = f"sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
             raise ValueError(f"looking up '{attr}' of '{value}' failed ({what}); expected an attribute "
