@@ -47,22 +47,10 @@ def plugin_problems(cfg) -> list[dict]:
 
 
 def _call_plugins(cfg, fields: dict[str, str]) -> list[dict]:
-    import torch
-
-    from .attacks.gradients import attacker_view
-    from .attacks.registry import build_attack
-    from .models.defended import DefendedClassifier
-    from .purifier import noise
-    from .purifier.noise import derive_seed
-    from .stages.attacks import attacker_model
     from .stages.context import Resources
 
     res = Resources(cfg)
     on = f"on {EXAMPLES} examples of {cfg.data.dataset}/{cfg.data.split}"
-
-    def value(path: str):
-        return fields.get(path)
-
     try:
         data = res.data()
     except (Exception, SystemExit) as exc:  # noqa: BLE001
@@ -70,41 +58,75 @@ def _call_plugins(cfg, fields: dict[str, str]) -> list[dict]:
     n = min(EXAMPLES, len(data))
     if n == 0:
         return []
-    device = res.device
-    x, y, uids = data.x[:n].to(device), data.y[:n].to(device), data.uids[:n].to(device)
+    batch = tuple(t[:n].to(res.device) for t in (data.x, data.y, data.uids))
+    for check in (_classifier_problem, _diffusion_problem):
+        problem = check(cfg, res, fields, batch, on)
+        if problem:
+            return [problem]
+    return _attack_problems(cfg, res, fields, batch, on)
+
+
+def _classifier_problem(cfg, res, fields, batch, on) -> dict | None:
+    import torch
     try:
-        classifier = res.classifier()
         with torch.no_grad():
-            classifier(x)
+            res.classifier()(batch[0])
     except (Exception, SystemExit) as exc:  # noqa: BLE001
-        return [_problem("models.classifier", cfg.models.classifier, exc,
-                         f"models.classifier = '{cfg.models.classifier}' called {on}")]
+        return _problem("models.classifier", cfg.models.classifier, exc,
+                        f"models.classifier = '{cfg.models.classifier}' called {on}")
+    return None
+
+
+def _diffusion_problem(cfg, res, fields, batch, on) -> dict | None:
+    """The diffusion plugin's first call inside the purifier (its output checked by models/plugin.py)."""
+    import torch
+
+    from .purifier import noise
+    from .purifier.noise import derive_seed
+
+    def stop(_module, _args, _out):
+        raise _FirstCall
+
     try:
         eps_model = res.eps_model()
-        if eps_model is not None and "models.diffusion" in fields:
-            def stop(_module, _args, _out):
-                raise _FirstCall
-            handle = eps_model.register_forward_hook(stop)  # after the output check of models/plugin.py
-            try:
-                with torch.no_grad():
-                    res.purifier(noise.replay(derive_seed(cfg.seed, "check")))(x, uids)
-            except _FirstCall:
-                pass
-            finally:
-                handle.remove()
+        if eps_model is None or "models.diffusion" not in fields:
+            return None
+        handle = eps_model.register_forward_hook(stop)  # after the output check's hook
+        try:
+            with torch.no_grad():
+                res.purifier(noise.replay(derive_seed(cfg.seed, "check")))(batch[0], batch[2])
+        except _FirstCall:
+            pass
+        finally:
+            handle.remove()
     except (Exception, SystemExit) as exc:  # noqa: BLE001
-        return [_problem("models.diffusion", cfg.models.diffusion, exc,
-                         f"models.diffusion = '{cfg.models.diffusion}' called by the purifier {on}")]
+        return _problem("models.diffusion", cfg.models.diffusion, exc,
+                        f"models.diffusion = '{cfg.models.diffusion}' called by the purifier {on}")
+    return None
+
+
+def _attack_problems(cfg, res, fields, batch, on) -> list[dict]:
+    """Each plugin attack against the defended model (its output checked by attacks/plugin.py)."""
+    from .attacks.gradients import attacker_view
+    from .attacks.registry import build_attack
+    from .models.defended import DefendedClassifier
+    from .purifier import noise
+    from .purifier.noise import derive_seed
+    from .stages.attacks import attacker_model
+
     problems = []
     for i, acfg in enumerate(cfg.attacks):
         path = f"attacks[{i}].kind"
-        if path not in fields or eps_model is None:  # without a diffusion model the attacks stage refuses the run
+        if path not in fields:
             continue
         try:
-            defended = DefendedClassifier(classifier, res.purifier(noise.named(derive_seed(cfg.seed, "check", "unseeded")))).to(device)
+            purifier = res.purifier(noise.named(derive_seed(cfg.seed, "check", "unseeded")))
+            if purifier is None:  # the config refuses attacks without a diffusion model
+                continue
+            defended = DefendedClassifier(res.classifier(), purifier).to(res.device)
             attack = build_attack(acfg, eval_seed=derive_seed(cfg.seed, "check", acfg.name, "eval"),
                                   attack_seed=derive_seed(cfg.seed, "check", acfg.name, "attack"))
-            attack(attacker_view(attacker_model(res, acfg, defended), acfg.gradient), x, y, uids)
+            attack(attacker_view(attacker_model(res, acfg, defended), acfg.gradient), *batch)
         except (Exception, SystemExit) as exc:  # noqa: BLE001
-            problems.append(_problem(path, value(path), exc, f"attack '{acfg.name}' ({acfg.kind}) called {on}"))
+            problems.append(_problem(path, fields[path], exc, f"attack '{acfg.name}' ({acfg.kind}) called {on}"))
     return problems
