@@ -34,6 +34,7 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
                       PrivateAttr, field_validator, model_validator)
 
+from .attacks.names import CHAIN_GRADIENTS
 from .attacks.registry import (EPS, GRADIENTS, KINDS, LOSSES, NOISE_KNOWLEDGE, NORMS, OPTIONAL_FIELDS, PLUGIN,
                                SELECTIONS, SHARED_DEFAULTS, default_text, defaults as attack_defaults, kind_names,
                                number_text, plugin_noise)
@@ -42,8 +43,8 @@ from .models.registry import (CHANNELS as DATASET_CHANNELS, CLASSES as DATASET_C
                               DIFFUSION_FORMATS, DIFFUSION_WEIGHTS,
                               SPLIT_SIZES, SPLITS)
 from .plugins import is_import_path, resolve_import_path
-from .purifier.registry import (DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, PRECISIONS, RESPACINGS, SAMPLERS,
-                                VARIANCES)
+from .purifier.registry import (DISCRETE_SAMPLERS, GRAD_MODES, GUIDANCE_TARGETS, MAX_MEMORY_BUDGET, PRECISIONS,
+                                RESPACINGS, SAMPLERS, VARIANCES)
 from .stages.registry import DEFAULT_PROTOCOLS, PROTOCOLS, PURIFYING_PROTOCOLS, stage_names
 
 if sys.version_info >= (3, 11):
@@ -56,7 +57,7 @@ __all__ = [
     "AttackConfig", "EvaluationConfig", "ADDTConfig", "AnalysisConfig", "AuditConfig", "OutputConfig",
     "load_config", "loads_config", "validate_config", "save_config", "dumps_config",
     "apply_overrides", "parse_grid", "json_schema", "is_import_path", "resolve_import_path", "plain_problems",
-    "MAX_DEPTH",
+    "subset_problem", "MAX_DEPTH",
     "ATTACK_KINDS", "PROTOCOLS",
 ]
 
@@ -205,6 +206,8 @@ class DataConfig(_Section):
         if v is None:
             return v
         path = _config_path(v, info)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"'{path}' is a file, not a folder; expected the dataset folder")
         if not path.is_dir():
             raise ValueError(f"dataset folder '{path}' does not exist (relative to the config file's folder)")
         return v
@@ -215,6 +218,9 @@ class DataConfig(_Section):
         if v is None:
             return v
         path = _config_path(v, info)
+        if path.is_dir():
+            raise ValueError(f"'{path}' is a folder, not a file; expected the class-index file "
+                             "(imagenet_class_index.json or a text file of wnids)")
         if not path.is_file():
             raise ValueError(f"class-index file '{path}' does not exist (relative to the config file's folder)")
         return v
@@ -242,22 +248,27 @@ class DataConfig(_Section):
         sizes = SPLIT_SIZES.get(self.dataset, {})
         if sizes and self.split not in sizes:
             raise _FieldError("split", self.split, f"one of {', '.join(sizes)} (the splits of {self.dataset})")
-        if self.n_examples is None and self.first == 0:
-            return self
         size = sizes.get(self.split)
-        if size is None:
-            return self
         where = f"{self.dataset}/{self.split} has {size} examples"
-        if self.order in ("random", "diffpure"):
-            if self.n_examples is not None and self.n_examples > size:
-                raise _FieldError("n_examples", self.n_examples, f"at most {size} ({where})")
-        elif self.first >= size:
-            raise _FieldError("first", self.first, f"an index below {size} ({where})")
-        elif self.n_examples is not None and self.first + self.n_examples > size:
-            raise _FieldError("n_examples", self.n_examples,
-                              f"data.first + data.n_examples <= {size} ({where}; data.first = {self.first}, so "
-                              f"n_examples <= {size - self.first})")
+        problem = None if size is None else subset_problem(self, size, where)
+        if problem:
+            raise _FieldError(*problem)
         return self
+
+
+def subset_problem(data: DataConfig, size: int, where: str) -> tuple[str, Any, str] | None:
+    """``(field of [data], value, what was expected)`` when the examples ``data`` asks for (``first``,
+    ``n_examples``, ``order``) do not fit a split of ``size`` examples (``where`` says whose), else None.
+    The schema checks the built-in splits; ``dbp check`` checks an image folder's count with it."""
+    if data.order in ("random", "diffpure"):
+        if data.n_examples is not None and data.n_examples > size:
+            return "n_examples", data.n_examples, f"at most {size} ({where})"
+    elif data.first >= size:
+        return "first", data.first, f"an index below {size} ({where})"
+    elif data.n_examples is not None and data.first + data.n_examples > size:
+        return "n_examples", data.n_examples, (f"data.first + data.n_examples <= {size} ({where}; data.first = "
+                                               f"{data.first}, so n_examples <= {size - data.first})")
+    return None
 
 
 class ModelsConfig(_Section):
@@ -395,6 +406,14 @@ class PurifierConfig(_Section):
         "recomputation runs in micro-batches that fit, and the last steps keep their forward graphs when there "
         "is room (toward 'full' speed); the plan and the measured peak go to log.txt. Default: no budget")
     compile: bool = Field(False, description="torch.compile the noise network (inductor; the first call compiles)")
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _budget_bound(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not v <= MAX_MEMORY_BUDGET:  # inf too
+            raise ValueError(f"at most {MAX_MEMORY_BUDGET:.0f} GB (1 PiB, more than any machine has); leave "
+                             "memory_budget out for no budget")
+        return v
 
     @model_validator(mode="after")
     def _sampler_options(self) -> "PurifierConfig":
@@ -784,6 +803,16 @@ class ExperimentConfig(_Section):
         if (self.analysis.trajectory or self.analysis.landscape) and not self.attacks:
             field = "trajectory" if self.analysis.trajectory else "landscape"
             raise _FieldError(("analysis", field), True, "analyses follow an attack: add an [[attacks]] entry")
+        if self.purifier.grad_mode == "none" and self.models.diffusion != "none":
+            users = _chain_gradient_users(self)
+            if users:
+                modes = " or ".join(f"'{m}'" for m in GRAD_MODES if m != "none")
+                chain_free = " or ".join(f"'{g}'" for g in GRADIENTS if g not in CHAIN_GRADIENTS)
+                only_exact = [k.name for k in KINDS.values() if not set(k.gradients) - set(CHAIN_GRADIENTS)]
+                raise _FieldError(("purifier", "grad_mode"), "none", f"{modes}: grad_mode 'none' gives no gradient "
+                                  "through the purifier, and " + "; ".join(users) + " differentiate through it (or "
+                                  f"give the attacks a gradient that runs no backward through the chain, {chain_free}; "
+                                  f"{' and '.join(only_exact)} take(s) only 'exact')")
         if self.purifier.precision == "tf32" and self.device == "cpu":
             raise _FieldError(("purifier", "precision"), "tf32", "'fp32' or 'bf16': tf32 is a CUDA matmul mode, and "
                               "device = 'cpu'")
@@ -807,6 +836,20 @@ class ExperimentConfig(_Section):
                     raise _FieldError(("attacks", i, "kind"), a.kind, "a diffusion model: DiffAttack's loss reads "
                                       "the purifier's intermediate states (models.diffusion is 'none')")
         return self
+
+
+def _chain_gradient_users(cfg: "ExperimentConfig") -> list[str]:
+    """What of ``cfg`` differentiates through the reverse chain (needs a purifier.grad_mode other than
+    'none'): built-in attacks whose gradient is exact (attacks/gradients.py: bpda, blind and
+    forward-only run no backward through the chain; a plugin attack is called by dbp check instead),
+    the analyses (EOT gradients of the defended model) and the audit's gradient-approximations check
+    (the attack again with gradient 'exact')."""
+    users = [f"attack '{a.name}' ({a.kind}, gradient = '{a.gradient}')" for a in cfg.attacks
+             if a.kind in KINDS and a.gradient in CHAIN_GRADIENTS]
+    users += [f"analysis.{name} = true" for name in ("trajectory", "landscape") if getattr(cfg.analysis, name)]
+    if "audit" in cfg.stages and "gradient-approximations" in cfg.audit.checks:
+        users.append("audit.checks 'gradient-approximations' (the audited attack with gradient 'exact')")
+    return users
 
 
 # the losses each AutoAttack kind runs, for the class-count checks

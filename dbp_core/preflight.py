@@ -241,12 +241,13 @@ CHECKS: list[Callable[[ExperimentConfig], list[dict]]] = [check_extras, check_de
 
 def preflight(cfg: ExperimentConfig, file: str | None = None) -> ExperimentConfig:
     """``cfg`` if this machine can run it; else ConfigError naming each field that cannot be met.
-    When every check passes, each plugin the config names is called once on two examples
-    (``dbp_core/smoke.py``): its problems are reported the same way."""
+    When every check passes, each plugin the config names is called once on two examples, then a
+    ``purifier.memory_budget`` is planned on the real network (``dbp_core/smoke.py``): their problems
+    are reported the same way."""
     errors = [problem for check in CHECKS for problem in check(cfg)]
     if not errors:
-        from .smoke import plugin_problems
-        errors = plugin_problems(cfg)
+        from .smoke import memory_budget_problems, plugin_problems
+        errors = plugin_problems(cfg) or memory_budget_problems(cfg)
     if errors:
         raise ConfigError(file, errors)
     return cfg
@@ -275,17 +276,23 @@ def checkpoint_problems(cfg: ExperimentConfig) -> list[dict]:
 
 
 def dataset_problems(cfg: ExperimentConfig) -> list[dict]:
-    """ImageNet: the class index reads and every class folder is in it (the images are read by the run)."""
+    """ImageNet: the class index reads, every class folder is in it, the folder walk lists each image once
+    (``models/imagenet.py``) and holds the examples asked for (the images are read by the run)."""
     dc = cfg.data
     if dc.dataset != "imagenet" or dc.root is None:
         return []
+    from .config import subset_problem
     from .models.datasets import DatasetError
     from .models.imagenet import check_folder
+    root = cfg.resolve_path(dc.root)
+    index = cfg.resolve_path(dc.class_index) if dc.class_index else None
     try:
-        check_folder(dc.split, cfg.resolve_path(dc.root),
-                     cfg.resolve_path(dc.class_index) if dc.class_index else None, dc.image_size, dc.resize)
+        count = check_folder(dc.split, root, index, dc.image_size, dc.resize)
     except DatasetError as exc:
-        return [{"path": "data.class_index" if dc.class_index and str(exc).startswith(
-            str(cfg.resolve_path(dc.class_index))) else "data.root", "value": dc.root, "type": "dataset",
-                 "message": str(exc)}]
+        field = "data.class_index" if index is not None and str(exc).startswith(str(index)) else "data.root"
+        return [_problem(field, dc.class_index if field == "data.class_index" else dc.root, str(exc), "dataset")]
+    problem = subset_problem(dc, count, f"imagenet/{dc.split} in {root} has {count} images")
+    if problem:
+        field, value, expected = problem
+        return [_problem(f"data.{field}", value, f"got {value}: {expected}", "dataset")]
     return []

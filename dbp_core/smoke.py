@@ -8,12 +8,19 @@ at t*, then the chain stops) and the attack's adversarial examples against the d
 each checked as every batch of a run checks them (``models/plugin.py``, ``attacks/plugin.py``).
 An exception, ``sys.exit()``, ``os._exit()``, a wrong shape or dtype, NaN/inf or an output outside
 the threat model is a problem naming the field (exit code 2).
+
+A ``purifier.memory_budget`` is planned here too (:func:`memory_budget_problems`): the planner
+measures one reverse step of the real network (``purifier/memory.py``), on one example of the
+configured data, and plans each attack's gradient call; a budget that cannot hold one row's
+recomputation is refused with what it needs, before a run folder exists.
 """
 from __future__ import annotations
 
+import math
+
 from .plugins import PluginError, ProcessExit, exits_raise
 
-__all__ = ["plugin_problems", "EXAMPLES"]
+__all__ = ["plugin_problems", "memory_budget_problems", "gradient_calls", "EXAMPLES"]
 
 EXAMPLES = 2  # examples each plugin is called on
 
@@ -128,5 +135,67 @@ def _attack_problems(cfg, res, fields, batch, on) -> list[dict]:
                                   attack_seed=derive_seed(cfg.seed, "check", acfg.name, "attack"))
             attack(attacker_view(attacker_model(res, acfg, defended), acfg.gradient), *batch)
         except (Exception, SystemExit) as exc:  # noqa: BLE001
-            problems.append(_problem(path, fields[path], exc, f"attack '{acfg.name}' ({acfg.kind}) called {on}"))
+            no_gradient = " with purifier.grad_mode = 'none' (no gradient through the purifier)" \
+                if cfg.purifier.grad_mode == "none" else ""
+            problems.append(_problem(path, fields[path], exc, f"attack '{acfg.name}' ({acfg.kind}) called {on}"
+                                     + no_gradient))
+    return problems
+
+
+def gradient_calls(cfg, examples: int) -> list[tuple[int, int, int]]:
+    """``[(attack index, examples, EOT replicas), ...]``: the largest purification a gradient through the
+    chain runs at once for each attack of ``cfg`` that differentiates it (gradient 'exact'; a plugin
+    too), on ``examples`` examples: a batch (a rank's share under torchrun) times the replicas of one
+    EOT chunk (``attacks/eot.py``)."""
+    from . import dist
+    from .attacks.names import CHAIN_GRADIENTS
+    batch = math.ceil(min(cfg.data.batch_size, examples) / max(1, dist.env_world_size()))
+    return [(i, batch, min(a.eot_chunk or a.eot, a.eot)) for i, a in enumerate(cfg.attacks)
+            if a.gradient in CHAIN_GRADIENTS and batch > 0]
+
+
+def memory_budget_problems(cfg) -> list[dict]:
+    """``purifier.memory_budget``: each attack's gradient call planned (``Purifier.memory_plan``) from step
+    costs measured on the configured network and one example of the configured data; a budget that
+    cannot hold one row is a problem naming the field, with what the call needs."""
+    pc = cfg.purifier
+    if pc.memory_budget is None or pc.grad_mode == "none" or cfg.models.diffusion == "none" or not cfg.attacks:
+        return []
+    with exits_raise():
+        try:
+            return _plan_budget(cfg)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 — loading what the plan needs failed: say so
+            return [_problem("purifier.memory_budget", pc.memory_budget, exc, "planning purifier.memory_budget")]
+
+
+def _plan_budget(cfg) -> list[dict]:
+    import torch.profiler  # noqa: F401 — the CPU measurement's; imported before the signals are allowed below
+
+    from .interrupts import allowed
+    from .purifier.memory import MemoryBudgetError
+    from .purifier.purifier import Purifier
+    from .stages.context import Resources, purifier_options
+
+    res, dc = Resources(cfg), cfg.data
+    full = res.full_dataset(dc.split)
+    calls = gradient_calls(cfg, dc.n_examples or len(full) - dc.first)
+    if not calls:
+        return []
+    x, uid = full.x[dc.first:dc.first + 1].float().to(res.device), full.uids[dc.first:dc.first + 1].long()
+    eps_model = res.eps_model()
+    purifiers: dict = {}  # one per surrogate chain: its measured step costs are reused
+    problems = []
+    with allowed():  # the measurement runs the network: a long one stays stoppable by SIGINT
+        for i, batch, replicas in calls:
+            a = cfg.attacks[i]
+            chain = (a.surrogate_sampler, a.surrogate_steps)
+            if chain not in purifiers:
+                purifiers[chain] = Purifier(eps_model, **purifier_options(cfg.purifier, *chain))
+            rows = x.expand(batch, *x.shape[1:])
+            try:  # the run's gradient differentiates the network's weights too when they require grad
+                purifiers[chain].memory_plan(rows, uid.expand(batch), replicas=replicas, weights=True)
+            except MemoryBudgetError as exc:
+                problems.append({"path": "purifier.memory_budget", "value": cfg.purifier.memory_budget,
+                                 "type": "memory", "message": f"{exc} (attack '{a.name}': {batch} examples x "
+                                 f"{replicas} EOT replicas per gradient call)"})
     return problems

@@ -141,8 +141,8 @@ def test_shipped_experiments_valid(capsys, monkeypatch, tmp_path):
             local += ["--set", f"data.root={tmp_path / 'cifar-10-batches-py'}"]
         if data.get("dataset") == "imagenet":
             root = tmp_path / "imagenet" / "val"
-            if not root.exists():
-                tiny_imagenet(root)
+            if not root.exists():  # as many images as the experiments take (data.n_examples = 16)
+                tiny_imagenet(root, per_class=4)
             local += ["--set", f"data.root={root}", "--set", f"data.class_index={root / 'imagenet_class_index.json'}"]
         for role in ("classifier", "diffusion"):
             ref = models.get(role, "default")

@@ -25,7 +25,7 @@ def test_class_index_json_and_text(tmp_path):
     assert read_class_index(root_txt / "wnids.txt") == listed
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"0": ["n01440364", "tench"], "2": ["n01443537", "goldfish"]}))
-    with pytest.raises(DatasetError, match="bad.json: expected imagenet_class_index.json's layout"):
+    with pytest.raises(DatasetError, match='bad.json: key "1" is missing: expected keys 0..N-1'):
         read_class_index(bad)
     dup = tmp_path / "dup.txt"
     dup.write_text("n01440364\nn01440364\n")

@@ -6,6 +6,7 @@ NOISE_KNOWLEDGE = ("stochastic", "replay", "replay-forward")  # what an attacker
 # what the attacker differentiates (gradients.py): the defence, BPDA's identity backward through the
 # purifier, the classifier alone, or the forward noise then the classifier
 GRADIENTS = ("exact", "bpda", "blind", "forward-only")
+CHAIN_GRADIENTS = ("exact",)  # those that differentiate the reverse chain (purifier.grad_mode "none" gives none)
 # how APGD picks its returned example (apgd.py): AutoAttack's rule, or the lowest share of correct
 # predictions over several evaluations (for stochastic defences)
 SELECTIONS = ("autoattack", "lowest-correct")

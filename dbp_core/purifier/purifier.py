@@ -76,7 +76,7 @@ from .memory import MemoryPlan, StepCosts
 from .diffusion import ReverseStep, Schedule, linear_schedule, q_sample, reverse_chain
 from .guidance import Guidance, guidance_term
 from .precision import check_precision, compiled_network, network_precision
-from .registry import DISCRETE_SAMPLERS, GRAD_MODES, RESPACINGS, SAMPLERS, VARIANCES
+from .registry import DISCRETE_SAMPLERS, GRAD_MODES, MAX_MEMORY_BUDGET, RESPACINGS, SAMPLERS, VARIANCES
 from .vpsde import continuous_chain, vp_sigma
 
 
@@ -103,6 +103,9 @@ def check_options(sampler: str, variance: str, eta: float, clip_denoised: bool, 
         raise ValueError(f"guidance (GDMP) guides the DDPM step, got sampler {sampler!r}")
 
 
+PROBE_ROWS = 4  # step_costs measures a step at up to 2 and 4 rows of the batch
+
+
 class Purifier(nn.Module):
     """Diffuse to t* and denoise back (see module docstring). Call: ``purifier(x, uids)``."""
 
@@ -115,8 +118,9 @@ class Purifier(nn.Module):
         super().__init__()
         check_precision(precision)
         if memory_budget is not None:
-            if not (math.isfinite(memory_budget) and memory_budget > 0):
-                raise ValueError(f"memory_budget must be a positive number of GB, got {memory_budget}")
+            if not 0 < memory_budget <= MAX_MEMORY_BUDGET:  # NaN and inf too
+                raise ValueError(f"memory_budget must be a positive number of GB, at most {MAX_MEMORY_BUDGET:.0f}, "
+                                 f"got {memory_budget}")
             if not isinstance(eps_model, nn.Module):
                 raise ValueError("memory_budget plans the checkpointed chain of an nn.Module eps_model; "
                                  f"got a {type(eps_model).__name__}")
@@ -283,7 +287,7 @@ class Purifier(nn.Module):
         if key in self._costs:
             return self._costs[key]
         rows = x.shape[0]
-        m1 = max(1, min(2, rows // 2))
+        m1 = max(1, min(PROBE_ROWS // 2, rows // 2))
         m2 = min(rows, 2 * m1)
         if m2 == m1:
             m2 = m1 + 1  # one row only: probe two rows of a repeated batch
@@ -319,23 +323,29 @@ class Purifier(nn.Module):
 
     def _memory_plan(self, x, cond, seed, uids, replica, replicas, per_segment, params) -> MemoryPlan:
         costs = self.step_costs(x, cond, seed, uids, replica, replicas, params)
+        return self._plan(costs, x.shape[0], uids.shape[0], per_segment, params)
+
+    def _plan(self, costs: StepCosts, rows: int, batch: int, per_segment: int, params) -> MemoryPlan:
         weight_bytes = sum(p.numel() * p.element_size() for p in params)
-        plan = memory.plan(costs, x.shape[0], len(self.chain), per_segment, self.memory_budget, weight_bytes,
-                           batch=uids.shape[0])
+        plan = memory.plan(costs, rows, len(self.chain), per_segment, self.memory_budget, weight_bytes, batch=batch)
         self.last_plan = plan
         return plan
 
     def memory_plan(self, x: torch.Tensor, uids: torch.Tensor, replicas: int = 1,
                     weights: bool = False) -> MemoryPlan:
         """The plan a budgeted gradient call on ``x`` ([B, C, H, W] in [0, 1]) with ``replicas`` EOT replicas
-        will use (``weights``: the network's weights are differentiated too); probes the network once."""
+        will use (``weights``: the network's weights are differentiated too); probes the network once, on
+        the first rows of the first replica (those a gradient call probes: ``step_costs``), so ``x`` may
+        be a batch of one image expanded to B rows."""
         if self.memory_budget is None:
             raise ValueError("memory_plan needs a memory_budget")
+        probe = min(x.shape[0], PROBE_ROWS)
         uids = uids.to(x.device)
-        xt = (2.0 * x.detach() - 1.0).repeat(replicas, *([1] * (x.dim() - 1)))
-        cond = (2.0 * x.detach() - 1.0) if self.guidance is not None else None
+        xt = 2.0 * x[:probe].detach() - 1.0
+        cond = xt if self.guidance is not None else None
         params = [p for p in self.eps_model.parameters() if p.requires_grad] if weights else []
-        return self._memory_plan(xt, cond, 0, uids, 0, replicas, self._per_segment(self.grad_mode), params)
+        costs = self.step_costs(xt, cond, 0, uids[:probe], 0, 1, params)
+        return self._plan(costs, x.shape[0] * replicas, uids.shape[0], self._per_segment(self.grad_mode), params)
 
     def _segment(self, x, cond, lo, hi, seed, uids, replica, replicas, inner):
         """Steps lo..hi-1, each checkpointed; returns the last state and the states ``inner`` (segments mode
