@@ -108,12 +108,14 @@ def _open_run(args):
         raise UserError(message) from None
 
 
-def _load(args):
+def _load(args, weights_up_to: int | None = None):
+    """The checked config of ``args.file`` (``preflight``: checkpoints' weights read up to
+    ``weights_up_to`` bytes a file; None, before a run: all)."""
     with deferred():  # the preflight's first torch import too: an interrupt there could be lost
         from .config import load_config
         from .preflight import preflight
         cfg = load_config(args.file, overrides=args.set or [])
-        return preflight(cfg, args.file)
+        return preflight(cfg, args.file, weights_up_to)
 
 
 def _execute(run, cfg, args) -> int:
@@ -179,13 +181,17 @@ def _leave_interrupted(run) -> None:
 # --------------------------------------------------------------------------- commands
 
 def cmd_check(args) -> int:
-    cfg = _load(args)
+    from .preflight import CHECK_READS_WEIGHTS_UP_TO, unread_weights
+    cfg = _load(args, CHECK_READS_WEIGHTS_UP_TO)
     attacks = ", ".join(a.name for a in cfg.attacks) or "none"
     print(f"ok: {args.file} — experiment '{cfg.name}', data {cfg.data.dataset}/{cfg.data.split}, "
           f"stages {', '.join(cfg.stages)}, attacks: {attacks}")
     called = [f for f in cfg.plugin_paths() if not f.startswith("stages")]
     if called:  # dbp_core/smoke.py
         print(f"plugins called once on 2 examples and checked: {', '.join(called)}")
+    for field, path, size in unread_weights(cfg, CHECK_READS_WEIGHTS_UP_TO):
+        print(f"note: {field}: the weights of {path} ({size:,} bytes) were not read (keys, shapes and dtypes were): "
+              "dbp run checks that they are finite before it creates the run folder")
     return EXIT_OK
 
 

@@ -298,8 +298,21 @@ class ModelsConfig(_Section):
     diffusion_weights: Optional[Literal[DIFFUSION_WEIGHTS]] = Field(
         None, description="'score-sde' training checkpoints: 'ema' (the EMA weights, as DiffPure; default) or "
         "'model' (the raw training weights)")
-    trust_pickle: bool = Field(False, description="Allow loading pickled (non weights-only) checkpoints; "
-                               "only for files you trust")
+    trust_pickle: Union[bool, str, list[str]] = Field(
+        False, description="Checkpoints that may be fully unpickled (files that store Python objects, which can run "
+        "code), by the sha256 of the file: one hash or a list ('dbp check' prints the hash of a pickle it refuses); "
+        "false: none. `true` (trust any file at the path) is refused, printing the hash. Not sweepable")
+
+    @field_validator("trust_pickle", mode="before")
+    @classmethod
+    def _trust_pickle(cls, v: Any) -> Any:
+        hashes = [v] if isinstance(v, str) else v if isinstance(v, list) else None
+        if isinstance(v, bool):
+            return v  # true is refused by dbp check, which can print the file's hash (preflight.py)
+        if hashes is None or not all(isinstance(h, str) and re.fullmatch(r"[0-9a-fA-F]{64}", h) for h in hashes):
+            raise ValueError("expected the sha256 of the pickle file you trust (64 hex digits, as `dbp check` "
+                             "prints it when it refuses the file), a list of them, or false")
+        return v.lower() if isinstance(v, str) else [h.lower() for h in v]
 
     @field_validator("classifier")
     @classmethod
@@ -1053,6 +1066,22 @@ def apply_overrides(data: dict, overrides: list[str], file: str | None = None) -
     return done
 
 
+# Fields a sweep grid may not set, and why (docs/config.md, "Checkpoints").
+UNSWEEPABLE = {"models.trust_pickle": "trusting a pickle is a decision about one file, made in the config or with "
+                                      "--set, never one of many points of a grid"}
+
+
+def _unsweepable(key: str, values: list) -> str | None:
+    """Why ``--grid key=values`` may not be swept (it sets a field of UNSWEEPABLE, also through a
+    table of its section), or None."""
+    for name, why in UNSWEEPABLE.items():
+        section, _, leaf = name.rpartition(".")
+        if key == name or key.startswith(name + ".") or (
+                key == section and any(isinstance(v, dict) and leaf in v for v in values)):
+            return f"{name} cannot be swept: {why}"
+    return None
+
+
 def parse_grid(items: list[str], file: str | None = None) -> list[tuple[str, list]]:
     """``key=v1,v2,...`` items (``dbp sweep --grid``) → [(key, [values])]. The values are read as
     one TOML array (``0.01,0.02`` → numbers, ``"a","b"``, ``[1,2],[3,4]``), else split at commas
@@ -1075,6 +1104,9 @@ def parse_grid(items: list[str], file: str | None = None) -> list[tuple[str, lis
             values = [v.strip() for v in text.split(",")]
         if not values or any(v == "" for v in values):
             raise bad(key, item, "an empty value; expected key=value1,value2,...")
+        unsweepable = _unsweepable(key, values)
+        if unsweepable:
+            raise bad(key, item, unsweepable)
         if len({repr(v) for v in values}) != len(values):
             raise bad(key, item, "a value is listed twice")
         grid.append((key, values))

@@ -14,8 +14,14 @@ Plugins: once the checks pass, every plugin is called on two examples of the con
 Checkpoints (:func:`checkpoint_problems`): every ``models.classifier`` / ``models.diffusion`` that
 is a path must fit its format and architecture — the network is built on the meta device and the
 file is inspected without reading its weights (``models/loaders.py``, ``check_model``), so even a
-2 GB checkpoint is checked in about a second. Dataset files that a run reads first
-(:func:`dataset_problems`: ImageNet's class index and folders) are checked too.
+2 GB checkpoint is checked in about a second: keys, shapes, floating-point dtypes, and (for a
+built-in dataset) the data's channels and classes, the network run once on a meta image. Once
+every check passes, :func:`weight_problems` reads the weights and refuses NaN or infinite values:
+all of them before a run (``dbp run``, ``dbp resume``, each point of ``dbp sweep``), and under
+``dbp check`` the files up to :data:`CHECK_READS_WEIGHTS_UP_TO` bytes (it names the others).
+``models.trust_pickle = true`` is refused, the refusal of each pickle giving the sha256 to trust.
+Dataset files that a run reads first (:func:`dataset_problems`: ImageNet's class index and
+folders) are checked too.
 """
 from __future__ import annotations
 
@@ -25,10 +31,13 @@ from typing import Callable
 
 from .attacks.registry import KINDS
 from .config import ConfigError, ExperimentConfig
-from .models.registry import CHANNELS, IMAGE_SIZES
+from .models.registry import CHANNELS, CLASSES, IMAGE_SIZES
 
 __all__ = ["preflight", "cuda_problem", "missing_extra", "checkpoint_problems", "dataset_problems", "CHECKS",
-           "chain_length", "available_memory", "peak_memory_estimate"]
+           "chain_length", "available_memory", "peak_memory_estimate", "weight_problems", "unread_weights",
+           "CHECK_READS_WEIGHTS_UP_TO"]
+
+CHECK_READS_WEIGHTS_UP_TO = 1 << 30  # dbp check reads the weights of checkpoint files up to 1 GiB (a second or two)
 
 
 def _problem(path: str, value, message: str, kind: str = "preflight") -> dict:
@@ -239,12 +248,15 @@ CHECKS: list[Callable[[ExperimentConfig], list[dict]]] = [check_extras, check_de
                                                           check_threads, check_memory, check_files]
 
 
-def preflight(cfg: ExperimentConfig, file: str | None = None) -> ExperimentConfig:
+def preflight(cfg: ExperimentConfig, file: str | None = None, weights_up_to: int | None = None) -> ExperimentConfig:
     """``cfg`` if this machine can run it; else ConfigError naming each field that cannot be met.
-    When every check passes, each plugin the config names is called once on two examples, then a
-    ``purifier.memory_budget`` is planned on the real network (``dbp_core/smoke.py``): their problems
-    are reported the same way."""
+    When every check passes, the checkpoints' weights are read (:func:`weight_problems`: the files
+    up to ``weights_up_to`` bytes; None, before a run: all), each plugin the config names is called
+    once on two examples, then a ``purifier.memory_budget`` is planned on the real network
+    (``dbp_core/smoke.py``): their problems are reported the same way."""
     errors = [problem for check in CHECKS for problem in check(cfg)]
+    if not errors:  # reading the weights takes time: only once everything else is right
+        errors = weight_problems(cfg, weights_up_to)
     if not errors:
         from .smoke import memory_budget_problems, plugin_problems
         errors = plugin_problems(cfg) or memory_budget_problems(cfg)
@@ -253,26 +265,91 @@ def preflight(cfg: ExperimentConfig, file: str | None = None) -> ExperimentConfi
     return cfg
 
 
-def checkpoint_problems(cfg: ExperimentConfig) -> list[dict]:
-    """One error per ``models.classifier`` / ``models.diffusion`` checkpoint that does not fit
-    its family and architecture (the message names the file and the first keys)."""
-    from .models.checkpoint_io import CheckpointError
-    from .models.loaders import check_model, model_spec_from
+def _checkpoint_refs(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """(role, reference) of each ``models.classifier`` / ``models.diffusion`` naming a checkpoint path."""
     from .plugins import is_import_path
+    return [(role, ref) for role in ("classifier", "diffusion") for ref in [getattr(cfg.models, role)]
+            if ref not in ("default", "none") and not is_import_path(ref)]
+
+
+def _spec(cfg: ExperimentConfig, role: str, ref: str):
+    from .models.loaders import model_spec_from
+    return model_spec_from(cfg.models, role, cfg.resolve_path(ref))
+
+
+def _checkpoint_problem(role: str, ref: str, exc: Exception) -> dict:
+    msg = str(exc)
+    named = (f"models.{f}" for f in ("diffusion_config", "diffusion_weights", f"{role}_arch")
+             if msg.startswith(f"models.{f}"))  # model_spec's errors start with the field they are of
+    field = getattr(exc, "field", None) or next(named, f"models.{role}")
+    return {"path": field, "value": ref, "type": "checkpoint", "message": msg}
+
+
+def _data_shape(cfg: ExperimentConfig):
+    """The images and classes a run gives the networks (``models.loaders.ImageShape``), or None for a
+    plugin dataset (known once loaded: ``dbp_core/smoke.py`` calls the models on its examples)."""
+    from .models.loaders import ImageShape
+    dataset = cfg.data.dataset
+    if dataset not in CHANNELS:
+        return None
+    return ImageShape(CHANNELS[dataset], IMAGE_SIZES.get(dataset) or cfg.data.image_size, CLASSES[dataset], dataset)
+
+
+def checkpoint_problems(cfg: ExperimentConfig) -> list[dict]:
+    """One error per ``models.classifier`` / ``models.diffusion`` checkpoint that does not fit its
+    family and architecture, or the data (the message names the file and the first keys), and one
+    for ``models.trust_pickle = true``. No weights are read (:func:`weight_problems` does)."""
+    from .models.checkpoint_io import CheckpointError
+    from .models.loaders import check_model
     errors = []
-    mc = cfg.models
-    for role in ("classifier", "diffusion"):
-        ref = getattr(mc, role)
-        if ref in ("default", "none") or is_import_path(ref):
-            continue
+    shape = _data_shape(cfg)
+    for role, ref in _checkpoint_refs(cfg):
         try:
-            check_model(model_spec_from(mc, role, cfg.resolve_path(ref)))
+            check_model(_spec(cfg, role, ref), shape)
         except CheckpointError as exc:
-            msg = str(exc)
-            field = next((f"models.{f}" for f in ("diffusion_config", "diffusion_weights", f"{role}_arch")
-                          if msg.startswith(f"models.{f}")), f"models.{role}")
-            errors.append({"path": field, "value": ref, "type": "checkpoint", "message": msg})
+            errors.append(_checkpoint_problem(role, ref, exc))
+    if cfg.models.trust_pickle is True:
+        pickles = [e["path"] for e in errors if "needs full unpickling" in e["message"]]
+        fix = (f"paste the sha256 that the error of {' and '.join(pickles)} prints" if pickles else
+               "no checkpoint here needs unpickling: leave it out")
+        errors.append(_problem("models.trust_pickle", True, "got true, which would trust whatever file is at the path "
+                               "(unpickling runs the code a file holds); expected the sha256 of the very file you "
+                               f"trust, or a list of them: {fix}", "checkpoint"))
     return errors
+
+
+def _weights_size(spec) -> int:
+    from .models.loaders import weights_file
+    return weights_file(spec).stat().st_size
+
+
+def weight_problems(cfg: ExperimentConfig, up_to: int | None = None) -> list[dict]:
+    """One error per checkpoint whose weights hold NaN or infinite values, read from files up to
+    ``up_to`` bytes (None: every file). Run once :func:`checkpoint_problems` found none."""
+    from .models.checkpoint_io import CheckpointError
+    from .models.loaders import check_model
+    errors = []
+    for role, ref in _checkpoint_refs(cfg):
+        try:
+            spec = _spec(cfg, role, ref)
+            if up_to is None or _weights_size(spec) <= up_to:
+                check_model(spec, read_weights=True)
+        except (CheckpointError, OSError) as exc:  # OSError: the file went away since it was checked
+            errors.append(_checkpoint_problem(role, ref, exc))
+    return errors
+
+
+def unread_weights(cfg: ExperimentConfig, up_to: int) -> list[tuple[str, str, int]]:
+    """(field, weights file, bytes) of each checkpoint over ``up_to`` bytes: :func:`weight_problems`
+    with that bound leaves its weights to the check before a run."""
+    from .models.loaders import weights_file
+    out = []
+    for role, ref in _checkpoint_refs(cfg):
+        spec = _spec(cfg, role, ref)
+        size = _weights_size(spec)
+        if size > up_to:
+            out.append((f"models.{role}", str(weights_file(spec)), size))
+    return out
 
 
 def dataset_problems(cfg: ExperimentConfig) -> list[dict]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import logging
 import re
 import signal
 import socket
@@ -173,6 +174,32 @@ def _crash_reports(run: RunWriter):
             fh.close()
 
 
+class _RunLogHandler(logging.Handler):
+    """Writes what dbp_core's modules log as warnings into the run's log.txt."""
+
+    def __init__(self, run: RunWriter):
+        super().__init__(logging.WARNING)
+        self.run = run
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.run.log(f"warning: {record.getMessage()}")
+        except (OSError, ValueError):  # a full disk, a link in place of log.txt: the warning was on stderr too
+            pass
+
+
+@contextlib.contextmanager
+def _warnings_logged(run: RunWriter):
+    """While the run runs, warnings logged under ``dbp_core`` (e.g. a trusted pickle unpickled,
+    models/checkpoint_io.py) go into its log.txt."""
+    handler, logger = _RunLogHandler(run), logging.getLogger("dbp_core")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def _record_end(run: RunWriter, state: str, message: str, log: str, drop_results: bool) -> None:
     """Write the final state of a run that did not finish. The disk may be full: the run's
     reserved space is released first; what cannot be written is kept in ``run.unrecorded``."""
@@ -201,7 +228,7 @@ def _run_locked(run: RunWriter, cfg: ExperimentConfig,
     threads_before = None
     results_written = False
     try:
-        with _crash_reports(run), _exits_recorded(run):
+        with _crash_reports(run), _exits_recorded(run), _warnings_logged(run):
             try:
                 with gate.held():
                     claimed = run.claimed_from  # the CLI marks a resumed run running right after locking it

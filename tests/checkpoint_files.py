@@ -6,18 +6,25 @@
   enough for the checks of ``dbp check`` (keys and shapes), not for running;
 * :func:`save_family_checkpoint` — a loadable checkpoint of a network in a family's file layout
   (score_sde's training dict with EMA, a plain state dict, DataParallel prefixes);
-* :func:`tiny_imagenet` — a folder of class folders with JPEGs and a class-index file.
+* :func:`tiny_imagenet` — a folder of class folders with JPEGs and a class-index file;
+* hostile files, for the checks that refuse them: :func:`torch_file_with_pickle` (a torch archive
+  of any pickled index, e.g. :func:`nested_lists`, :func:`shared_lists`), :func:`safetensors_with_header`
+  (any header), :func:`dbp_files` (one of our checkpoints with any json config or tensors) and
+  :func:`payload_pickle` (a pickle whose code visibly runs when it is unpickled).
 """
 from __future__ import annotations
 
+import io
 import json
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from dbp_core.models.loaders import build_network, model_spec
+from dbp_core.models.loaders import build_network, model_spec, save_checkpoint
 
 WNIDS = ("n01440364", "n01443537", "n01484850", "n01491361")
 TINY_DIFFUSERS = {"_class_name": "UNet2DModel", "sample_size": 8, "in_channels": 3, "out_channels": 3,
@@ -91,3 +98,81 @@ def tiny_imagenet(root: Path, per_class: int = 2, wnids=WNIDS, index: str = "jso
     elif index == "txt":
         (root / "wnids.txt").write_text("# wnids in class order\n" + "\n".join(listed) + "\n")
     return root
+
+
+# --------------------------------------------------------------------------- hostile files
+
+def torch_file_with_pickle(path: Path, payload: bytes) -> Path:
+    """A torch zip archive (as torch.save writes it) whose pickled index data.pkl is ``payload``."""
+    buf = io.BytesIO()
+    torch.save({}, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for info in src.infolist():
+            out.writestr(info.filename, payload if info.filename.endswith("/data.pkl") else src.read(info))
+    return path
+
+
+def nested_lists(depth: int) -> bytes:
+    """A pickle (protocol 2) of ``depth`` lists each inside the next, built without recursion:
+    ``depth`` EMPTY_LIST opcodes, then ``depth - 1`` APPENDs."""
+    return b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+def shared_lists(depth: int) -> bytes:
+    """A pickle of ``depth`` levels of two-entry lists whose entries are the same list (the pickle
+    memo keeps it a few hundred bytes): walked entry by entry, 2 ** depth entries."""
+    import pickle
+    node: list = []
+    for _ in range(depth):
+        node = [node, node]
+    return pickle.dumps(node, protocol=2)
+
+
+def safetensors_with_header(path: Path, header: dict, data: bytes) -> Path:
+    """A safetensors file of exactly this JSON ``header`` and ``data`` bytes."""
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+def safetensors_parts(path: Path) -> tuple[dict, bytes]:
+    """(header, data bytes) of a safetensors file."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def dbp_files(stem: Path, net: nn.Module, arch: str, config: dict, *, json_config: dict | None = None,
+              state: dict[str, torch.Tensor] | None = None) -> Path:
+    """One of our checkpoints of ``net`` (``<stem>.safetensors`` + ``<stem>.json``), then its json
+    config replaced by ``json_config`` and its tensors by ``state`` where given; returns the json."""
+    from safetensors.torch import save_file
+    save_checkpoint(net, stem, arch, config)
+    if json_config is not None:
+        info = json.loads(stem.with_suffix(".json").read_text())
+        stem.with_suffix(".json").write_text(json.dumps({**info, "config": json_config}))
+    if state is not None:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(stem.with_suffix(".safetensors")))
+    return stem.with_suffix(".json")
+
+
+def _run_payload(marker: str, state: dict):
+    """What :func:`payload_pickle`'s file runs when unpickled: writes ``marker``, returns ``state``."""
+    Path(marker).write_text("the pickle's code ran\n")
+    return state
+
+
+class _Payload:
+    def __init__(self, marker: Path, state: dict):
+        self.marker, self.state = str(marker), state
+
+    def __reduce__(self):
+        return _run_payload, (self.marker, self.state)
+
+
+def payload_pickle(path: Path, marker: Path, state: dict[str, torch.Tensor]) -> Path:
+    """A torch file that needs full unpickling: unpickled, it writes ``marker`` (its code ran) and
+    gives ``state``; read with weights_only it is refused."""
+    torch.save(_Payload(marker, state), path)
+    return path

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arch_checks import fraction, integer
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 DIGITS_MEAN = (0.5,)
@@ -20,7 +22,8 @@ class DigitsCNN(nn.Module):
 
     def __init__(self, num_classes: int = 10, width: int = 32):
         super().__init__()
-        w = width
+        integer("num_classes", num_classes)
+        w = integer("width", width)
         self.features = nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(),
             nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
@@ -74,8 +77,11 @@ class WideResNet(nn.Module):
 
     def __init__(self, depth: int = 28, widen_factor: int = 10, num_classes: int = 10, drop_rate: float = 0.0):
         super().__init__()
-        if (depth - 4) % 6:
-            raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}")
+        if integer("depth", depth, 10) % 6 != 4:
+            raise ValueError(f"depth = {depth}: expected 6n + 4 (a WideResNet of n blocks per stage)")
+        integer("widen_factor", widen_factor)
+        integer("num_classes", num_classes)
+        fraction("drop_rate", drop_rate)
         n = (depth - 4) // 6
         ch = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = nn.Conv2d(3, ch[0], 3, stride=1, padding=1, bias=False)

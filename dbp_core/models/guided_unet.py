@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arch_checks import flag, fraction, groups_divide, integer, integers, positive
+
 __all__ = ["GuidedUNetConfig", "GuidedUNet", "GuidedDiffusionEps", "PRESETS", "guided_config"]
 
 
@@ -65,14 +67,26 @@ class GuidedUNetConfig:
                                  f"{sorted(by_size)}; got {self.image_size} (give channel_mult)")
             return by_size[self.image_size]
         if isinstance(cm, str):
-            return tuple(int(m) for m in cm.split(","))
-        return tuple(cm)
+            try:
+                return tuple(int(m) for m in cm.split(","))
+            except ValueError:
+                raise ValueError(f"channel_mult = {cm!r}: expected comma-separated integers such as '1,2,2' "
+                                 "(or a list)") from None
+        if not isinstance(cm, (list, tuple)) or not cm:
+            raise ValueError(f"channel_mult = {cm!r}: expected '' (by image_size), '1,2,2' or a non-empty list")
+        return tuple(positive(f"channel_mult[{i}]", m) for i, m in enumerate(cm))
 
     @property
     def attention_ds(self) -> tuple[int, ...]:
         """Downsampling rates at which attention runs (``image_size // resolution``)."""
         ar = self.attention_resolutions
-        res = [int(r) for r in ar.split(",") if r.strip()] if isinstance(ar, str) else [int(r) for r in ar]
+        try:
+            res = [int(r) for r in ar.split(",") if r.strip()] if isinstance(ar, str) else list(ar)
+        except (ValueError, TypeError):
+            res = None
+        if res is None or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in res):
+            raise ValueError(f"attention_resolutions = {ar!r}: expected resolutions >= 1, as '32,16,8' or a list "
+                             "of integers")
         return tuple(self.image_size // r for r in res)
 
     @property
@@ -105,8 +119,36 @@ def guided_config(preset: str | None = None, overrides: dict | None = None) -> G
     if cfg.class_cond:
         raise ValueError("class_cond = true: class-conditional checkpoints need a label, which the eps-model "
                          "interface does not carry; use an unconditional checkpoint")
-    cfg.mults, cfg.attention_ds  # noqa: B018 -- validate the derived values now
+    _check_fields(cfg)
     return cfg
+
+
+def _check_fields(cfg: GuidedUNetConfig) -> None:
+    """ValueError naming the first flag that cannot build the network (``arch_checks``)."""
+    integer("image_size", cfg.image_size)
+    integer("num_channels", cfg.num_channels)
+    integer("num_res_blocks", cfg.num_res_blocks)
+    integer("in_channels", cfg.in_channels)
+    integer("num_heads", cfg.num_heads)
+    integer("num_head_channels", cfg.num_head_channels, or_minus_one=True)
+    integer("num_heads_upsample", cfg.num_heads_upsample, or_minus_one=True)
+    fraction("dropout", cfg.dropout)
+    for name in ("learn_sigma", "use_scale_shift_norm", "resblock_updown", "use_fp16", "use_new_attention_order"):
+        flag(name, getattr(cfg, name))
+    widths = [int(m * cfg.num_channels) for m in cfg.mults]
+    cfg.attention_ds  # noqa: B018 -- validates attention_resolutions
+    if min(widths) < 1:
+        raise ValueError(f"num_channels = {cfg.num_channels} x channel_mult {list(cfg.mults)}: a level of "
+                         f"{min(widths)} channels; expected at least 1")
+    groups_divide("num_channels", 32, widths, "every GroupNorm of guided-diffusion has 32 groups")
+    attended = [w for level, w in enumerate(widths) if 2 ** level in cfg.attention_ds]  # the up and down paths
+    if cfg.num_head_channels != -1:
+        groups_divide("num_head_channels", cfg.num_head_channels, attended + widths[-1:],
+                      "attention splits its channels into heads of num_head_channels")
+        return
+    up = cfg.num_heads if cfg.num_heads_upsample == -1 else cfg.num_heads_upsample
+    groups_divide("num_heads", cfg.num_heads, attended + widths[-1:], "attention splits its channels into heads")
+    groups_divide("num_heads_upsample", up, attended, "the up path's attention splits its channels into heads")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

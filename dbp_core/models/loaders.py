@@ -31,22 +31,31 @@ Diffusion models come back as ``eps_model(x_t, t)`` (docs/science.md, "Diffusion
 timesteps). Classifiers come back bare; :func:`default_normalisation` says which input
 normalisation their family expects (the run wraps them in ``Normalized`` once).
 
+The weights must be floating point where the network's are (a bool or integer tensor is refused
+from the file's header) and finite (:func:`check_model` with ``read_weights``, and every load:
+``checkpoint_io.check_weights``); with the data's image shape (:class:`ImageShape`) the network
+is also run once on the meta device, so a classifier of another number of classes or input
+channels, or a diffusion network of other channels, is refused before a run. Every other failure
+to build or read a checkpoint is a :class:`CheckpointError` naming the file too.
+
 Safety: tensors are read with safetensors or ``torch.load(weights_only=True)``, which runs no
-pickled code. A file that needs full unpickling is refused unless ``trust_pickle=True``.
+pickled code. A file that needs full unpickling is refused unless ``trust_pickle`` holds its
+sha256 (``checkpoint_io``, module doc).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from .checkpoint_io import (CheckpointError, TensorMeta, compare_state, extract_state_dict, inspect_tensor_file,
-                            load_tensor_file, state_shapes, strip_wrappers)
+from .checkpoint_io import (CheckpointError, TensorMeta, check_weights, compare_state, extract_state_dict,
+                            inspect_tensor_file, load_tensor_file, read_json, state_shapes, strip_wrappers)
 from .classifiers import CIFAR10_MEAN, DigitsCNN, WideResNet
 from .registry import CLASSIFIER_ARCHS, DIFFUSION_ARCHS, DIFFUSION_WEIGHTS
 from .unet import UNet, UNetConfig
@@ -55,7 +64,7 @@ __all__ = ["CheckpointError", "ModelSpec", "model_spec", "check_model", "load_mo
            "default_normalisation", "score_sde_state", "model_spec_from", "load_tensor_file", "extract_state_dict",
            "save_checkpoint", "load_checkpoint", "read_checkpoint_info", "load_robustbench_wrn",
            "load_diffusers_unet", "DiffusersEps", "FORMAT", "ARCHS", "build_network", "weights_file",
-           "load_state_dict_strict"]
+           "load_state_dict_strict", "ImageShape", "trusted_hashes", "check_fits_data"]
 
 FORMAT = "dbp-checkpoint"
 
@@ -110,10 +119,7 @@ def read_checkpoint_info(stem: str | Path) -> dict:
     p = _dbp_stem(stem).with_suffix(".json")
     if not p.is_file():
         raise CheckpointError(f"{p}: file not found; expected the json config of a dbp checkpoint")
-    try:
-        info = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{p}: not valid JSON: {exc}") from exc
+    info = read_json(p, "the json config of a dbp checkpoint")
     if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("arch") not in ARCHS \
             or not isinstance(info.get("config"), dict):
         raise CheckpointError(f"{p}: expected {{'format': '{FORMAT}', 'arch': one of {sorted(ARCHS)}, "
@@ -125,7 +131,7 @@ def _build_dbp(stem: Path) -> nn.Module:
     info = read_checkpoint_info(stem)
     try:
         return ARCHS[info["arch"]](info["config"])
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # the networks name the field (models/arch_checks.py)
         raise CheckpointError(f"{stem.with_suffix('.json')}: bad config for {info['arch']}: {exc}") from exc
 
 
@@ -175,10 +181,7 @@ def _build_diffusers(folder: Path) -> nn.Module:
         raise CheckpointError("loading a diffusers DDPM needs the 'diffusers' package "
                               "(pip install 'dbp-lab[diffusers]')") from exc
     d = _diffusers_folder(folder)
-    try:
-        config = json.loads((d / "config.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{d / 'config.json'}: not valid JSON: {exc}") from exc
+    config = read_json(d / "config.json", "a UNet2DModel config")
     if not isinstance(config, dict) or config.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise CheckpointError(f"{d / 'config.json'}: expected a UNet2DModel config, got "
                               f"_class_name={config.get('_class_name') if isinstance(config, dict) else config!r}")
@@ -188,7 +191,7 @@ def _build_diffusers(folder: Path) -> nn.Module:
         raise CheckpointError(f"{d / 'config.json'}: diffusers cannot build UNet2DModel from it: {exc}") from exc
 
 
-def load_diffusers_unet(folder: str | Path, trust_pickle: bool = False) -> DiffusersEps:
+def load_diffusers_unet(folder: str | Path, trust_pickle: bool | str | Iterable[str] = False) -> DiffusersEps:
     """Build ``UNet2DModel`` from ``config.json`` and load its weights (safetensors preferred,
     else ``.bin`` with weights_only). Returns the eps_model wrapper in eval mode."""
     return load_model(model_spec(folder, "diffusion", "diffusers", trust_pickle=trust_pickle))
@@ -225,14 +228,15 @@ def default_normalisation(fmt: str, arch: str | None) -> tuple[tuple[float, ...]
 @dataclass(frozen=True)
 class ModelSpec:
     """What a checkpoint is: its path, role, resolved format, architecture (a preset name), overrides
-    of the architecture (``diffusion_config``), which weights (score-sde) and whether pickles are trusted."""
+    of the architecture (``diffusion_config``), which weights (score-sde) and which pickles are trusted
+    (``checkpoint_io``: True, a sha256 or several)."""
     path: Path
     role: str
     fmt: str
     arch: str | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     weights: str | None = None
-    trust_pickle: bool = False
+    trust_pickle: bool | str | tuple[str, ...] = False
 
     @property
     def what(self) -> str:
@@ -247,7 +251,7 @@ def _family_of(arch: str, role: str) -> str | None:
     return next((fmt for fmt, names in table.items() if arch in names), None)
 
 
-def _guess_format(path: Path, role: str, trust_pickle: bool) -> str:
+def _guess_format(path: Path, role: str, trust_pickle: bool | str | Iterable[str]) -> str:
     """The format of a weights file that is not ours, from its contents (read without the weights)."""
     obj = inspect_tensor_file(path, trust_pickle)
     if role == "diffusion":
@@ -269,7 +273,7 @@ def _guess_format(path: Path, role: str, trust_pickle: bool) -> str:
 
 def model_spec(path: str | Path, role: str, fmt: str = "auto", *, arch: str | None = None,
                config: Mapping[str, Any] | None = None, weights: str | None = None,
-               trust_pickle: bool = False) -> ModelSpec:
+               trust_pickle: bool | str | Iterable[str] = False) -> ModelSpec:
     """A :class:`ModelSpec` with ``fmt = 'auto'`` resolved: the family of ``arch`` when given, else
     a folder is diffusers, a ``.json`` / ``.safetensors`` (or a stem with a ``.json``) is ours, and
     another file is told by its keys (read without the weights)."""
@@ -298,18 +302,27 @@ def model_spec(path: str | Path, role: str, fmt: str = "auto", *, arch: str | No
         raise CheckpointError(f"models.diffusion_weights applies to 'score-sde' checkpoints, not {fmt!r}")
     if weights is not None and weights not in DIFFUSION_WEIGHTS:
         raise CheckpointError(f"models.diffusion_weights must be one of {DIFFUSION_WEIGHTS}, got {weights!r}")
-    return ModelSpec(path, role, fmt, arch, dict(config or {}), weights, trust_pickle)
+    trust = trust_pickle if isinstance(trust_pickle, (bool, str)) else tuple(trust_pickle)
+    return ModelSpec(path, role, fmt, arch, dict(config or {}), weights, trust)
+
+
+def trusted_hashes(trust_pickle: bool | str | Iterable[str]) -> tuple[str, ...]:
+    """The sha256 hashes that ``models.trust_pickle`` trusts. ``true`` trusts none: a config names
+    the very files it trusts (preflight refuses ``true``, printing the hash of each refused file)."""
+    if isinstance(trust_pickle, bool):
+        return ()
+    return (trust_pickle,) if isinstance(trust_pickle, str) else tuple(trust_pickle)
 
 
 def model_spec_from(models: Any, role: str, path: str | Path) -> ModelSpec:
     """:func:`model_spec` of the checkpoint ``path`` named by ``models.<role>`` of a ``[models]``
     section (``config.ModelsConfig``: its ``*_format``, ``*_arch``, ``diffusion_config`` /
     ``diffusion_weights`` and ``trust_pickle``)."""
+    trust = trusted_hashes(models.trust_pickle)
     if role == "classifier":
-        return model_spec(path, role, models.classifier_format, arch=models.classifier_arch,
-                          trust_pickle=models.trust_pickle)
+        return model_spec(path, role, models.classifier_format, arch=models.classifier_arch, trust_pickle=trust)
     return model_spec(path, role, models.diffusion_format, arch=models.diffusion_arch, config=models.diffusion_config,
-                      weights=models.diffusion_weights, trust_pickle=models.trust_pickle)
+                      weights=models.diffusion_weights, trust_pickle=trust)
 
 
 def build_network(spec: ModelSpec) -> nn.Module:
@@ -323,7 +336,7 @@ def build_network(spec: ModelSpec) -> nn.Module:
         if spec.fmt == "score-sde":
             return NCSNpp(ncsnpp_config(spec.arch, dict(spec.config)))
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"models.diffusion_config: {exc}") from exc
+        raise CheckpointError(f"models.diffusion_config: {exc}", field="models.diffusion_config") from exc
     if spec.fmt in ("robustbench", "torchvision"):
         return _classifier_net(spec.arch)
     if spec.fmt == "diffusers":
@@ -402,14 +415,102 @@ def _optional(net: nn.Module) -> list[str]:
     return [k for k in net.state_dict() if k.endswith("num_batches_tracked") or k == "sigmas"]
 
 
-def check_model(spec: ModelSpec) -> None:
-    """CheckpointError unless the checkpoint fits its family and architecture; builds the network
-    on the meta device and reads no weights (module doc)."""
+@dataclass(frozen=True)
+class ImageShape:
+    """What a run feeds the networks: ``channels`` x ``size`` x ``size`` images of ``classes`` classes,
+    from ``data.dataset = dataset``."""
+    channels: int
+    size: int
+    classes: int
+    dataset: str
+
+
+@contextlib.contextmanager
+def _failures_named(path: Path, what: str):
+    """Any failure in the block (a parser or a layer that raises on a hostile file) is a
+    CheckpointError naming the file; a CheckpointError passes as it is."""
+    try:
+        yield
+    except (CheckpointError, MemoryError):  # out of memory is the machine's, not the file's
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a file can make any part of reading or building it fail
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise CheckpointError(f"{path}: cannot be read as {what}: {type(exc).__name__}: {first}") from exc
+
+
+def _dtypes(net: nn.Module) -> dict[str, torch.dtype]:
+    """The dtype of each entry of the network's state dict (what ``check_weights`` compares with)."""
+    return {k: v.dtype for k, v in net.state_dict().items()}
+
+
+def _first_conv(net: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The network's first convolution (the one that takes the images, in every family here)."""
+    return next(((name, m) for name, m in net.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def check_fits_data(spec: ModelSpec, net: nn.Module, data: ImageShape, path: Path) -> None:
+    """CheckpointError (of ``models.<role>``) unless the network (on the meta device) takes the data's
+    images and gives one logit per class (a classifier) or the images' channels (an eps model; twice
+    as many with a learned variance). The network runs once on a meta image of the channels its
+    first convolution takes, so a classifier of other channels is also told by its classes."""
+    conv = _first_conv(net)
+    channels = conv[1].in_channels if conv is not None else data.channels
+    found = []
+    if channels != data.channels:
+        found.append(f"takes {channels}-channel images (its first convolution {conv[0]}.weight is "
+                     f"{list(conv[1].weight.shape)})")
     with torch.device("meta"):
-        net = build_network(spec)
+        model = _wrap(spec, net).eval()  # as a run calls it (BatchNorm of one image needs eval mode)
+        x = torch.empty(1, channels, data.size, data.size)
+        try:
+            with torch.no_grad():
+                if spec.role == "classifier":
+                    out = model(x)
+                else:
+                    t = torch.full((1,), 0.5) if getattr(model, "continuous_time", False) else torch.full((1,), 500)
+                    out = model(x, t)
+        except NotImplementedError:  # an operation without a meta kernel: the run's first batch is the check
+            out = None
+        except Exception as exc:  # noqa: BLE001 -- a layer that cannot take images of this size
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            found.append(f"cannot take {channels}x{data.size}x{data.size} images ({first})")
+            out = None
+    shape = tuple(out.shape) if out is not None else None
+    if spec.role == "classifier":
+        if shape is not None and shape != (1, data.classes):
+            found.append(f"gives {shape[-1]} logits per image" if len(shape) == 2 else
+                         f"gives outputs of shape {list(shape[1:])} per image")
+        where = f" of {data.classes} classes"
+        expected = f"a classifier of {data.channels}-channel images and {data.classes} classes"
+    else:
+        outs = [data.channels, 2 * data.channels] if getattr(model, "learned_variance", False) else [data.channels]
+        if shape is not None and channels == data.channels and (
+                len(shape) != 4 or shape[1] not in outs or shape[2:] != x.shape[2:]):
+            found.append(f"gives outputs of shape {list(shape[1:])}")
+        where = ""
+        expected = f"a network of {data.channels} input channels and {' or '.join(map(str, outs))} output channels"
+    if found:
+        raise CheckpointError(f"{path}: {spec.what} {' and '.join(found)}, and data.dataset = '{data.dataset}' has "
+                              f"{data.channels}-channel {data.size}x{data.size} images{where}; expected {expected}",
+                              field=f"models.{spec.role}")
+
+
+def check_model(spec: ModelSpec, data: ImageShape | None = None, read_weights: bool = False) -> None:
+    """CheckpointError unless the checkpoint fits its family and architecture (module doc): the
+    network is built on the meta device and the file inspected without its weights; the tensors must
+    be floating point; with ``read_weights`` they are read too and must be finite; with ``data`` the
+    network must take the data's images and give its classes (:func:`check_fits_data`)."""
     path = weights_file(spec)
-    sd = _file_state(spec, net, inspect_tensor_file(path, spec.trust_pickle), path)
-    compare_state(state_shapes(net.state_dict()), state_shapes(sd), path, spec.what, _optional(net), spec.fmt)
+    with _failures_named(path, spec.what):
+        with torch.device("meta"):
+            net = build_network(spec)
+        read = load_tensor_file if read_weights else inspect_tensor_file
+        obj = read(path, spec.trust_pickle)
+        sd = _file_state(spec, net, obj, path)
+        compare_state(state_shapes(net.state_dict()), state_shapes(sd), path, spec.what, _optional(net), spec.fmt)
+        check_weights(_dtypes(net), sd, path)
+        if data is not None:
+            check_fits_data(spec, net, data, path)
 
 
 def _wrap(spec: ModelSpec, net: nn.Module) -> nn.Module:
@@ -427,14 +528,17 @@ def _wrap(spec: ModelSpec, net: nn.Module) -> nn.Module:
 def load_model(spec: ModelSpec) -> nn.Module:
     """The checked, loaded model in eval mode: an eps model for diffusion formats (module doc), the
     bare network for classifiers."""
-    net = build_network(spec)
     path = weights_file(spec)
-    sd = _file_state(spec, net, load_tensor_file(path, spec.trust_pickle), path)
-    load_state_dict_strict(net, sd, path, spec.what, _optional(net), spec.fmt)
-    return _wrap(spec, net).eval()
+    with _failures_named(path, spec.what):
+        net = build_network(spec)
+        sd = _file_state(spec, net, load_tensor_file(path, spec.trust_pickle), path)
+        check_weights(_dtypes(net), sd, path)
+        load_state_dict_strict(net, sd, path, spec.what, _optional(net), spec.fmt)
+        return _wrap(spec, net).eval()
 
 
-def load_model_file(path: str | Path, role: str, fmt: str = "auto", trust_pickle: bool = False, *,
+def load_model_file(path: str | Path, role: str, fmt: str = "auto",
+                    trust_pickle: bool | str | Iterable[str] = False, *,
                     arch: str | None = None, config: Mapping[str, Any] | None = None,
                     weights: str | None = None) -> nn.Module:
     """A classifier / eps model from a local file or folder, per ``models.<role>_format`` (module doc)."""
@@ -442,7 +546,8 @@ def load_model_file(path: str | Path, role: str, fmt: str = "auto", trust_pickle
                                  trust_pickle=trust_pickle))
 
 
-def load_robustbench_wrn(path: str | Path, trust_pickle: bool = False, arch: str = "wrn-28-10") -> nn.Module:
+def load_robustbench_wrn(path: str | Path, trust_pickle: bool | str | Iterable[str] = False,
+                         arch: str = "wrn-28-10") -> nn.Module:
     """RobustBench CIFAR-10 WideResNet weights (``Standard`` = WRN-28-10 by default); eval mode.
     RobustBench models take pixels in [0, 1] (any normalisation is inside the model)."""
     return load_model(model_spec(path, "classifier", "robustbench", arch=arch, trust_pickle=trust_pickle))

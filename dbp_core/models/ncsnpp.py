@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arch_checks import flag, fraction, integer, integers, positive
+
 __all__ = ["NCSNppConfig", "NCSNpp", "ScoreSDEEps", "PRESETS", "ncsnpp_config"]
 
 
@@ -61,11 +63,20 @@ def ncsnpp_config(preset: str | None = None, overrides: dict | None = None) -> N
     if unknown:
         raise ValueError(f"unknown score-sde field(s) {unknown}; expected some of {sorted(known)}")
     cfg = replace(NCSNppConfig(), **{**PRESETS.get(preset, {}), **(overrides or {})})
-    cfg = replace(cfg, ch_mult=tuple(int(m) for m in cfg.ch_mult),
-                  attn_resolutions=tuple(int(r) for r in cfg.attn_resolutions))
+    cfg = replace(cfg, ch_mult=integers("ch_mult", cfg.ch_mult),
+                  attn_resolutions=integers("attn_resolutions", cfg.attn_resolutions, empty=True))
+    for name in ("image_size", "num_channels", "nf", "num_res_blocks", "num_scales"):
+        integer(name, getattr(cfg, name))
+    fraction("dropout", cfg.dropout)
+    flag("skip_rescale", cfg.skip_rescale)
+    flag("centered", cfg.centered)
+    positive("sigma_min", cfg.sigma_min)
+    positive("sigma_max", cfg.sigma_max)
     for ch in {cfg.nf * m for m in cfg.ch_mult} | {cfg.nf}:
         if ch % 4 or ch % min(ch // 4, 32):
-            raise ValueError(f"nf * ch_mult = {ch} channels cannot be split into min(C/4, 32) groups")
+            raise ValueError(f"nf = {cfg.nf} with ch_mult {list(cfg.ch_mult)}: a level of {ch} channels cannot be "
+                             "split into GroupNorm's min(C/4, 32) groups; expected nf x each ch_mult a multiple of 4 "
+                             "(and of 32 from 128 channels up)")
     return cfg
 
 

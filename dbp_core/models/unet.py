@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arch_checks import flag, fraction, groups_divide, integer, integers
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -26,6 +28,20 @@ class UNetConfig:
     dropout: float = 0.0
     groups: int = 8
 
+    def __post_init__(self):
+        """ValueError naming the first field that cannot build the network (``arch_checks``)."""
+        integer("in_channels", self.in_channels)
+        if integer("base_channels", self.base_channels, 2) % 2:  # the sinusoidal time embedding has an even width
+            raise ValueError(f"base_channels = {self.base_channels}: expected an even integer (the width of the "
+                             "sinusoidal time embedding)")
+        mult = integers("channel_mult", self.channel_mult)
+        object.__setattr__(self, "channel_mult", mult)
+        flag("attention", self.attention)
+        fraction("dropout", self.dropout)
+        integer("groups", self.groups)
+        groups_divide("groups", self.groups, [self.base_channels] + [self.base_channels * m for m in mult],
+                      "every GroupNorm splits its channels (base_channels x channel_mult) into groups")
+
     def to_dict(self) -> dict:
         return {**asdict(self), "channel_mult": list(self.channel_mult)}
 
@@ -35,9 +51,6 @@ class UNetConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown UNet config keys {sorted(unknown)}; expected a subset of {sorted(known)}")
-        d = dict(d)
-        if "channel_mult" in d:
-            d["channel_mult"] = tuple(int(m) for m in d["channel_mult"])
         return cls(**d)
 
 

@@ -36,7 +36,7 @@ from ..attacks import PlainModel
 from ..attacks.gradients import attacker_view
 from ..attacks.registry import KINDS, build_attack, undefended_config
 from ..models.defended import DefendedClassifier
-from ..models.loaders import load_model_file
+from ..models.loaders import load_model_file, trusted_hashes
 from ..plugins import PluginError
 from ..purifier import noise as noise_mod
 from ..purifier.purifier import Purifier
@@ -149,7 +149,7 @@ def defences(ctx) -> dict[str, DefendedClassifier]:
             raise ValueError("stage 'attacks' attacks a purified classifier: models.diffusion must not be 'none'")
         if path is not None:  # recorded relative to the run folder (absolute in runs made before)
             purifier.eps_model = load_model_file(ctx.run_file(path), "diffusion", "auto",
-                                                 res.cfg.models.trust_pickle).to(res.device)
+                                                 trusted_hashes(res.cfg.models.trust_pickle)).to(res.device)
         out[label] = DefendedClassifier(classifier, purifier).to(res.device)  # the classifier normalises
     return out
 
