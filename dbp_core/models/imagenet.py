@@ -6,7 +6,8 @@ case) — the labelled validation set sorted into class folders is the ``test`` 
 with ``val/`` (and ``train/``) subfolders is also accepted.
 
 The walk (:func:`scan_folder`) lists what ``os.walk(followlinks=True)`` lists, in its order, but
-follows no link out of ``root`` (a folder or an image linked from elsewhere is refused) and walks
+follows no folder link out of ``root`` (an image file may be a link to anywhere: a subset made of
+links into a full copy) and walks
 each folder once (a visited set by ``(st_dev, st_ino)``: a link loop, or a second path to one
 folder, is refused — ``os.walk`` lists a folder holding two links to itself 2^40 times). An image
 must be a regular file, listed once (two paths to one file — a link, a hard link — are refused,
@@ -172,7 +173,7 @@ _KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_
 
 class _Walk:
     """The folder walk of :func:`scan_folder` (module doc): ``os.walk(followlinks=True)``'s listing, each
-    folder entered once (by ``(st_dev, st_ino)``), no link followed out of ``root`` (a real path)."""
+    folder entered once (by ``(st_dev, st_ino)``), no folder link followed out of ``root`` (a real path)."""
 
     def __init__(self, root: str):
         self.root = root
@@ -196,10 +197,12 @@ class _Walk:
         except OSError as exc:
             raise DatasetError(f"{path}: cannot list the folder: {exc.strerror or exc}") from None
 
-    def target(self, entry: os.DirEntry) -> os.stat_result:
-        """What ``entry`` names, links followed; DatasetError for a link out of the root or to nothing."""
+    def target(self, entry: os.DirEntry, folder: bool = True) -> os.stat_result:
+        """What ``entry`` names, links followed; DatasetError for a link to nothing, or a folder link out of
+        the root. A link to an image file may point anywhere (a subset made of links into a full copy of
+        the data set): a file cannot make the walk loop, and each file is listed once (by inode)."""
         link = entry.is_symlink()
-        if link:
+        if link and folder:
             real = os.path.realpath(entry.path)
             if not self.inside(real):
                 raise DatasetError(f"{entry.path}: a link to {real}, outside data.root ({self.root}): the walk follows "
@@ -235,7 +238,7 @@ class _Walk:
                     self.enter_entry(e)
                     todo.append(e.path)
                 elif e.name.lower().endswith(IMG_EXTENSIONS):
-                    st = self.target(e)
+                    st = self.target(e, folder=False)
                     if not stat.S_ISREG(st.st_mode):
                         kind = next((what for test, what in _KINDS if test(st.st_mode)), "a special file")
                         raise DatasetError(f"{e.path}: not a regular file ({kind}); an image must be a file")
