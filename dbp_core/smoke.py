@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .plugins import PluginError, ProcessExit, exits_raise
 
-__all__ = ["plugin_problems", "EXAMPLES"]
+__all__ = ["plugin_problems", "plugin_inputs", "EXAMPLES"]
 
 EXAMPLES = 2  # examples each plugin is called on
 
@@ -44,6 +44,24 @@ def plugin_problems(cfg) -> list[dict]:
             return _call_plugins(cfg, fields)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 — a failure outside the calls below: say so
             return [_problem("<top level>", None, exc, "checking the plugins")]
+
+
+def plugin_inputs(cfg) -> str:
+    """What the calls of :func:`plugin_problems` read of ``cfg``, as text: the seed, device, threads,
+    [data] and [models] (every call loads the data and the classifier), [purifier] when the diffusion
+    model or an attack is a plugin (they run through the purifier), and the plugin attacks' entries.
+    Two configs with the same text get the same problems (preflight's cache, for a sweep's points)."""
+    import json
+    fields = cfg.plugin_paths()
+    data = cfg.model_dump(mode="json")
+    parts = {k: data.get(k) for k in ("seed", "device", "threads", "data", "models")}
+    attacks = {i: a for i, a in enumerate(data.get("attacks") or []) if f"attacks[{i}].kind" in fields}
+    if attacks or "models.diffusion" in fields:
+        parts["purifier"] = data.get("purifier")
+    parts["attacks"] = attacks
+    parts["base_dir"] = cfg._base_dir
+    parts["plugins"] = fields
+    return json.dumps(parts, sort_keys=True, default=str)
 
 
 def _call_plugins(cfg, fields: dict[str, str]) -> list[dict]:
