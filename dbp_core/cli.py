@@ -1,7 +1,8 @@
 """The ``dbp`` command (also ``python -m dbp_core``).
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (invalid config, missing file, unknown run, a
-plugin that broke its contract — docs/plugins.md — even mid-run), 130 interrupted (SIGINT/SIGTERM; the run is resumable). User errors print one clear message,
+plugin that broke its contract — docs/plugins.md — even mid-run), 130 interrupted (SIGINT/SIGTERM, or a
+sweep whose output pipe was closed; the run is resumable). User errors print one clear message,
 never a traceback; a failed run's traceback is in its ``log.txt``.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -23,6 +25,11 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 class UserError(Exception):
     """Bad input: printed as 'dbp: error: ...' with exit code 2."""
+
+
+class OutputClosed(KeyboardInterrupt):
+    """The pipe or terminal the progress lines go to was closed (``dbp sweep ... 2>&1 | head``): the
+    run stops as an interrupt stops it — recorded 'interrupted', resumable — instead of failing."""
 
 
 # --------------------------------------------------------------------------- progress display
@@ -57,7 +64,10 @@ class ProgressDisplay:
                 self.first = (now, done)
             if stage != self.stage or done == total or now - self.last_line >= 2.0:
                 self.stage, self.last_line = stage, now
-                print(self.line(stage, done, total, now), file=self.stream, flush=True)
+                try:
+                    print(self.line(stage, done, total, now), file=self.stream, flush=True)
+                except BrokenPipeError:
+                    raise OutputClosed("its output was closed (a broken pipe)") from None
 
     def line(self, stage: str, done: int, total: int | None, now: float) -> str:
         """'stage: done/total (percent, rate, eta)', each part where it is known."""
@@ -321,52 +331,91 @@ def _find_sweep(args, ref):
 
 def cmd_sweep(args) -> int:
     """``dbp sweep FILE --grid key=v1,v2 [--grid ...]``: one run per grid point, in a sweep group
-    (dbp_core/runs.py: the sweep folder); every point is checked before the first one runs."""
+    (dbp_core/runs.py: the sweep folder); every point is checked as ``dbp run`` checks it (the
+    schema, then preflight) before the first one runs."""
+    import itertools
+    import math
+
     from . import dist
-    from .config import ConfigError, dumps_config, loads_config, parse_grid
-    from .runs import RunStoreError
+    from .config import ConfigError, dumps_config, load_config, loads_config, parse_grid
+    from .preflight import preflight
+    from .runs import RunStoreError, SweepPoint
     if dist.env_world_size() > 1:
         raise UserError("dbp sweep runs its points one after another in one process; under torchrun, run "
                         "`dbp run FILE --set key=value` per point instead")
-    grid = parse_grid(args.grid, args.file)
+    notes: list[str] = []
+    grid = parse_grid(args.grid, args.file, max_points=args.max_points, notes=notes)
     if not grid:
         raise UserError("dbp sweep needs at least one --grid key=value1,value2,...")
-    cfg = _load(args)
+    for note in notes:
+        print(f"dbp: note: {note}", file=sys.stderr)
+    with deferred():  # the base's schema only: the points are what runs, each preflighted below
+        cfg = load_config(args.file, overrides=args.set or [])
     args._config_runs_dir = cfg.output.runs_dir
     base = dumps_config(cfg, absolute_paths=True)  # the points' base: frozen, paths absolute
-    import itertools
-
-    from .runs import SweepPoint
-    for combo in itertools.product(*[v for _, v in grid]):
-        point = SweepPoint(0, dict(zip([k for k, _ in grid], combo)), None)
-        try:
-            loads_config(base, file=args.file, overrides=point.overrides)
-        except ConfigError as exc:
-            raise ConfigError(exc.file, [{**e, "message": e["message"].replace("(from --set", "(from --grid")}
-                                         for e in exc.errors]) from None
+    base_dir = str(Path(args.file).resolve().parent)  # a point's relative paths resolve as `dbp run` resolves them
+    keys = [k for k, _ in grid]
+    total = math.prod(len(v) for _, v in grid)
+    display = ProgressDisplay(enabled=False if args.no_progress else None)
+    cache: dict = {}  # preflight's slow checks, once per distinct value of what they read
+    try:
+        for i, combo in enumerate(itertools.product(*[v for _, v in grid])):
+            point = SweepPoint(i, dict(zip(keys, combo)), None)
+            try:
+                with deferred():
+                    preflight(loads_config(base, file=args.file, base_dir=base_dir, overrides=point.overrides),
+                              args.file, cache=cache)
+            except ConfigError as exc:
+                where = f"point {i + 1}/{total}: {point.label}"
+                raise ConfigError(exc.file, [_grid_problem(e, where) for e in exc.errors]) from None
+            display("checking points", i + 1, total)
+    finally:
+        display.close()
     try:
         sweep = _store(args).create_sweep(cfg.name, base, grid, source=str(Path(args.file).resolve()),
-                                          overrides=list(args.set or []))
+                                          overrides=list(args.set or []), base_dir=base_dir)
     except RunStoreError as exc:
         raise UserError(str(exc)) from None
-    print(f"sweep {sweep.id} in {sweep.path}: {len(sweep.points())} points over "
+    print(f"sweep {sweep.id} in {sweep.path}: {total} points over "
           + " x ".join(f"{k} ({len(v)})" for k, v in grid), file=sys.stderr)
     return _run_sweep(sweep, args)
+
+
+def _grid_problem(problem: dict, where: str) -> dict:
+    """A point's config problem as the grid gave it: '(from --grid key=value)' where an override of
+    the point set the field, else the point named."""
+    message = problem["message"]
+    if "(from --set" in message:
+        message = message.replace("(from --set", "(from --grid")
+    else:
+        message += f" (at sweep {where})"
+    return {**problem, "message": message}
 
 
 def _run_sweep(sweep, args) -> int:
     """Run the sweep's points in order: a point without a run gets one, an interrupted or failed
     point is resumed, a done point is skipped. Stops at the first point that does not finish
-    (``dbp resume <sweep>`` continues from there)."""
-    from .config import load_config
+    (``dbp resume <sweep>`` continues from there). A damaged sweep folder (results.read_sweep's
+    problems) is refused before anything runs; a closed output pipe stops the sweep resumable."""
+    from .config import ConfigError, loads_config
     from .preflight import preflight
     from .results import read_sweep
     from .runs import RunNotFound
     store = _store(args)
     sweep.lock()  # RunLocked (exit 2) when another process runs this sweep
+    run = None
+    where = "its start"
     try:
-        manifest = sweep.read()
-        points = sweep.points()
+        view = read_sweep(sweep.path)  # the manifest, points.jsonl, each point's run against its values
+        if view.problems:
+            raise UserError(f"sweep {sweep.id} cannot be resumed: " + "; ".join(view.problems))
+        manifest = view.manifest
+        points = [pv.point for pv in view.points]
+        try:
+            base_text = sweep.config_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"sweep {sweep.id} cannot be resumed: {sweep.config_path} cannot be read ({exc}); "
+                            "expected the base config dbp sweep froze") from None
         for p in points:
             where = f"point {p.index + 1}/{len(points)}: {p.label}"
             run = None
@@ -382,23 +431,58 @@ def _run_sweep(sweep, args) -> int:
                     continue  # done
                 print(f"({where})", file=sys.stderr)
             else:
-                cfg = preflight(load_config(sweep.config_path, overrides=p.overrides), str(sweep.config_path))
-                run = store.create(cfg, lock=True, source=manifest.get("source"), group=sweep.id)
-                sweep.set_run(p.index, run.id)
+                try:
+                    with deferred():
+                        cfg = preflight(loads_config(base_text, file=str(sweep.config_path),
+                                                     base_dir=str(sweep.base_dir(manifest)), overrides=p.overrides),
+                                        str(sweep.config_path))
+                except ConfigError as exc:
+                    raise ConfigError(exc.file, [_grid_problem(e, where) for e in exc.errors]) from None
+                with deferred():  # the run and its record in points.jsonl together: no run of no point
+                    run = store.create(cfg, lock=True, source=manifest.get("source"), group=sweep.id)
+                    try:
+                        sweep.set_run(p.index, run.id)
+                    except BaseException:  # not recorded (a full disk): the new, untouched folder goes
+                        run.unlock()
+                        shutil.rmtree(run.path, ignore_errors=True)
+                        run = None
+                        raise
                 print(f"run {run.id} in {run.path} ({where})", file=sys.stderr)
                 prepared = (run, cfg)
             rc = _execute(*prepared, args)
+            sys.stdout.flush()  # a reader that went away (`| head`) is seen here, between two points
             if rc != EXIT_OK:
                 print(f"dbp: sweep {sweep.id} stopped at {where}; continue with: dbp resume {sweep.id}",
                       file=sys.stderr)
                 return rc
+        run = None
+        view = read_sweep(sweep.path)
+        print(f"\nsweep {view.id}: {view.progress_text}")
+        print("\n".join(sweep_lines(view)))
+        print(sweep.path, flush=True)
+    except BrokenPipeError:
+        return _output_closed(sweep, run, where)
     finally:
         sweep.unlock()
-    view = read_sweep(sweep.path)
-    print(f"\nsweep {view.id}: {view.progress_text}")
-    print("\n".join(sweep_lines(view)))
-    print(sweep.path)
     return EXIT_OK
+
+
+def _output_closed(sweep, run, where: str) -> int:
+    """``dbp sweep ... | head``: the reader of the output went away. The point's run, if it had not
+    ended, is recorded interrupted (resumable, never left 'queued'); what is left to print goes
+    nowhere; the exit code says the sweep did not finish."""
+    if run is not None:
+        _leave_interrupted(run)
+        run.unlock()
+    message = f"dbp: sweep {sweep.id} stopped at {where}: its output was closed; continue with: dbp resume {sweep.id}"
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            if stream is sys.stderr:
+                print(message, file=stream)
+            stream.flush()
+        except OSError:  # closed too: what remains in its buffer goes to /dev/null, not to an error at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    return EXIT_INTERRUPTED
 
 
 def sweep_lines(view) -> list[str]:
@@ -565,7 +649,7 @@ def _show_sweep(sweep) -> int:
     print(f"state:      {view.state}\n")
     print("\n".join(sweep_lines(view)))
     print(f"\nprogress:   {view.progress_text}")
-    problems = ([view.problem] if view.problem else []) + [
+    problems = view.problems + [
         f"point {pv.point.index + 1} ({pv.point.label}): {p}" for pv in view.points if pv.view for p in pv.view.problems]
     for p in problems:  # shown as far as possible, but a file is damaged: exit 2
         print(f"dbp: error: {p}", file=sys.stderr)
@@ -636,10 +720,17 @@ def cmd_report(args) -> int:
         if len(sweeps) != len(args.runs):
             raise UserError("dbp report takes runs or sweeps, not both")
         from .report import write_sweep_report
+        problems = []
         for sweep in sweeps:
             rep = write_sweep_report(sweep.path, out=args.out if len(sweeps) == 1 else None)
+            if rep["report"] is None:  # the manifest is damaged: nothing to report
+                problems += [f"sweep {sweep.id} cannot be reported: {p}" for p in rep["problems"]]
+                continue
             print(f"{rep['report']}  ({len(rep['figures'])} figures)")
-        return EXIT_OK
+            problems += rep["problems"]
+        for p in problems:  # the report shows what could be read; a damaged file is named and the exit is 2
+            print(f"dbp: error: {p}", file=sys.stderr)
+        return EXIT_BAD_INPUT if problems else EXIT_OK
     for ref in args.runs:
         try:
             paths.append(store.open(ref).path)
@@ -694,7 +785,18 @@ def cmd_console(args) -> int:
     return EXIT_OK  # pragma: no cover — execv does not return
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .config import MAX_GRID_POINTS
     runs_dir = argparse.ArgumentParser(add_help=False)
     runs_dir.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS,
                           help="run store root (default: $DBP_RUNS_DIR, the config's output.runs_dir, ./runs)")
@@ -720,7 +822,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="experiment TOML")
     p.add_argument("--grid", metavar="KEY=V1,V2,...", action="append", default=[],
                    help="a field and its values, e.g. --grid attacks.0.eps=0.05,0.1,0.2 (repeatable: the "
-                   "product of the grids)")
+                   "product of the grids; values as TOML, tables too: 'models.diffusion_config={num_channels=64},"
+                   "{num_channels=128}')")
+    p.add_argument("--max-points", metavar="N", type=_positive_int, default=MAX_GRID_POINTS,
+                   help=f"the most points (runs) the grid may have (default: {MAX_GRID_POINTS})")
     add_set(p)
     p.add_argument("--no-progress", action="store_true", help="plain progress lines even on a terminal")
     p = add("resume", cmd_resume, "Continue an interrupted or failed run (or the unfinished points of a sweep) "

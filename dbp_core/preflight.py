@@ -26,6 +26,7 @@ folders) are checked too.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from typing import Callable
 
@@ -248,18 +249,39 @@ CHECKS: list[Callable[[ExperimentConfig], list[dict]]] = [check_extras, check_de
                                                           check_threads, check_memory, check_files]
 
 
-def preflight(cfg: ExperimentConfig, file: str | None = None, weights_up_to: int | None = None) -> ExperimentConfig:
+def files_inputs(cfg: ExperimentConfig) -> str:
+    """What :func:`check_files` and :func:`weight_problems` read of ``cfg``: the [models] and [data]
+    sections and the folder their relative paths resolve against."""
+    return json.dumps([cfg._base_dir, cfg.models.model_dump(mode="json"), cfg.data.model_dump(mode="json")],
+                      sort_keys=True, default=str)
+
+
+def preflight(cfg: ExperimentConfig, file: str | None = None, weights_up_to: int | None = None, *,
+              cache: dict | None = None) -> ExperimentConfig:
     """``cfg`` if this machine can run it; else ConfigError naming each field that cannot be met.
     When every check passes, the checkpoints' weights are read (:func:`weight_problems`: the files
     up to ``weights_up_to`` bytes; None, before a run: all), each plugin the config names is called
     once on two examples, then a ``purifier.memory_budget`` is planned on the real network
-    (``dbp_core/smoke.py``): their problems are reported the same way."""
-    errors = [problem for check in CHECKS for problem in check(cfg)]
+    (``dbp_core/smoke.py``): their problems are reported the same way.
+
+    ``cache``: a dict kept across the calls for many configs that differ in a few values (the points
+    of ``dbp sweep``). The slow parts — the checkpoint and dataset files, the weights, the plugin calls
+    and the budget's plan — then run once per distinct value of what they read (:func:`files_inputs`,
+    ``smoke.plugin_inputs``, ``smoke.budget_inputs``); the other checks are cheap and run on every config."""
+    from .smoke import budget_inputs, memory_budget_problems, plugin_inputs, plugin_problems
+
+    def run(check, inputs=None):
+        if cache is None or inputs is None:
+            return check(cfg)
+        key = (check.__name__, inputs(cfg))
+        if key not in cache:
+            cache[key] = check(cfg)
+        return list(cache[key])
+    errors = [problem for check in CHECKS for problem in run(check, files_inputs if check is check_files else None)]
     if not errors:  # reading the weights takes time: only once everything else is right
-        errors = weight_problems(cfg, weights_up_to)
+        errors = run(lambda c: weight_problems(c, weights_up_to), files_inputs)
     if not errors:
-        from .smoke import memory_budget_problems, plugin_problems
-        errors = plugin_problems(cfg) or memory_budget_problems(cfg)
+        errors = run(plugin_problems, plugin_inputs) or run(memory_budget_problems, budget_inputs)
     if errors:
         raise ConfigError(file, errors)
     return cfg

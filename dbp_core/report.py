@@ -691,9 +691,13 @@ def write_reports(paths: list[str | Path], out: str | Path | None = None) -> dic
 def write_sweep_report(path: str | Path, out: str | Path | None = None) -> dict[str, Any]:
     """``dbp report <sweep>``: ``sweep.png`` (robust accuracy against the first swept value, one
     line per attack, 95% intervals — the curve the console's sweep view draws) and a report.md
-    with one line per point, into ``out`` (default ``<sweep>/report/``)."""
+    with one line per point, into ``out`` (default ``<sweep>/report/``). ``problems``: what is
+    damaged (results.SweepView.problems); a damaged manifest writes nothing (``report`` None), a
+    point whose run is not its own is reported without that run's numbers."""
     from .results import read_sweep
     view = read_sweep(path)
+    if view.problem:
+        return {"folder": None, "report": None, "figures": {}, "problems": view.problems}
     folder = Path(out) if out else view.path / "report"
     folder.mkdir(parents=True, exist_ok=True)
     key = view.keys[0] if view.keys else "value"
@@ -702,8 +706,6 @@ def write_sweep_report(path: str | Path, out: str | Path | None = None) -> dict[
     md = [f"# Sweep: {view.id}", "", f"- **experiment**: {view.experiment}", f"- **source**: {view.source or '–'}",
           "- **grid**: " + "; ".join(f"`{text}`" for text in view.grid_text),
           f"- **points**: {view.progress_text}", ""]
-    if view.problem:
-        md += [f"_The manifest is damaged: {view.problem}._", ""]
     # the attack(s) the sweep varies lead (as `dbp sweep` / `dbp show SWEEP` print them), then
     # the other attacks' lines: every attack when the grid varies what every attack sees
     measured = view.swept_attacks is not None
@@ -720,6 +722,8 @@ def write_sweep_report(path: str | Path, out: str | Path | None = None) -> dict[
             cells.append("–" if pt is None else _interval(pt))
         md.append(f"| {pv.point.label} | `{pv.view.id if pv.view else '–'}` | {pv.state} | " + " | ".join(cells) + " |")
     md.append("")
+    if view.problems:
+        md += ["Damaged points (left out):", ""] + [f"- {p}" for p in view.problems] + [""]
     if figures["sweep"] is not None:
         md += ["## Robust accuracy vs " + key, "", "![sweep](sweep.png)", "",
                "Every point attacks the same examples with the same seeds, so the curve's steps are paired "
@@ -728,4 +732,5 @@ def write_sweep_report(path: str | Path, out: str | Path | None = None) -> dict[
         md += ["_No point has results yet: no figure._", ""]
     report = folder / "report.md"
     report.write_text("\n".join(md), encoding="utf-8")
-    return {"folder": folder, "report": report, "figures": {k: v for k, v in figures.items() if v is not None}}
+    return {"folder": folder, "report": report, "figures": {k: v for k, v in figures.items() if v is not None},
+            "problems": view.problems}

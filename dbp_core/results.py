@@ -573,7 +573,7 @@ def same_examples(a: RunView, b: RunView) -> str | None:
 
 
 def toml_value_or_dash(v: Any) -> str:
-    return "-" if v is None else toml_value(v) if isinstance(v, (bool, int, float, str, list)) else str(v)
+    return "-" if v is None else toml_value(v) if isinstance(v, (bool, int, float, str, list, dict)) else str(v)
 
 
 def per_example_outcomes(view: RunView) -> dict[tuple, list[float]]:
@@ -748,12 +748,16 @@ def _model_rows(view: RunView, protocol: str) -> list[dict]:
 
 @dataclass
 class SweepPointView:
-    """One point of a sweep: its values, its run (None before it was started)."""
+    """One point of a sweep: its values, its run (None before it was started, or when the run it
+    names is not this point's: then ``problem`` says why, and its state is 'damaged')."""
     point: SweepPoint
     view: RunView | None
+    problem: str | None = None
 
     @property
     def state(self) -> str:
+        if self.problem:
+            return "damaged"
         return self.view.state if self.view is not None else "pending"
 
     def attack_name(self, index: int) -> str | None:
@@ -807,6 +811,12 @@ class SweepView:
     def created(self) -> float | None:
         c = self.manifest.get("created")
         return c if _finite(c) else None
+
+    @property
+    def problems(self) -> list[str]:
+        """What is wrong with the sweep's files, in words: its manifest, then each point whose run is
+        not its own (:func:`read_sweep`)."""
+        return ([self.problem] if self.problem else []) + [pv.problem for pv in self.points if pv.problem]
 
     @property
     def state(self) -> str:
@@ -893,19 +903,75 @@ class SweepView:
 
 def read_sweep(path: str | os.PathLike) -> SweepView:
     """A :class:`SweepView` of the sweep folder ``path`` (its point runs are in the same store,
-    the folder's parent); never raises on a damaged manifest."""
+    the folder's parent); never raises. A damaged manifest or points.jsonl is its ``problem`` (then
+    there are no points); a point whose run does not have the point's values in its frozen config
+    (:func:`point_run_mismatch`) has no view and a ``problem`` naming both."""
     sweep = Sweep(path)
     try:
         manifest = sweep.read()
-        points = sweep.points()
-    except (RunFileError, KeyError, TypeError, ValueError) as exc:
+        points = sweep.points(manifest)
+    except (RunFileError, OSError) as exc:
         return SweepView(sweep.path, {}, [], problem=str(exc))
     root = sweep.path.parent
+    base_dir = sweep.base_dir(manifest)
+    owners: dict[str, list[SweepPoint]] = {}
+    for p in points:
+        if p.run:
+            owners.setdefault(p.run, []).append(p)
     views = []
     for p in points:
         run_path = root / p.run if p.run else None
-        views.append(SweepPointView(p, read_run(run_path) if run_path is not None and run_path.is_dir() else None))
+        view = read_run(run_path) if run_path is not None and run_path.is_dir() else None
+        problem = point_run_mismatch(p, view, base_dir) if view is not None else None
+        if problem:
+            others = [o for o in owners[p.run] if o.index != p.index]
+            problem = (f"point {p.index + 1} ({p.label}): its run {p.run} is not this point's: {problem}"
+                       + "".join(f"; it is the run of point {o.index + 1} ({o.label})" for o in others)
+                       + f" (recorded in {sweep.points_path if sweep.points_path.exists() else sweep.manifest_path})")
+            view = None
+        views.append(SweepPointView(p, view, problem))
     return SweepView(sweep.path, manifest, views)
+
+
+def point_run_mismatch(point: SweepPoint, view: RunView, base_dir: Path) -> str | None:
+    """None when the frozen config of ``view`` has each of ``point``'s values (a table: each of its
+    keys; a relative path: resolved against ``base_dir``, as the run froze it), else the first value
+    it differs in, in words. A key the frozen config does not spell (an alias) is not held against it."""
+    config = view.config
+    if not isinstance(config, dict):
+        return None  # unreadable: the run's own problems say so
+    for key, want in point.values.items():
+        node: Any = config
+        for part in key.split("."):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                node = _MISSING
+                break
+        if node is not _MISSING and not _holds(node, want, base_dir):
+            return f"its config.toml has {key} = {toml_value_or_dash(node)}, not {toml_value_or_dash(want)}"
+    return None
+
+
+_MISSING = object()
+
+
+def _holds(frozen: Any, want: Any, base_dir: Path) -> bool:
+    """Does the frozen config value ``frozen`` hold the grid value ``want``?"""
+    from .config import value_key
+    if isinstance(want, dict):
+        return isinstance(frozen, dict) and all(k in frozen and _holds(frozen[k], v, base_dir) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(frozen, list) and len(frozen) == len(want) and all(
+            _holds(f, w, base_dir) for f, w in zip(frozen, want))
+    if isinstance(want, str) and isinstance(frozen, str) and want != frozen and os.path.isabs(frozen):
+        try:  # a path of the grid, frozen absolute (config.dumps_config)
+            return str((base_dir / Path(want).expanduser()).resolve()) == frozen
+        except (OSError, ValueError, RuntimeError):
+            return False
+    return value_key(frozen) == value_key(want)
 
 
 def list_sweeps(root: str | os.PathLike) -> list[SweepView]:
@@ -932,6 +998,9 @@ def sweep_export_rows(view: SweepView) -> SweepExport:
     rows, skipped, problems = [], [], []
     for pv in view.points:
         where = f"point {pv.point.index + 1}/{len(view.points)} ({pv.point.label})"
+        if pv.problem:
+            problems.append(pv.problem)
+            continue
         damaged = next((p for p in pv.view.problems if "results.json" in p), None) if pv.view else None
         if damaged:
             problems.append(f"{where}: {damaged}")

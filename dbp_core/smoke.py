@@ -20,7 +20,7 @@ import math
 
 from .plugins import PluginError, ProcessExit, exits_raise
 
-__all__ = ["plugin_problems", "memory_budget_problems", "gradient_calls", "EXAMPLES"]
+__all__ = ["plugin_problems", "plugin_inputs", "memory_budget_problems", "budget_inputs", "gradient_calls", "EXAMPLES"]
 
 EXAMPLES = 2  # examples each plugin is called on
 
@@ -46,11 +46,34 @@ def plugin_problems(cfg) -> list[dict]:
     fields = cfg.plugin_paths()
     if not any(not f.startswith("stages") for f in fields):  # a stage plugin needs a run: it is not called here
         return []
-    with exits_raise():
+    import torch  # noqa: F401 — what the calls use, imported while signals wait (deferred by the CLI)
+    from .attacks import gradients, registry  # noqa: F401
+    from .interrupts import allowed
+    from .models import defended  # noqa: F401
+    from .stages import attacks, context  # noqa: F401
+    with exits_raise(), allowed():  # the user's code runs here: SIGINT and SIGTERM stop it, as in a run
         try:
             return _call_plugins(cfg, fields)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 — a failure outside the calls below: say so
             return [_problem("<top level>", None, exc, "checking the plugins")]
+
+
+def plugin_inputs(cfg) -> str:
+    """What the calls of :func:`plugin_problems` read of ``cfg``, as text: the seed, device, threads,
+    [data] and [models] (every call loads the data and the classifier), [purifier] when the diffusion
+    model or an attack is a plugin (they run through the purifier), and the plugin attacks' entries.
+    Two configs with the same text get the same problems (preflight's cache, for a sweep's points)."""
+    import json
+    fields = cfg.plugin_paths()
+    data = cfg.model_dump(mode="json")
+    parts = {k: data.get(k) for k in ("seed", "device", "threads", "data", "models")}
+    attacks = {i: a for i, a in enumerate(data.get("attacks") or []) if f"attacks[{i}].kind" in fields}
+    if attacks or "models.diffusion" in fields:
+        parts["purifier"] = data.get("purifier")
+    parts["attacks"] = attacks
+    parts["base_dir"] = cfg._base_dir
+    parts["plugins"] = fields
+    return json.dumps(parts, sort_keys=True, default=str)
 
 
 def _call_plugins(cfg, fields: dict[str, str]) -> list[dict]:
@@ -152,6 +175,19 @@ def gradient_calls(cfg, examples: int) -> list[tuple[int, int, int]]:
     batch = math.ceil(min(cfg.data.batch_size, examples) / max(1, dist.env_world_size()))
     return [(i, batch, min(a.eot_chunk or a.eot, a.eot)) for i, a in enumerate(cfg.attacks)
             if a.gradient in CHAIN_GRADIENTS and batch > 0]
+
+
+def budget_inputs(cfg) -> str:
+    """What :func:`memory_budget_problems` reads of ``cfg``, as text: the data, models and purifier, and
+    per attack what sizes its gradient call (EOT, its chunk, the gradient, a surrogate chain)."""
+    import json
+    from . import dist
+    keep = ("eot", "eot_chunk", "gradient", "surrogate_sampler", "surrogate_steps")
+    data = cfg.model_dump(mode="json")
+    parts = {k: data.get(k) for k in ("seed", "device", "data", "models", "purifier")}
+    parts["attacks"] = [{k: a.get(k) for k in keep} for a in data.get("attacks") or []]
+    parts["base_dir"], parts["world"] = cfg._base_dir, dist.env_world_size()
+    return json.dumps(parts, sort_keys=True, default=str)
 
 
 def memory_budget_problems(cfg) -> list[dict]:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,6 @@ from dbp_core.results import SweepView, headline_text, read_run, read_sweep
 from dbp_core.runs import RunStore
 from tests.conftest import console_toml
 
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
