@@ -348,6 +348,9 @@ def _weights_size(spec) -> int:
 def weight_problems(cfg: ExperimentConfig, up_to: int | None = None) -> list[dict]:
     """One error per checkpoint whose weights hold NaN or infinite values, read from files up to
     ``up_to`` bytes (None: every file). Run once :func:`checkpoint_problems` found none."""
+    import safetensors.torch  # noqa: F401 — imported while signals wait; the reading below stays stoppable
+
+    from .interrupts import allowed
     from .models.checkpoint_io import CheckpointError
     from .models.loaders import check_model
     errors = []
@@ -355,7 +358,8 @@ def weight_problems(cfg: ExperimentConfig, up_to: int | None = None) -> list[dic
         try:
             spec = _spec(cfg, role, ref)
             if up_to is None or _weights_size(spec) <= up_to:
-                check_model(spec, read_weights=True)
+                with allowed():  # gigabytes may be read: SIGINT stops `dbp check` here too
+                    check_model(spec, read_weights=True)
         except (CheckpointError, OSError) as exc:  # OSError: the file went away since it was checked
             errors.append(_checkpoint_problem(role, ref, exc))
     return errors

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 
 import numpy as np
 import torch
@@ -159,3 +160,19 @@ class _CountingEps(TinyEps):
 
 def counting_eps():
     return _CountingEps()
+
+
+class _Hanging(QuadrantClassifier):
+    """Writes ``$DBP_TEST_HANG_MARK`` on its first call, then never returns (a plugin stuck in a loop)."""
+
+    def forward(self, x):
+        mark = os.environ.get("DBP_TEST_HANG_MARK")
+        if mark:
+            with open(mark, "w") as fh:
+                fh.write("calling")
+        while True:
+            time.sleep(0.01)
+
+
+def hanging_classifier():
+    return _Hanging()

@@ -341,17 +341,23 @@ def test_os_exit_in_a_plugin_leaves_the_run_failed_not_running(tmp_path, plugin)
         assert "contract_plugins.py" in status.message and "os._exit(0)" in r.stderr
 
 
-@pytest.mark.parametrize("command,sig", [("check", signal.SIGINT), ("run", signal.SIGINT), ("run", signal.SIGTERM)])
-def test_a_plugin_module_that_hangs_at_import_stops_on_a_signal(tmp_path, command, sig):
+HANGS = {"import": {"attacks": [{"kind": "tests.hang_plugin:attack"}]},  # the module never finishes importing
+         "call": {"models": {"classifier": "tests.contract_plugins:hanging_classifier"}}}  # dbp check's call loops
+
+
+@pytest.mark.parametrize("where,command,sig", [("import", "check", signal.SIGINT), ("import", "run", signal.SIGINT),
+                                               ("import", "run", signal.SIGTERM), ("call", "check", signal.SIGINT),
+                                               ("call", "run", signal.SIGTERM)])
+def test_a_plugin_that_hangs_in_dbp_check_stops_on_a_signal(tmp_path, where, command, sig):
     cfg = tmp_path / "hang.toml"
-    cfg.write_text(attack_study_toml(n=8, batch=4, attacks=[{"kind": "tests.hang_plugin:attack"}]))
+    cfg.write_text(attack_study_toml(n=8, batch=4, **HANGS[where]))
     mark, runs = tmp_path / "importing", tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "dbp_core", "--runs-dir", str(runs), command, str(cfg)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env(DBP_TEST_HANG_MARK=str(mark)))
     try:
         deadline = time.monotonic() + 120
-        while not mark.exists():  # the plugin's import has started (and will never end)
+        while not mark.exists():  # the plugin's import or call has started (and will never end)
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the plugin module was never imported"
             time.sleep(0.02)
