@@ -884,7 +884,9 @@ def main(argv: list[str] | None = None) -> int:
             from .config import ConfigError
         from .runs import RunFileError, RunLocked, RunStoreError
         parser = build_parser()
-        args = parser.parse_args(argv)  # argparse exits 2 on bad usage itself
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or bad usage (2, its message printed); returned, not raised
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     except KeyboardInterrupt:  # Ctrl-C while starting
         print("dbp: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
