@@ -44,8 +44,8 @@ from ..purifier.purifier import Purifier
 from ..stats import accuracy_row, paired_difference
 from .context import StageContext, purifier_options
 from .registry import (ANY_WRONG, ATTACK_ROWS, CLEAN, CONTROL_MODEL, ENSEMBLE, FRESH_NOISE, MAJORITY,
-                       N_PURIFICATION_BASELINES, N_PURIFICATION_OUTCOMES, ORIGINAL, PURIFIED, REPURIFY, REPURIFY_AVG,
-                       REPURIFY_WORST, SINGLE, UNDEFENDED, WORST_CASE, attack_outcomes)
+                       N_PURIFICATION_BASELINES, N_PURIFICATION_OUTCOMES, ORIGINAL, PURIFIED, PURIFIED_WORST, REPURIFY,
+                       REPURIFY_AVG, REPURIFY_WORST, SINGLE, UNDEFENDED, WORST_CASE, attack_outcomes)
 
 PROGRESS_EVERY_S = 1.0  # status.json updates from inside an attack batch, at most this often
 
@@ -338,7 +338,7 @@ def run(ctx: StageContext) -> dict:
 
 
 # N-purification protocols: (attacked row, its unattacked baseline row, what the comparison says)
-N_PURIFICATION = [(REPURIFY_WORST, "purified-worst", REPURIFY, "attack vs no attack, worst of N"),
+N_PURIFICATION = [(REPURIFY_WORST, PURIFIED_WORST, REPURIFY, "attack vs no attack, worst of N"),
                   (MAJORITY, "purified-majority", MAJORITY, "attack vs no attack, majority of N"),
                   (ENSEMBLE, "purified-ensemble", ENSEMBLE, "attack vs no attack, ensemble of N"),
                   (ANY_WRONG, "purified-any-wrong", ANY_WRONG, "attack vs no attack, any of N wrong")]

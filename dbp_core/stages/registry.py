@@ -37,6 +37,7 @@ PURIFYING_PROTOCOLS = (PURIFIED, REPURIFY, MAJORITY, ENSEMBLE, ANY_WRONG, FRESH_
 N_PURIFICATION_OUTCOMES = ("repurify-avg", "repurify-worst", MAJORITY, ENSEMBLE)
 N_PURIFICATION_BASELINES = ("purified-avg", "purified-worst", "purified-majority", "purified-ensemble")
 REPURIFY_AVG, REPURIFY_WORST = N_PURIFICATION_OUTCOMES[:2]
+PURIFIED_AVG, PURIFIED_WORST = N_PURIFICATION_BASELINES[:2]
 
 # the attacks stage's rows per attack: (results protocol name, per-example outcome key, the config protocol
 # that enables it); several rows may read one outcome ("any-wrong" is the complement view of the worst case)
@@ -44,11 +45,11 @@ ATTACK_ROWS = ((SINGLE, SINGLE, SINGLE), (FRESH_NOISE, FRESH_NOISE, FRESH_NOISE)
                (REPURIFY_AVG, REPURIFY_AVG, REPURIFY), (REPURIFY_WORST, REPURIFY_WORST, REPURIFY),
                (MAJORITY, MAJORITY, MAJORITY), (ENSEMBLE, ENSEMBLE, ENSEMBLE),
                (ANY_WRONG, REPURIFY_WORST, ANY_WRONG), (UNDEFENDED, UNDEFENDED, UNDEFENDED),
-               (PURIFIED, PURIFIED, PURIFIED), ("purified-avg", "purified-avg", REPURIFY),
-               ("purified-worst", "purified-worst", REPURIFY),
+               (PURIFIED, PURIFIED, PURIFIED), (PURIFIED_AVG, PURIFIED_AVG, REPURIFY),
+               (PURIFIED_WORST, PURIFIED_WORST, REPURIFY),
                ("purified-majority", "purified-majority", MAJORITY),
                ("purified-ensemble", "purified-ensemble", ENSEMBLE),
-               ("purified-any-wrong", "purified-worst", ANY_WRONG), (CLEAN, CLEAN, CLEAN))
+               ("purified-any-wrong", PURIFIED_WORST, ANY_WRONG), (CLEAN, CLEAN, CLEAN))
 
 
 def outcome_of(protocol: str) -> str:
