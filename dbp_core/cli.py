@@ -584,11 +584,12 @@ def results_lines(view) -> list[str]:
     """The results of a run as ``dbp show`` prints them (and ``dbp run`` at its end): every
     accuracy row with its interval and what it measures, the paired differences, the headline."""
     from .results import fmt_pct, headline_text, row_meaning
+    from .stages.registry import ORIGINAL, SINGLE
     if not view.results:
         return []
     lines = ["", "accuracies:"]
     for row in view.rows:
-        model = f"{row['model']}: " if row.get("model") not in (None, "original") else ""
+        model = f"{row['model']}: " if row.get("model") not in (None, ORIGINAL) else ""
         what = model + row["protocol"] + (f" / {row['attack']}" if row.get("attack") else "")
         lines.append(f"  {row.get('stage', ''):<10} {what:<36} {fmt_pct(row['accuracy']):>7}  "
                      f"[{fmt_pct(row['ci_low'])}, {fmt_pct(row['ci_high'])}]  n={row['n']}  {row_meaning(row)}")
@@ -603,7 +604,7 @@ def results_lines(view) -> list[str]:
         lines += ["", f"audit of {view.audit['attack']}: {raised} of {len(flags)} flags raised"]
         lines += [f"  {'RAISED' if f['raised'] else 'ok':<7}{f['name']:<25}{f['summary']}" for f in flags]
     if view.headline:
-        note = "  (robust accuracy under the strongest attack)" if view.headline.get("protocol") == "single" else ""
+        note = "  (robust accuracy under the strongest attack)" if view.headline.get("protocol") == SINGLE else ""
         lines += ["", f"headline:   {headline_text(view.headline).replace('/', ' / ', 1)}{note}"]
     return lines
 

@@ -539,30 +539,55 @@ class AttackConfig(_Section):
 
     @model_validator(mode="after")
     def _defaults_and_rules(self) -> "AttackConfig":
-        builtin = self.kind in KINDS
+        """The kind's defaults for the fields left unset, and the rules of what the kind takes, in this
+        order (a later rule reads what an earlier one filled in)."""
         kind = KINDS.get(self.kind, PLUGIN)  # PLUGIN: an import path
         defaults = attack_defaults(self.kind, self.norm, self.eps)  # the step at this eps
         self.eps = defaults["eps"]
+        self._check_eps_range()
+        self._check_fields_read(kind)
+        self._take_plugin_noise()
+        self._fill_defaults(defaults)
+        self._check_loss(kind, defaults)
+        self._check_apgd_fields(kind, defaults)
+        self._check_gradient(kind)
+        if self.name is None:
+            self.name = f"{self.kind if self.kind in KINDS else self.kind.rpartition(':')[2]}-{self.norm}"
+        self._check_noise(kind)
+        if self.kind in KINDS and self.options:
+            raise _FieldError("options", self.options, "`options` are only for plugin attacks (kind = "
+                              "'package.module:callable')")
+        return self
+
+    def _check_eps_range(self) -> None:
         if self.norm == "linf" and self.eps > 1:
             raise _FieldError("eps", self.eps, "Linf eps is in [0, 1] pixel units; expected a number <= 1 "
                               f"({number_text(EPS['linf'])} = {EPS['linf']:.4f} is the CIFAR-10 default)")
-        reads = kind.reads
-        for field in OPTIONAL_FIELDS:  # a field the kind does not read is an error, not silently ignored
+
+    def _check_fields_read(self, kind) -> None:
+        """A field the kind does not read is an error, not silently ignored."""
+        for field in OPTIONAL_FIELDS:
             value = getattr(self, field)
-            if field not in reads and value is not None and not (field == "restarts"
-                                                                 and value == SHARED_DEFAULTS["restarts"]):
+            if field not in kind.reads and value is not None and not (field == "restarts"
+                                                                      and value == SHARED_DEFAULTS["restarts"]):
                 users = [k.name for k in KINDS.values() if field in k.reads]
                 raise _FieldError(field, value, f"kind '{self.kind}' does not use `{field}` (it is read by "
                                   + ", ".join(users) + "); remove it")
-        if not builtin:  # a plugin declares what it knows of the noise (docs/plugins.md)
-            try:
-                declared = plugin_noise(self.kind)
-            except ValueError as exc:
-                raise _FieldError("kind", self.kind, str(exc)) from None
-            if declared is not None and self.noise is not None and self.noise != declared:
-                raise _FieldError("noise", self.noise, f"plugin attack '{self.kind}' declares noise = '{declared}'; "
-                                  "remove `noise` (the plugin's declaration is its contract)")
-            self.noise = self.noise or declared
+
+    def _take_plugin_noise(self) -> None:
+        """A plugin declares what it knows of the noise (docs/plugins.md)."""
+        if self.kind in KINDS:
+            return
+        try:
+            declared = plugin_noise(self.kind)
+        except ValueError as exc:
+            raise _FieldError("kind", self.kind, str(exc)) from None
+        if declared is not None and self.noise is not None and self.noise != declared:
+            raise _FieldError("noise", self.noise, f"plugin attack '{self.kind}' declares noise = '{declared}'; "
+                              "remove `noise` (the plugin's declaration is its contract)")
+        self.noise = self.noise or declared
+
+    def _fill_defaults(self, defaults: dict) -> None:
         # fields left unset take the kind's default (a field the kind does not read stays unset)
         for field in ("step", "noise", "eot", "gradient", "selection", "evaluations", "queries", "deviation_weight"):
             if getattr(self, field) is None and defaults.get(field) is not None:
@@ -571,6 +596,8 @@ class AttackConfig(_Section):
         for field in ("iterations", "random_start", "restarts"):
             if field not in self.model_fields_set and field in defaults:
                 setattr(self, field, defaults[field])
+
+    def _check_loss(self, kind, defaults: dict) -> None:
         if kind.loss is None:
             if self.loss is not None:
                 raise _FieldError("loss", self.loss, f"kind '{self.kind}' runs its own losses (AutoAttack's); "
@@ -580,26 +607,36 @@ class AttackConfig(_Section):
         elif self.loss not in kind.losses:
             raise _FieldError("loss", self.loss, f"kind '{self.kind}' takes loss "
                               + " or ".join(f"'{x}'" for x in kind.losses))
+
+    def _check_apgd_fields(self, kind, defaults: dict) -> None:
+        """APGD's targets (of loss dlr-targeted) and selection_samples (of selection lowest-correct)."""
         if self.targets is not None and self.loss != "dlr-targeted":
             raise _FieldError("targets", self.targets, "targets are for loss = 'dlr-targeted' (kind 'apgd-t'); "
                               "remove it")
-        if self.targets is None and self.loss == "dlr-targeted" and "targets" in reads:
+        if self.targets is None and self.loss == "dlr-targeted" and "targets" in kind.reads:
             self.targets = defaults["targets"]
         if self.selection_samples is not None and self.selection != "lowest-correct":
             raise _FieldError("selection_samples", self.selection_samples, "fresh purifications for "
                               "selection = 'lowest-correct' (the default of apgd-eot); remove it or set that selection")
-        if builtin and self.gradient not in kind.gradients:
+
+    def _check_gradient(self, kind) -> None:
+        if self.kind not in KINDS:
+            return
+        if self.gradient not in kind.gradients:
             raise _FieldError("gradient", self.gradient, f"kind '{self.kind}' takes gradient "
                               + " or ".join(f"'{g}'" for g in kind.gradients)
                               + (" (its deviation loss reads the purifier's intermediate states)"
                                  if kind.name == "diffattack" else ""))
-        if builtin and kind.name == "bpda" and self.gradient != "bpda":
+        if kind.name == "bpda" and self.gradient != "bpda":
             raise _FieldError("gradient", self.gradient, "kind 'bpda' is PGD with gradient = 'bpda'; for another "
                               "gradient use kind 'pgd' or 'pgd-eot' with `gradient`")
-        if self.name is None:
-            self.name = f"{self.kind if builtin else self.kind.rpartition(':')[2]}-{self.norm}"
+
+    def _check_noise(self, kind) -> None:
+        """A built-in kind's knowledge of the noise is its own; EOT 1 where it is replayed."""
+        if self.kind not in KINDS:
+            return
         replaying = [k.name for k in KINDS.values() if k.noise != "stochastic"]
-        if builtin and kind.noise != "stochastic":
+        if kind.noise != "stochastic":
             if self.eot != 1:
                 what = "AutoAttack's standard version attacks a deterministic setting (the replayed defence)" \
                     if kind.extra else "DW-box knows the defence's noise"
@@ -607,13 +644,9 @@ class AttackConfig(_Section):
                                   "function with itself, so EOT must be 1")
             if self.noise != kind.noise:
                 raise _FieldError("noise", self.noise, f"kind '{self.kind}' implies noise = '{kind.noise}'")
-        elif builtin and self.noise != "stochastic":
+        elif self.noise != "stochastic":
             raise _FieldError("noise", self.noise, f"kind '{self.kind}' attacks fresh noise; use kind "
                               + " or ".join(f"'{k}'" for k in replaying) + " for noise replay")
-        if builtin and self.options:
-            raise _FieldError("options", self.options, "`options` are only for plugin attacks (kind = "
-                              "'package.module:callable')")
-        return self
 
 
 class EvaluationConfig(_Section):

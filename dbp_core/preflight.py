@@ -33,6 +33,7 @@ from typing import Callable
 from .attacks.registry import KINDS
 from .config import ConfigError, ExperimentConfig
 from .models.registry import CHANNELS, CLASSES, IMAGE_SIZES
+from .stages.registry import FRESH_NOISE, MAJORITY, REPURIFY
 
 __all__ = ["preflight", "cuda_problem", "missing_extra", "checkpoint_problems", "dataset_problems", "CHECKS",
            "chain_length", "available_memory", "peak_memory_estimate", "weight_problems", "unread_weights",
@@ -214,7 +215,7 @@ def peak_memory_estimate(cfg: ExperimentConfig) -> list[tuple[str, int, int, str
                     f"{batch} examples x {a.eot} EOT replicas x {'x'.join(map(str, shape))} float32 pixels x "
                     f"{copies} copies ({kept} kept by the {steps}-step chain in grad_mode '{cfg.purifier.grad_mode}'"
                     ", the input, its gradient, the iterate, the purified image)"))
-    if cfg.attacks and {"repurify", "majority", "fresh-noise"} & set(cfg.evaluation.protocols):
+    if cfg.attacks and {REPURIFY, MAJORITY, FRESH_NOISE} & set(cfg.evaluation.protocols):
         n = cfg.evaluation.n_repurify
         need = 2 * n * batch * (4 + 8) + n * 100
         out.append(("evaluation.n_repurify", n, need,

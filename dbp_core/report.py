@@ -33,6 +33,8 @@ from typing import Any
 
 from .results import MetricsView, read_analysis, read_run
 from .runs import Run, atomic_write
+from .stages.registry import (CLEAN, FRESH_NOISE, MAJORITY, ORIGINAL, PURIFIED, PURIFIED_AVG, PURIFIED_WORST,
+                              REPURIFY_AVG, REPURIFY_WORST, SINGLE, UNDEFENDED)
 
 __all__ = ["RunData", "load_run", "write_report", "write_reports", "write_sweep_report", "FIGURES"]
 
@@ -180,9 +182,9 @@ def _attack_sort_key(attack: str) -> tuple:
 
 # protocols side by side in this order: the paper's protocol (one purification) first, then the
 # other attacked protocols, then the unattacked baselines (docs/results.md, "Accuracy rows")
-PROTOCOL_ORDER = ("single", "fresh-noise", "repurify-avg", "repurify-worst", "majority", "undefended",
-                  "purified", "purified-avg", "purified-worst", "clean")
-BASELINE_STYLE = {"clean": ("black", ":"), "purified": ("dimgray", "--")}
+PROTOCOL_ORDER = (SINGLE, FRESH_NOISE, REPURIFY_AVG, REPURIFY_WORST, MAJORITY, UNDEFENDED,
+                  PURIFIED, PURIFIED_AVG, PURIFIED_WORST, CLEAN)
+BASELINE_STYLE = {CLEAN: ("black", ":"), PURIFIED: ("dimgray", "--")}
 
 
 def _protocols(rows: list[dict]) -> list[str]:
@@ -253,7 +255,7 @@ def accuracy_figure(runs: list[RunData], title: str):
         _bars(ax, groups, [("accuracy", {r["protocol"]: r for r in base_rows})], {"accuracy": "C0"})
         ax.set(ylabel="accuracy (%), 95% CI", title=title)
         return fig
-    models = list(dict.fromkeys(r.get("model") or "original" for r in attack_rows))
+    models = list(dict.fromkeys(r.get("model") or ORIGINAL for r in attack_rows))
     norms = sorted(dict.fromkeys(_norm_of(r) for r in attack_rows), key=lambda n: {"linf": 0, "l2": 1}.get(n, 2))
     protocols = _protocols(attack_rows)
     colours = {p: f"C{i}" for i, p in enumerate(protocols)}
@@ -266,11 +268,11 @@ def accuracy_figure(runs: list[RunData], title: str):
     for ri, norm in enumerate(norms):
         for ci, model in enumerate(models):
             ax = axes[ri][ci]
-            mine = [r for r in attack_rows if _norm_of(r) == norm and (r.get("model") or "original") == model]
+            mine = [r for r in attack_rows if _norm_of(r) == norm and (r.get("model") or ORIGINAL) == model]
             groups = list(dict.fromkeys(r["attack"] for r in mine))
             series = [(p, {r["attack"]: r for r in mine if r["protocol"] == p}) for p in protocols]
             _bars(ax, groups, series, colours)
-            for r in base_rows if model == "original" else []:
+            for r in base_rows if model == ORIGINAL else []:
                 colour, style = BASELINE_STYLE.get(r["protocol"], ("gray", "-."))
                 ax.axhline(100 * r["accuracy"], color=colour, linestyle=style, linewidth=1,
                            label=f"{r['protocol']} (no attack, {r.get('stage', '')})")
@@ -296,18 +298,18 @@ def _accuracy_runs_figure(runs: list[RunData], title: str):
     keys: list[tuple] = []
     for r in runs:
         for row in r.rows:
-            k = (_norm_of(row) if row.get("attack") else "", row.get("model") or "original",
+            k = (_norm_of(row) if row.get("attack") else "", row.get("model") or ORIGINAL,
                  row.get("attack") or row.get("stage", ""), row["protocol"])
             if k not in keys:
                 keys.append(k)
     if not keys:
         return None
     order = {p: i for i, p in enumerate(PROTOCOL_ORDER)}
-    keys.sort(key=lambda k: ({"": 0, "linf": 1, "l2": 2}.get(k[0], 3), k[1] != "original", k[1], k[2],
+    keys.sort(key=lambda k: ({"": 0, "linf": 1, "l2": 2}.get(k[0], 3), k[1] != ORIGINAL, k[1], k[2],
                              order.get(k[3], 99)))
 
     def label(k):
-        return (f"{k[1]}: " if k[1] != "original" else "") + f"{k[2]}\n{k[3]}"
+        return (f"{k[1]}: " if k[1] != ORIGINAL else "") + f"{k[2]}\n{k[3]}"
     per_row = 12
     chunks = [keys[i:i + per_row] for i in range(0, len(keys), per_row)]
     width = max(6.0, (0.18 * len(runs) + 0.45) * min(len(keys), per_row) + 1.5)
@@ -321,7 +323,7 @@ def _accuracy_runs_figure(runs: list[RunData], title: str):
         for r in runs:
             by = {}
             for row in r.rows:
-                k = (_norm_of(row) if row.get("attack") else "", row.get("model") or "original",
+                k = (_norm_of(row) if row.get("attack") else "", row.get("model") or ORIGINAL,
                      row.get("attack") or row.get("stage", ""), row["protocol"])
                 if k in chunk:
                     by[label(k)] = row
@@ -511,7 +513,7 @@ def _signed(v: Any) -> str:
 def results_table(rows: list[dict]) -> list[str]:
     if not rows:
         return ["_No results.json (the run has not finished, or failed): no accuracy table._", ""]
-    models = any(row.get("model") not in (None, "original") for row in rows)
+    models = any(row.get("model") not in (None, ORIGINAL) for row in rows)
     out = (["| stage | model | attack | protocol | accuracy | 95% CI | n |", "|---|---|---|---|---:|---|---:|"]
            if models else ["| stage | attack | protocol | accuracy | 95% CI | n |", "|---|---|---|---:|---|---:|"])
     for row in rows:
@@ -521,7 +523,7 @@ def results_table(rows: list[dict]) -> list[str]:
             ci += f" ({100 * conf:g}%)"
         per_seed = row.get("per_seed")
         extra = f" (per seed: {', '.join(_pct(v) for v in per_seed)})" if per_seed and len(per_seed) > 1 else ""
-        model = f" {row.get('model') or 'original'} |" if models else ""
+        model = f" {row.get('model') or ORIGINAL} |" if models else ""
         out.append(f"| {row.get('stage', '')} |{model} {row.get('attack') or '–'} | {row['protocol']} | "
                    f"{_pct(row.get('accuracy'))}{extra} | {ci} | {row.get('n', '')} |")
     return out + [""]
@@ -618,7 +620,7 @@ def _row_label(row: dict) -> str:
     fine-tuned variant (ADDT runs evaluate 'original', 'addt', 'control' side by side)."""
     head = row["attack"] if row.get("attack") else row.get("stage", "")
     model = row.get("model")
-    return (f"{model}: " if model and model != "original" else "") + f"{head} / {row['protocol']}"
+    return (f"{model}: " if model and model != ORIGINAL else "") + f"{head} / {row['protocol']}"
 
 
 def comparison_lines(runs: list[RunData], figures: dict[str, Path | None], folder: Path) -> list[str]:

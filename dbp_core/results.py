@@ -34,7 +34,8 @@ from typing import Any, Iterable
 
 from .runs import (MetricsReader, Run, RunFileError, RunId, RunStatus, RunStore, Sweep, SweepPoint, parse_json,
                    parse_run_id, read_bytes_nofollow, read_json_object, toml_value)
-from .stages.registry import outcome_of
+from .stages.registry import (CLEAN, FRESH_NOISE, MAJORITY, ORIGINAL, PURIFIED, PURIFIED_AVG, PURIFIED_WORST,
+                              REPURIFY_AVG, REPURIFY_WORST, SINGLE, UNDEFENDED, outcome_of)
 from .stats import paired_difference, per_example_means
 
 __all__ = ["RESULTS_SCHEMA", "headline", "check_results", "check_trajectory", "check_landscape", "read_analysis",
@@ -56,10 +57,10 @@ RESULTS_SCHEMA = "dbp-lab.results/1"
 def headline(rows: list[dict]) -> dict | None:
     """The number a run is summed up by: robust accuracy under its strongest attack (the lowest
     'single' accuracy of the configured model), else purified, else clean accuracy."""
-    for protocol in ("single", "purified", "clean"):
-        found = [r for r in rows if r["protocol"] == protocol and r.get("model") in (None, "original")]
+    for protocol in (SINGLE, PURIFIED, CLEAN):
+        found = [r for r in rows if r["protocol"] == protocol and r.get("model") in (None, ORIGINAL)]
         if found:
-            row = min(found, key=lambda r: r["accuracy"]) if protocol == "single" else found[-1]
+            row = min(found, key=lambda r: r["accuracy"]) if protocol == SINGLE else found[-1]
             return {k: row[k] for k in ("stage", "protocol", "attack", "accuracy", "ci_low", "ci_high", "n")}
     return None
 
@@ -83,18 +84,18 @@ def _finite(v: Any) -> bool:
 
 # what each protocol of an accuracy row measures (docs/results.md, "Accuracy rows")
 PROTOCOL_MEANINGS = {
-    "clean": "classifier alone, no purification, no attack",
-    "purified": "purified, no attack",
-    "purified-avg": "purified, no attack, mean over N purifications",
-    "purified-worst": "purified, no attack, worst of N purifications",
-    "single": "attacked, one purification",
-    "fresh-noise": "attacked, judged under noise the attacker did not know",
-    "repurify-avg": "attacked, mean over N fresh purifications",
-    "repurify-worst": "attacked, worst of N fresh purifications",
-    "majority": "attacked, majority vote of N purifications",
-    "undefended": "bare classifier under the same attack, no purifier",
+    CLEAN: "classifier alone, no purification, no attack",
+    PURIFIED: "purified, no attack",
+    PURIFIED_AVG: "purified, no attack, mean over N purifications",
+    PURIFIED_WORST: "purified, no attack, worst of N purifications",
+    SINGLE: "attacked, one purification",
+    FRESH_NOISE: "attacked, judged under noise the attacker did not know",
+    REPURIFY_AVG: "attacked, mean over N fresh purifications",
+    REPURIFY_WORST: "attacked, worst of N fresh purifications",
+    MAJORITY: "attacked, majority vote of N purifications",
+    UNDEFENDED: "bare classifier under the same attack, no purifier",
 }
-_BASELINES = ("clean", "purified", "purified-avg", "purified-worst")
+_BASELINES = (CLEAN, PURIFIED, PURIFIED_AVG, PURIFIED_WORST)
 
 
 def row_meaning(row: dict) -> str:
@@ -107,7 +108,7 @@ def row_meaning(row: dict) -> str:
     if attack and protocol in _BASELINES:
         text += f" (paired baseline of {attack})"
     model = row.get("model")
-    if model not in (None, "original"):
+    if model not in (None, ORIGINAL):
         text += f"; model {model}"
     return text
 
@@ -584,16 +585,16 @@ def per_example_outcomes(view: RunView) -> dict[tuple, list[float]]:
     ev = (stages.get("evaluate") or {}).get("per_example") or {}
     for protocol, values in ev.items():
         if isinstance(values, list) and values:
-            out[("evaluate", "original", None, protocol)] = [float(v) for v in values]
+            out[("evaluate", ORIGINAL, None, protocol)] = [float(v) for v in values]
     pooled: dict[tuple, list[list[float]]] = {}
     for key, protocols in ((stages.get("attacks") or {}).get("per_example") or {}).items():
         name, _, seed = str(key).rpartition("/")
-        model, _, attack = name.rpartition(":") if ":" in name else ("original", "", name)
+        model, _, attack = name.rpartition(":") if ":" in name else (ORIGINAL, "", name)
         if not isinstance(protocols, dict) or not seed.isdigit():
             continue
         for protocol, values in protocols.items():
             if isinstance(values, list) and values:
-                pooled.setdefault(("attacks", model or "original", attack, protocol), []).append(
+                pooled.setdefault(("attacks", model or ORIGINAL, attack, protocol), []).append(
                     [float(v) for v in values])
     for k, per_seed in pooled.items():
         if len({len(v) for v in per_seed}) == 1:
@@ -620,7 +621,7 @@ def paired_between(a: RunView, b: RunView, confidence: float = 0.95) -> tuple[li
         d = paired_difference(oa[key], ob[key], confidence)
         rows.append({"stage": stage, "model": model, "attack": attack, "protocol": protocol,
                      "a": sum(oa[key]) / len(oa[key]), "b": sum(ob[key]) / len(ob[key]), **d})
-    order = {(r.get("stage"), r.get("model") or "original", r.get("attack"), r["protocol"]): i
+    order = {(r.get("stage"), r.get("model") or ORIGINAL, r.get("attack"), r["protocol"]): i
              for i, r in enumerate(a.rows)}
     rows.sort(key=lambda r: order.get((r["stage"], r["model"], r["attack"], r["protocol"]), len(order)))
     return rows, (None if rows else "no accuracy row in common")
@@ -629,7 +630,7 @@ def paired_between(a: RunView, b: RunView, confidence: float = 0.95) -> tuple[li
 def _reported_rows(view: RunView) -> set[tuple]:
     """(stage, model, attack, protocol) of every accuracy row a run reports (its evaluation.protocols):
     a run made before dbp stored only the listed protocols' outcomes holds more outcomes than rows."""
-    return {(r.get("stage"), r.get("model") or "original", r.get("attack"), r["protocol"]) for r in view.rows
+    return {(r.get("stage"), r.get("model") or ORIGINAL, r.get("attack"), r["protocol"]) for r in view.rows
             if isinstance(r, dict) and isinstance(r.get("protocol"), str)}
 
 
@@ -743,7 +744,7 @@ def swept_attack_index(key: str) -> int | None:
 
 def _model_rows(view: RunView, protocol: str) -> list[dict]:
     """The ``protocol`` accuracy rows of the configured model (not an ADDT variant) of ``view``."""
-    return [r for r in view.rows if r.get("protocol") == protocol and r.get("model") in (None, "original")]
+    return [r for r in view.rows if r.get("protocol") == protocol and r.get("model") in (None, ORIGINAL)]
 
 
 @dataclass
@@ -864,7 +865,7 @@ class SweepView:
             return None
         return [n for n in (pv.attack_name(i) for i in slots) if n is not None]
 
-    def point_rows(self, pv: SweepPointView, protocol: str = "single") -> list[dict]:
+    def point_rows(self, pv: SweepPointView, protocol: str = SINGLE) -> list[dict]:
         """The accuracy rows (``protocol``, the configured model) that the sweep measures at point
         ``pv``: the rows of :meth:`measured_attacks`, in grid order, or every attack's row when the
         grid varies something else; [] while the point has no results."""
@@ -876,12 +877,12 @@ class SweepView:
             return rows
         return [r for name in names for r in rows if r.get("attack") == name]
 
-    def point_text(self, pv: SweepPointView, protocol: str = "single") -> str:
+    def point_text(self, pv: SweepPointView, protocol: str = SINGLE) -> str:
         """:meth:`point_rows` as 'single/pgd-eot-linf 37.5% [13.7%, 69.4%]' (``; ``-separated),
         '-' while the point has none."""
         return "; ".join(headline_text(r) for r in self.point_rows(pv, protocol)) or "-"
 
-    def curves(self, key: str | None = None, protocol: str = "single") -> dict[str, list[dict]]:
+    def curves(self, key: str | None = None, protocol: str = SINGLE) -> dict[str, list[dict]]:
         """Accuracy against the value of ``key`` (default: the first grid key): per line, the points
         ``{"x", "accuracy", "ci_low", "ci_high", "n", "run", "attack"}`` in grid order. A line is an attack
         (its ``protocol`` rows of the configured model), suffixed with the other grid keys' values

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -219,87 +220,129 @@ def _record_end(run: RunWriter, state: str, message: str, log: str, drop_results
         run.unrecorded = "; ".join(problems)
 
 
+@dataclass
+class _Attempt:
+    """How far one run_study got, for its end: the signal gate, torch's thread count to restore, and
+    whether results.json is written without the state 'done' (an unfinished run must not keep it)."""
+    gate: _SignalGate
+    distributed: bool  # under torchrun: rank 0 writes, other ranks get a runs.FollowerRun
+    threads_before: int | None = None
+    results_written: bool = False
+
+
 def _run_locked(run: RunWriter, cfg: ExperimentConfig,
                 on_progress: Callable[[str, int, int | None], None] | None) -> str:
-    gate = _SignalGate()
-    previous = gate.install()
+    attempt = _Attempt(_SignalGate(), dist.is_distributed())
+    previous = attempt.gate.install()
     run.bad_input = False
-    distributed = dist.is_distributed()  # under torchrun: rank 0 writes, other ranks get a runs.FollowerRun
-    threads_before = None
-    results_written = False
     try:
         with _crash_reports(run), _exits_recorded(run), _warnings_logged(run):
             try:
-                with gate.held():
-                    claimed = run.claimed_from  # the CLI marks a resumed run running right after locking it
-                    if claimed is None:
-                        status = run.read_status(check_alive=False)
-                        run.mark_running()
-                    else:
-                        status = claimed
-                        run.claimed_from = None  # consumed: a later run_study on this object reads the status again
-                    resumed = status is not None and status.state != "queued"
-                    run.log(("resuming" if resumed else "starting") + f" on {socket.gethostname()}")
-                    run.append_metric("resume" if resumed else "start", None)
-                started = time.time()
-                threads_before = _set_threads(cfg)
-                if cfg.threads is not None:
-                    run.log(f"torch intra-op threads: {cfg.threads}")
-                done: dict = run.load_checkpoint("stages.json") or {}
-                if distributed:
-                    done = dist.broadcast_object(done)
-                resources = Resources(cfg)
-                for name in cfg.stages:
-                    if name in done:
-                        continue
-                    fn = resolve_stage(name)
-                    here = not distributed or dist.is_main() or getattr(fn, "dbp_all_ranks", False)
-                    ctx = StageContext(cfg=cfg, run=run, name=name, resources=resources, on_progress=on_progress,
-                                       collective=distributed and getattr(fn, "dbp_all_ranks", False), previous=done)
-                    run.log(f"stage {name}")
-                    done[name] = fn(ctx) if here else None
-                    if distributed:
-                        dist.barrier()  # every rank finished the stage (raises dist.PeerFailed if one failed)
-                        if not getattr(fn, "dbp_all_ranks", False):  # later stages may read it on every rank
-                            done[name] = dist.broadcast_object(done[name])
-                    run.save_checkpoint("stages.json", done)
-                results = _results(run, cfg, done, (status.created if status else None) or started)
-                with gate.held(deliver=False):  # results.json and 'done' together: a signal now changes nothing
-                    run.write_results(results)
-                    results_written = True
-                    run.append_metric("done", None, headline=results["headline"])
-                    run.release_space()
-                    run.write_status(state="done", eta=0, message="")
-                    results_written = False  # recorded: the run is done
-                    run.log("done")
-                return "done"
+                return _run_to_done(run, cfg, on_progress, attempt)
             except (Interrupted, KeyboardInterrupt) as exc:
-                with gate.held(deliver=False):
-                    gate.raised = True  # a KeyboardInterrupt not from our handler: ignore further signals too
-                    dist.report_failure(exc)
-                    msg = str(exc) or "interrupted"
-                    if distributed:
-                        msg += " (under torchrun: if no one sent it, a peer process died; torchrun's output says which)"
-                    _record_end(run, "interrupted", msg, f"{msg}; resume with: dbp resume {run.id}", results_written)
-                return "interrupted"
+                return _end_interrupted(run, attempt, exc)
             except BaseException as exc:  # noqa: BLE001 — any end of the run's code, sys.exit() included
-                with gate.held(deliver=False):
-                    gate.raised = True
-                    run.bad_input = isinstance(exc, PluginError)  # a plugin broke its contract: exit code 2
-                    dist.report_failure(exc)  # under torchrun: every rank learns of it before rank 0 writes
-                    _record_end(run, "failed", describe(exc), "failed:\n" + traceback.format_exc()
-                                + getattr(exc, "tracebacks", ""), results_written)
-                return "failed"
+                return _end_failed(run, attempt, exc)
     finally:
-        with gate.held(deliver=False):
-            dist.settle()  # under torchrun, after a failure: every rank waits until rank 0 has written
-            run.release_space()
-            run.close()
-            if threads_before is not None:
-                import torch
-                torch.set_num_threads(threads_before)
-            for sig, h in previous.items():
-                signal.signal(sig, h)
+        with attempt.gate.held(deliver=False):
+            _settle(run, attempt.threads_before, previous)
+
+
+def _run_to_done(run: RunWriter, cfg: ExperimentConfig, on_progress, attempt: _Attempt) -> str:
+    """Mark the run running, run the stages not done yet, write results.json and the state 'done'."""
+    with attempt.gate.held():
+        status = _mark_running(run)
+    started = time.time()
+    attempt.threads_before = _set_threads(cfg)
+    if cfg.threads is not None:
+        run.log(f"torch intra-op threads: {cfg.threads}")
+    done = _run_stages(run, cfg, on_progress, attempt.distributed)
+    results = _results(run, cfg, done, (status.created if status else None) or started)
+    with attempt.gate.held(deliver=False):  # results.json and 'done' together: a signal now changes nothing
+        run.write_results(results)
+        attempt.results_written = True
+        run.append_metric("done", None, headline=results["headline"])
+        run.release_space()
+        run.write_status(state="done", eta=0, message="")
+        attempt.results_written = False  # recorded: the run is done
+        run.log("done")
+    return "done"
+
+
+def _mark_running(run: RunWriter):
+    """The run's status before this start (None for a new run), the run marked running and the
+    start (or resumption) logged."""
+    claimed = run.claimed_from  # the CLI marks a resumed run running right after locking it
+    if claimed is None:
+        status = run.read_status(check_alive=False)
+        run.mark_running()
+    else:
+        status = claimed
+        run.claimed_from = None  # consumed: a later run_study on this object reads the status again
+    resumed = status is not None and status.state != "queued"
+    run.log(("resuming" if resumed else "starting") + f" on {socket.gethostname()}")
+    run.append_metric("resume" if resumed else "start", None)
+    return status
+
+
+def _run_stages(run: RunWriter, cfg: ExperimentConfig, on_progress, distributed: bool) -> dict:
+    """``{stage: result}`` of every stage, those recorded in stages.json skipped; the record is saved
+    after each stage (under torchrun: on every rank, a stage run by rank 0 alone broadcast)."""
+    done: dict = run.load_checkpoint("stages.json") or {}
+    if distributed:
+        done = dist.broadcast_object(done)
+    resources = Resources(cfg)
+    for name in cfg.stages:
+        if name in done:
+            continue
+        fn = resolve_stage(name)
+        all_ranks = getattr(fn, "dbp_all_ranks", False)
+        here = not distributed or dist.is_main() or all_ranks
+        ctx = StageContext(cfg=cfg, run=run, name=name, resources=resources, on_progress=on_progress,
+                           collective=distributed and all_ranks, previous=done)
+        run.log(f"stage {name}")
+        done[name] = fn(ctx) if here else None
+        if distributed:
+            dist.barrier()  # every rank finished the stage (raises dist.PeerFailed if one failed)
+            if not all_ranks:  # later stages may read it on every rank
+                done[name] = dist.broadcast_object(done[name])
+        run.save_checkpoint("stages.json", done)
+    return done
+
+
+def _end_interrupted(run: RunWriter, attempt: _Attempt, exc: BaseException) -> str:
+    with attempt.gate.held(deliver=False):
+        attempt.gate.raised = True  # a KeyboardInterrupt not from our handler: ignore further signals too
+        dist.report_failure(exc)
+        msg = str(exc) or "interrupted"
+        if attempt.distributed:
+            msg += " (under torchrun: if no one sent it, a peer process died; torchrun's output says which)"
+        _record_end(run, "interrupted", msg, f"{msg}; resume with: dbp resume {run.id}", attempt.results_written)
+    return "interrupted"
+
+
+def _end_failed(run: RunWriter, attempt: _Attempt, exc: BaseException) -> str:
+    """Called while ``exc`` is being handled (its traceback goes to log.txt)."""
+    with attempt.gate.held(deliver=False):
+        attempt.gate.raised = True
+        run.bad_input = isinstance(exc, PluginError)  # a plugin broke its contract: exit code 2
+        dist.report_failure(exc)  # under torchrun: every rank learns of it before rank 0 writes
+        _record_end(run, "failed", describe(exc), "failed:\n" + traceback.format_exc()
+                    + getattr(exc, "tracebacks", ""), attempt.results_written)
+    return "failed"
+
+
+def _settle(run: RunWriter, threads_before: int | None, previous_handlers: dict) -> None:
+    """However the run ended: wait for the other ranks, release the reserve, close the run, and put
+    torch's thread count and the signal handlers back."""
+    dist.settle()  # under torchrun, after a failure: every rank waits until rank 0 has written
+    run.release_space()
+    run.close()
+    if threads_before is not None:
+        import torch
+        torch.set_num_threads(threads_before)
+    for sig, h in previous_handlers.items():
+        signal.signal(sig, h)
 
 
 def _results(run: RunWriter, cfg: ExperimentConfig, stages: dict, created: float) -> dict:

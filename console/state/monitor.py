@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dbp_core.results import MetricsView, RunStatus, RunView, headline_text, read_run, row_meaning
 from dbp_core.runs import Progress
+from dbp_core.stages.registry import ORIGINAL, SINGLE
 
 from .format import fmt_diff, fmt_pct, progress_text
 from .runs import audit_of
@@ -143,7 +144,7 @@ class ResultsSummary:
 def _model_attack(label: str) -> tuple[str, str]:
     """A comparison label '[model:]attack:protocol' (docs/results.md) → (model, attack)."""
     parts = str(label).split(":")
-    return (parts[0], parts[1]) if len(parts) >= 3 else ("original", parts[0])
+    return (parts[0], parts[1]) if len(parts) >= 3 else (ORIGINAL, parts[0])
 
 
 def results_summary(view: RunView) -> ResultsSummary | None:
@@ -152,19 +153,19 @@ def results_summary(view: RunView) -> ResultsSummary | None:
         return None
     rows = []
     for r in view.rows:
-        model = f"{r['model']}: " if r.get("model") not in (None, "original") else ""
+        model = f"{r['model']}: " if r.get("model") not in (None, ORIGINAL) else ""
         what = model + (f"{r['attack']} / " if r.get("attack") else "") + str(r["protocol"])
         rows.append((what, fmt_pct(r.get("accuracy")), f"[{fmt_pct(r.get('ci_low'))}, {fmt_pct(r.get('ci_high'))}]",
                      str(r.get("n", "")), row_meaning(r)))
     diffs, versus = [], []
-    acc = {(r.get("model") or "original", r.get("attack"), r["protocol"]): r for r in view.rows}
+    acc = {(r.get("model") or ORIGINAL, r.get("attack"), r["protocol"]): r for r in view.rows}
     for c in view.comparisons:
         diffs.append((f"{c['a']} − {c['b']}", fmt_diff(c.get("diff")),
                       f"[{fmt_diff(c.get('ci_low'))}, {fmt_diff(c.get('ci_high'))}]", str(c.get("what", ""))))
         if c.get("what") == "attack vs attack":
             (ma, a), (mb, b) = _model_attack(c["a"]), _model_attack(c["b"])
-            ra, rb = acc.get((ma, a, "single")), acc.get((mb, b, "single"))
-            prefix = f"{ma}: " if ma != "original" else ""
+            ra, rb = acc.get((ma, a, SINGLE)), acc.get((mb, b, SINGLE))
+            prefix = f"{ma}: " if ma != ORIGINAL else ""
             versus.append(f"{prefix}{a} {fmt_pct(ra and ra['accuracy'])} vs {b} {fmt_pct(rb and rb['accuracy'])}: "
                           f"{fmt_diff(c.get('diff'))} [{fmt_diff(c.get('ci_low'))}, {fmt_diff(c.get('ci_high'))}]")
     audit = audit_of(view)

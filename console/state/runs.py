@@ -19,6 +19,7 @@ from pathlib import Path
 from dbp_core.results import (RunView, export_rows, headline_text, list_runs, list_sweeps, paired_between,
                               setting_differences, write_csv)
 from dbp_core.runs import RunStore, toml_value
+from dbp_core.stages.registry import ORIGINAL
 
 from .format import fmt_diff, fmt_pct
 
@@ -134,7 +135,7 @@ def compare_results(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         acc = {}
         for a in r["view"].rows:
             model = a.get("model")
-            attack = a.get("attack") if model in (None, "original") else f"{model}:{a.get('attack') or '-'}"
+            attack = a.get("attack") if model in (None, ORIGINAL) else f"{model}:{a.get('attack') or '-'}"
             k = (a.get("stage"), a.get("protocol"), attack)
             acc[k] = a
             if k not in keys:
@@ -173,7 +174,7 @@ def compare_runs(rows: list[dict]) -> Comparison:
         diffs, why = paired_between(v, views[0])
         lines = []
         for d in diffs:
-            model = f"{d['model']}:" if d["model"] not in (None, "original") else ""
+            model = f"{d['model']}:" if d["model"] not in (None, ORIGINAL) else ""
             lines.append([str(d["stage"]), str(d["protocol"]), model + str(d["attack"] or "-"),
                           fmt_pct(d["a"]), fmt_pct(d["b"]), fmt_diff(d["diff"]),
                           f"[{fmt_diff(d['ci_low'])}, {fmt_diff(d['ci_high'])}]", str(d["n"])])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dbp_core.results import SweepView, read_sweep
 from dbp_core.runs import toml_value
+from dbp_core.stages.registry import SINGLE
 
 from .format import fmt_pct
 
@@ -47,7 +48,7 @@ class SweepSnapshot:
         return {s.label: len(s.xs) for s in self.series}
 
 
-def sweep_snapshot(path: str | os.PathLike, key: str | None = None, protocol: str = "single") -> SweepSnapshot:
+def sweep_snapshot(path: str | os.PathLike, key: str | None = None, protocol: str = SINGLE) -> SweepSnapshot:
     view = read_sweep(Path(path))
     key = key or (view.keys[0] if view.keys else "value")
     lines = view.curves(key, protocol)

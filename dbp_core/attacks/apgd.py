@@ -9,8 +9,9 @@ example, the iterate with the lowest share of correct predictions over several p
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -176,7 +177,6 @@ class APGD:
         self.loss, self.targets, self.rho, self.momentum = loss, int(targets), rho, momentum
         self.selection, self.selection_samples = selection, selection_samples
         self.on_iteration, self.trace = on_iteration, trace
-        self._evaluations = 0  # gradients so far in this call (the iteration axis of on_iteration)
 
     # ------------------------------------------------------------ phases
 
@@ -186,15 +186,17 @@ class APGD:
         return [(rank, r) for rank in ranks for r in range(self.restarts)]
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, uids: torch.Tensor) -> torch.Tensor:
+        # what one call changes (the start generator, the gradient count) is passed through it, not
+        # kept on the instance: one attack object may attack several batches at once
         model = as_attack_model(model)
         x = x.detach()
-        self._evaluations = 0
         generator = torch.Generator().manual_seed(int(self.start_seed)) if self.start_rng == "autoattack" else None
+        calls = itertools.count()  # gradients so far in this call (the iteration axis of on_iteration)
         if self.selection == "autoattack":
-            return self._autoattack(model, x, y, uids, generator)
-        return self._lowest_correct(model, x, y, uids, generator)
+            return self._autoattack(model, x, y, uids, generator, calls)
+        return self._lowest_correct(model, x, y, uids, generator, calls)
 
-    def _run_phase(self, model, x, y, uids, idx, phase, generator) -> RunResult:
+    def _run_phase(self, model, x, y, uids, idx, phase, generator, calls: Iterator[int]) -> RunResult:
         rank, restart = phase
         scope = ("restart", restart) if rank is None else ("target", rank, "restart", restart)
         plan = self.noise.scoped(*scope)
@@ -205,9 +207,9 @@ class APGD:
                 target = ranked_class(logits_of(model(xs, us, **plan.kwargs("target"))), rank)
         t = _start_noise(xs, us, self.norm, derive_seed(self.start_seed, *scope), generator) \
             if self.random_start else None
-        return self.run(model, xs, ys, us, target=target, plan=plan, start=t, phase=phase)
+        return self.run(model, xs, ys, us, target=target, plan=plan, start=t, phase=phase, calls=calls)
 
-    def _autoattack(self, model, x, y, uids, generator) -> torch.Tensor:
+    def _autoattack(self, model, x, y, uids, generator, calls: Iterator[int]) -> torch.Tensor:
         """AutoAttack's ``perturb``: only points the clean forward classifies correctly are attacked,
         restarts only on points not yet fooled; a fooled point gets its run's ``x_best_adv``."""
         with torch.no_grad():
@@ -217,13 +219,13 @@ class APGD:
             idx = robust.nonzero().view(-1)
             if idx.numel() == 0:
                 continue
-            res = self._run_phase(model, x, y, uids, idx, phase, generator)
+            res = self._run_phase(model, x, y, uids, idx, phase, generator, calls)
             fooled = ~res.acc
             robust[idx[fooled]] = False
             x_out[idx[fooled]] = res.x_best_adv[fooled]
         return x_out
 
-    def _lowest_correct(self, model, x, y, uids, generator) -> torch.Tensor:
+    def _lowest_correct(self, model, x, y, uids, generator, calls: Iterator[int]) -> torch.Tensor:
         """Every point is attacked until one of its iterates is never classified correctly; per
         point the iterate with the lowest share of correct predictions over all runs is kept."""
         frac = torch.full((x.shape[0],), float("inf"), device=x.device)
@@ -233,7 +235,7 @@ class APGD:
             idx = (frac > 0).nonzero().view(-1)
             if idx.numel() == 0:
                 continue
-            res = self._run_phase(model, x, y, uids, idx, phase, generator)
+            res = self._run_phase(model, x, y, uids, idx, phase, generator, calls)
             better = (res.sel_frac < frac[idx]) | ((res.sel_frac == frac[idx]) & (res.sel_loss > loss[idx]))
             keep = idx[better]
             frac[keep], loss[keep], x_out[keep] = res.sel_frac[better], res.sel_loss[better], res.x_sel[better]
@@ -241,7 +243,7 @@ class APGD:
 
     # ------------------------------------------------------------ one run
 
-    def _evaluate(self, model, x_adv, y, uids, target, plan: NoisePlan, i: int):
+    def _evaluate(self, model, x_adv, y, uids, target, plan: NoisePlan, i: int, calls: Iterator[int]):
         """(gradient, loss, prediction correct, share correct) at x_adv: the mean EOT gradient;
         loss and prediction of the last EOT draw (AutoAttack) or the replicas' mean loss and the
         share of correct predictions (lowest-correct)."""
@@ -249,9 +251,9 @@ class APGD:
                                             **plan.kwargs(i))
         grad = grad / float(self.eot)
         B = y.shape[0]
+        evaluation = next(calls)
         if self.on_iteration is not None:
-            self.on_iteration(self._evaluations, float(losses.mean()), success_rate(logits, y))
-        self._evaluations += 1
+            self.on_iteration(evaluation, float(losses.mean()), success_rate(logits, y))
         correct = (logits.argmax(1) == y.repeat(self.eot)).view(self.eot, B)
         if self.selection == "autoattack":
             return grad, losses.view(self.eot, B)[-1], correct[-1], None
@@ -263,11 +265,12 @@ class APGD:
         return grad, losses.view(self.eot, B).mean(0), correct[-1], correct.float().mean(0)
 
     def run(self, model, x: torch.Tensor, y: torch.Tensor, uids: torch.Tensor, *, target=None,
-            plan: NoisePlan | None = None, start: torch.Tensor | None = None, phase: tuple = (None, 0)) -> RunResult:
+            plan: NoisePlan | None = None, start: torch.Tensor | None = None, phase: tuple = (None, 0),
+            calls: Iterator[int] | None = None) -> RunResult:
         """One APGD run from ``x + eps * start / ||start||`` (from x when ``start`` is None):
-        AutoAttack's ``attack_single_run``, ``iterations`` updates after the gradient at the start."""
-        model = as_attack_model(model)
-        plan = plan or self.noise
+        AutoAttack's ``attack_single_run``, ``iterations`` updates after the gradient at the start.
+        ``calls`` counts the gradients of the whole attack (on_iteration's axis; default: from 0)."""
+        model, plan, calls = as_attack_model(model), plan or self.noise, itertools.count() if calls is None else calls
         n, norm, eps = self.iterations, self.norm, self.eps
         interval, decrement, min_interval = checkpoint_schedule(n)
         x_adv = x + eps * torch.ones_like(x) * _normalize(start, norm) if start is not None else x.clone()
@@ -276,7 +279,7 @@ class APGD:
         B = x.shape[0]
         loss_steps = torch.zeros(n, B, dtype=x.dtype, device=x.device)
 
-        grad, loss, pred, frac = self._evaluate(model, x_adv, y, uids, target, plan, 0)
+        grad, loss, pred, frac = self._evaluate(model, x_adv, y, uids, target, plan, 0, calls)
         grad_best, loss_best, acc = grad.clone(), loss.clone(), pred.clone()
         x_sel, sel_frac, sel_loss = x_adv.clone(), frac, loss.clone()
         step = 2.0 * eps * torch.ones([B, *([1] * (x.dim() - 1))], dtype=x.dtype, device=x.device)
@@ -291,7 +294,7 @@ class APGD:
                 z = _project(x_adv + step * _direction(grad, norm), x, norm, eps)
                 # evaluated as written even at i = 0 (a = 1): x + (z - x) is not always z in floats
                 x_adv = _project(x_adv + (z - x_adv) * a + grad2 * (1 - a), x, norm, eps)
-            grad, loss, pred, frac = self._evaluate(model, x_adv, y, uids, target, plan, i + 1)
+            grad, loss, pred, frac = self._evaluate(model, x_adv, y, uids, target, plan, i + 1, calls)
             with torch.no_grad():
                 acc = acc & pred
                 x_best_adv = torch.where(_rows(~pred, x), x_adv, x_best_adv)

@@ -45,7 +45,8 @@ class AutoAttackRand:
     Shape:
         - x: [B, C, H, W] in [0, 1]; y: [B]; uids: [B] int64. Output: [B, C, H, W].
         - After a call, ``scores`` [B] holds each point's share of correct evaluations of the
-          returned example (the authors' robust accuracy is its mean).
+          returned example (the authors' robust accuracy is its mean): a record of the last call,
+          never read by the attack; :meth:`scored` returns them with the examples.
     """
 
     kind = "autoattack-rand"  # the registry kind whose defaults fill the arguments left None
@@ -86,6 +87,12 @@ class AutoAttackRand:
         return model
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, uids: torch.Tensor) -> torch.Tensor:
+        x_adv, self.scores = self.scored(model, x, y, uids)
+        return x_adv
+
+    def scored(self, model, x: torch.Tensor, y: torch.Tensor,
+               uids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(adversarial examples, each point's share of correct evaluations of its example)."""
         model = as_attack_model(model)
         attacker = self.attacker(model)
         x = x.detach()
@@ -100,5 +107,4 @@ class AutoAttackRand:
             lower = share < scores[idx]  # strictly: ties keep the earlier example
             scores[idx[lower]] = share[lower]
             x_adv[idx[lower]] = adv[lower]
-        self.scores = scores
-        return x_adv
+        return x_adv, scores

@@ -81,7 +81,8 @@ class AutoAttackStandard:
         - model: a deterministic attack model or plain classifier. x: [B, C, H, W] in [0, 1];
           y: [B]; uids: [B] int64. Output: [B, C, H, W].
         - After a call, ``warnings`` lists AutoAttack's own flags (checks.py: randomised defence,
-          probabilities for logits, Square stronger than the gradient attacks, ...), each once.
+          probabilities for logits, Square stronger than the gradient attacks, ...), each once: a
+          record of every call so far, never read by the attack (a call collects its own first).
     """
 
     kind = "autoattack-standard"  # the registry kind whose defaults fill the arguments left None
@@ -119,7 +120,8 @@ class AutoAttackStandard:
         model = as_attack_model(model)
         x = x.detach()
         logger = logging.getLogger("auto-attack")
-        handler = _CollectWarnings(self.warnings)
+        found: list[str] = []  # this call's flags, added to ``warnings`` at its end
+        handler = _CollectWarnings(found)
         propagate = logger.propagate
         logger.addHandler(handler)
         logger.propagate = False  # AutoAttack's flags are collected, not printed once per example
@@ -138,9 +140,8 @@ class AutoAttackStandard:
                 out[b] = adv[0].to(x.dtype)
         finally:
             caught.__exit__(None, None, None)
-            for w in raised:  # check_zero_gradients warns through the warnings module
-                if str(w.message) not in self.warnings:
-                    self.warnings.append(str(w.message))
+            found += [str(w.message) for w in raised]  # check_zero_gradients warns through the warnings module
+            self.warnings += [w for w in dict.fromkeys(found) if w not in self.warnings]
             logger.removeHandler(handler)
             logger.propagate = propagate
         return out

@@ -68,21 +68,27 @@ class PGD:
         self.start_seed = start_seed
         attack_loss(a["loss"])  # an unknown name fails here, not mid-attack
         self.on_iteration, self.loss = on_iteration, a["loss"]
-        self.target: torch.Tensor | None = None
 
-    def gradient(self, model, x_adv, y, uids, i):
-        return eot_gradient(model, x_adv, y, uids, self.eot, self.eot_chunk, self.loss, self.target,
+    def gradient(self, model, x_adv, y, uids, i, target: torch.Tensor | None = None):
+        """The EOT gradient at iteration ``i`` (``target``: the classes of a targeted loss)."""
+        return eot_gradient(model, x_adv, y, uids, self.eot, self.eot_chunk, self.loss, target,
                             **self.noise.kwargs(i))
 
+    def targets_of(self, model, x, y, uids) -> torch.Tensor | None:
+        """The classes a targeted loss aims at (the best other class at the clean input), else None."""
+        if not is_targeted(self.loss):
+            return None
+        with torch.no_grad():
+            return best_other_class(logits_of(model(x, uids, **self.noise.kwargs("target"))), y)
+
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, uids: torch.Tensor) -> torch.Tensor:
+        # everything of one call is local: one attack object may attack several batches at once
         model = as_attack_model(model)
         x = x.detach()
-        if is_targeted(self.loss):
-            with torch.no_grad():
-                self.target = best_other_class(logits_of(model(x, uids, **self.noise.kwargs("target"))), y)
+        target = self.targets_of(model, x, y, uids)
         x_adv = random_start(x, uids, self.norm, self.eps, self.start_seed) if self.random_start else x.clone()
         for i in range(self.iterations):
-            grad, loss, logits = self.gradient(model, x_adv, y, uids, i)
+            grad, loss, logits = self.gradient(model, x_adv, y, uids, i, target)
             if self.on_iteration is not None:
                 self.on_iteration(i, float(loss.mean()), success_rate(logits, y))
             x_adv = project(x_adv + self.step * ascent_direction(grad, self.norm), x, self.norm, self.eps)

@@ -134,7 +134,7 @@ class Purifier(nn.Module):
         self.schedule = schedule or linear_schedule()
         self.t_star = float(t_star)
         self.num_noise_steps = self.schedule.steps_for(self.t_star)
-        self.steps = int(steps) if steps is not None else self.num_noise_steps
+        requested = int(steps) if steps is not None else self.num_noise_steps  # see the property ``steps``
         self.sampler = sampler
         self.noise = noise if noise is not None else noise_mod.stochastic()
         self.grad_mode = grad_mode
@@ -146,10 +146,10 @@ class Purifier(nn.Module):
         self.respacing = respacing
         self.precision = precision
         if sampler in DISCRETE_SAMPLERS:
-            self.chain: list[ReverseStep] = reverse_chain(self.schedule, self.num_noise_steps, self.steps, sampler,
+            self.chain: list[ReverseStep] = reverse_chain(self.schedule, self.num_noise_steps, requested, sampler,
                                                           variance, self.eta, respacing)
         else:
-            self.chain = continuous_chain(sampler, self.t_star, self.steps)
+            self.chain = continuous_chain(sampler, self.t_star, requested)
         if segments is not None and segments < 1:
             raise ValueError(f"segments must be >= 1, got {segments}")
         # segments mode: ceil(sqrt(S)) by default, the count that minimises stored images (~2 sqrt(S))
@@ -161,6 +161,13 @@ class Purifier(nn.Module):
         self.__dict__["_net"] = compiled_network(eps_model) if compile else eps_model
         self._costs: dict = {}  # measured step costs (memory.StepCosts) by (row shape, dtype, device, weights)
         self.last_plan: MemoryPlan | None = None
+
+    @property
+    def steps(self) -> int:
+        """The reverse steps the purifier runs: the length of its chain. The ``steps`` argument asks for
+        a resolution; the chain may have fewer (a global respacing keeps only its steps below t*) or
+        other (DiffPure's SDE and ODE time grids round their last step)."""
+        return len(self.chain)
 
     def extra_repr(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in (("eta", self.eta), ("clip_denoised", self.clip_denoised),

@@ -16,15 +16,16 @@ from ..addt.cgpo import CGPOSettings
 from ..addt.trainer import ADDTTrainer, TrainSettings
 from ..purifier.diffusion import linear_schedule
 from .context import StageContext
+from .registry import ADDT_MODEL, CONTROL_MODEL
 
 CHECKPOINT_EVERY = 25  # steps; a checkpoint holds model, EMA and optimiser state
 
 
 def variants(cfg) -> list[tuple[str, CGPOSettings]]:
     s = CGPOSettings.from_config(cfg.addt)
-    out = [("addt", s)]
+    out = [(ADDT_MODEL, s)]
     if cfg.addt.control:
-        out.append(("control", dataclasses.replace(s, multiplier=0.0, mapping="rbgm")))
+        out.append((CONTROL_MODEL, dataclasses.replace(s, multiplier=0.0, mapping="rbgm")))
     return out
 
 

@@ -31,8 +31,9 @@ from ..attacks.registry import KINDS, build_attack, undefended_config
 from ..models.defended import DefendedClassifier
 from ..purifier import noise as noise_mod
 from ..purifier.noise import derive_seed
-from .attacks import attacker_model
+from .attacks import attacker_model, outcome_key
 from .context import StageContext
+from .registry import ORIGINAL, SINGLE
 
 # the check each attack variant serves (a variant runs only when its check is listed)
 VARIANT_CHECKS = {"large-eps": "large-eps", "more-iterations": "more-iterations", "more-eot": "more-eot",
@@ -73,99 +74,140 @@ def variants(acfg, checks: list[str], large: float) -> dict:
     return out
 
 
-def run(ctx: StageContext) -> dict:
-    cfg, res = ctx.cfg, ctx.resources
-    ac = cfg.audit
-    if not cfg.attacks:
-        raise ValueError("stage 'audit' audits an attack: add an [[attacks]] entry")
-    acfg = audited_attack(cfg)
-    kind = KINDS.get(acfg.kind)
-    deterministic = acfg.noise != "stochastic" or (kind is not None and kind.deterministic)
-    purifier = res.purifier(noise_mod.named(ctx.seed("unseeded")))
-    if purifier is None:
-        raise ValueError("stage 'audit' audits a purified classifier: models.diffusion must not be 'none'")
-    classifier, device, data = res.classifier(), res.device, res.data()
-    defended = DefendedClassifier(classifier, purifier).to(device)
-    n = min(ac.examples, len(data))
-    batches = [(lo, min(lo + cfg.data.batch_size, n)) for lo in range(0, n, cfg.data.batch_size)]
-    # the attacks stage's seeds of this attack's seed 0: the variants are paired with its outcomes
-    eval_seed = derive_seed(cfg.seed, "attacks", "eval", acfg.name, 0)
-    attack_seed = derive_seed(cfg.seed, "attacks", "attack", acfg.name, 0)
-    large = large_budget(acfg, int(data.x[0].numel()), ac.large_eps)
+def planned(acfg, ac, large: float) -> dict:
+    """``{variant: [[attacks]] entry or None}`` of every run the listed checks need, the audited
+    attack itself first (``noise``: the random points, no attack)."""
     todo = {"attack": acfg, **variants(acfg, ac.checks, large)}
     if "transfer" in ac.checks and undefended_config(acfg) is not None:
         todo["transfer"] = undefended_config(acfg)
     if "random-noise" in ac.checks:
         todo["noise"] = None
+    return todo
 
-    state = ctx.load_checkpoint() or {"outcomes": {}}
-    done_before = (ctx.previous.get("attacks") or {}).get("per_example", {}).get(f"{acfg.name}/0", {}).get("single")
-    if "attack" not in state["outcomes"] and done_before is not None and len(done_before) >= n:
-        state["outcomes"]["attack"] = [float(v) for v in done_before[:n]]  # the same seeds: the same outcomes
 
-    def judged(x_adv, y, uids) -> list[float]:
+class Audit:
+    """One audit of one attack: the defence that judges, the examples, the seeds the variants share
+    with the ``attacks`` stage's seed 0 of the attack, and the variants to run."""
+
+    def __init__(self, ctx: StageContext):
+        cfg, res = ctx.cfg, ctx.resources
+        self.ctx, self.res, self.ac, self.conf = ctx, res, cfg.audit, cfg.evaluation.confidence
+        self.acfg = acfg = audited_attack(cfg)
+        kind = KINDS.get(acfg.kind)
+        self.deterministic = acfg.noise != "stochastic" or (kind is not None and kind.deterministic)
+        purifier = res.purifier(noise_mod.named(ctx.seed("unseeded")))
+        if purifier is None:
+            raise ValueError("stage 'audit' audits a purified classifier: models.diffusion must not be 'none'")
+        self.classifier, self.device, self.data = res.classifier(), res.device, res.data()
+        self.defended = DefendedClassifier(self.classifier, purifier).to(self.device)
+        self.n = n = min(self.ac.examples, len(self.data))
+        size = cfg.data.batch_size
+        self.batches = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+        # the attacks stage's seeds of this attack's seed 0: the variants are paired with its outcomes
+        self.eval_seed = derive_seed(cfg.seed, "attacks", "eval", acfg.name, 0)
+        self.attack_seed = derive_seed(cfg.seed, "attacks", "attack", acfg.name, 0)
+        self.large = large_budget(acfg, int(self.data.x[0].numel()), self.ac.large_eps)
+        self.todo = planned(acfg, self.ac, self.large)
+
+    def examples(self, lo: int, hi: int):
+        d = self.data
+        return d.x[lo:hi].to(self.device), d.y[lo:hi].to(self.device), d.uids[lo:hi].to(self.device)
+
+    def load_state(self) -> dict:
+        """The checkpoint, or a new state; the attack's own outcomes taken from the ``attacks`` stage
+        when it ran before (the same seeds: the same outcomes)."""
+        state = self.ctx.load_checkpoint() or {"outcomes": {}}
+        done_before = (self.ctx.previous.get("attacks") or {}).get("per_example", {}).get(
+            outcome_key(ORIGINAL, self.acfg.name, 0), {}).get(SINGLE)
+        if "attack" not in state["outcomes"] and done_before is not None and len(done_before) >= self.n:
+            state["outcomes"]["attack"] = [float(v) for v in done_before[:self.n]]
+        return state
+
+    def judged(self, x_adv, y, uids) -> list[float]:
         with torch.no_grad():
-            return (defended(x_adv, uids, seed=eval_seed).argmax(1) == y).float().tolist()
+            return (self.defended(x_adv, uids, seed=self.eval_seed).argmax(1) == y).float().tolist()
 
-    def outcomes_of(name, vcfg, x, y, uids) -> list[float]:
+    def outcomes_of(self, name: str, x, y, uids) -> list[float]:
+        """Per example of one batch: correct under variant ``name``, judged by the defence."""
+        acfg, vcfg = self.acfg, self.todo[name]
         if name == "noise":  # worst of R random points of norm eps
             ok = torch.ones_like(y, dtype=torch.bool)
-            for r in range(ac.noise_samples):
-                x_r = rules.random_points(x, uids, acfg.norm, acfg.eps, ctx.seed("noise", r))
-                ok &= torch.tensor(judged(x_r, y, uids), device=device).bool()
+            for r in range(self.ac.noise_samples):
+                x_r = rules.random_points(x, uids, acfg.norm, acfg.eps, self.ctx.seed("noise", r))
+                ok &= torch.tensor(self.judged(x_r, y, uids), device=self.device).bool()
             return ok.float().tolist()
-        attack = build_attack(vcfg, eval_seed=eval_seed, attack_seed=attack_seed)
+        attack = build_attack(vcfg, eval_seed=self.eval_seed, attack_seed=self.attack_seed)
         if name == "transfer":
-            return judged(attack(PlainModel(classifier), x, y, uids), y, uids)
-        return judged(attack(attacker_view(attacker_model(res, vcfg, defended), vcfg.gradient), x, y, uids), y, uids)
+            return self.judged(attack(PlainModel(self.classifier), x, y, uids), y, uids)
+        model = attacker_view(attacker_model(self.res, vcfg, self.defended), vcfg.gradient)
+        return self.judged(attack(model, x, y, uids), y, uids)
 
-    names = list(todo)
-    for j, name in enumerate(names):
-        if name in state["outcomes"]:
-            continue
-        values: list[float] = []
-        for lo, hi in batches:
-            x, y, uids = data.x[lo:hi].to(device), data.y[lo:hi].to(device), data.uids[lo:hi].to(device)
-            values += outcomes_of(name, todo[name], x, y, uids)
-            ctx.progress(j * n + hi, len(names) * n + 1, message=f"audit of {acfg.name}: {name}")
-        state["outcomes"][name] = values
-        ctx.metric("audit_variant", j, variant=name, accuracy=sum(values) / len(values))
-        ctx.save_checkpoint(state)
+    def run_variants(self, state: dict) -> None:
+        """Every variant not in ``state`` yet, batch by batch; checkpointed after each variant."""
+        names, n = list(self.todo), self.n
+        for j, name in enumerate(names):
+            if name in state["outcomes"]:
+                continue
+            values: list[float] = []
+            for lo, hi in self.batches:
+                values += self.outcomes_of(name, *self.examples(lo, hi))
+                self.ctx.progress(j * n + hi, len(names) * n + 1, message=f"audit of {self.acfg.name}: {name}")
+            state["outcomes"][name] = values
+            self.ctx.metric("audit_variant", j, variant=name, accuracy=sum(values) / len(values))
+            self.ctx.save_checkpoint(state)
 
-    out = state["outcomes"]
-    conf = cfg.evaluation.confidence
-    flags = []
-    if "large-eps" in out:
-        flags.append(rules.large_eps_flag(out["large-eps"], acfg.eps, large, ac.large_eps_accuracy, conf))
-    if "more-iterations" in out:
-        flags.append(rules.paired_flag("more-iterations", f"{acfg.iterations} -> {2 * acfg.iterations} iterations",
-                                       out["attack"], out["more-iterations"], conf, iterations=acfg.iterations))
-    if "more-eot" in ac.checks:
-        if "more-eot" in out:
-            flags.append(rules.paired_flag("more-eot", f"EOT {acfg.eot} -> {2 * acfg.eot}", out["attack"],
-                                           out["more-eot"], conf, eot=acfg.eot))
-        else:
-            flags.append(rules.flag("more-eot", False, "the attacker's model is deterministic (replayed noise): "
-                                    "EOT does not apply", eot=acfg.eot))
-    if "gradient-approximations" in ac.checks:
-        by_gradient = {acfg.gradient: out["attack"], **{g: out[g] for g in ("exact", "bpda", "blind") if g in out}}
-        flags.append(rules.approximation_flag(by_gradient["exact"], {g: by_gradient[g] for g in ("bpda", "blind")},
-                                              conf))
-    if "noise" in out:
-        flags.append(rules.random_noise_flag(out["attack"], out["noise"], ac.noise_samples, conf))
-    if "transfer" in out:
-        flags.append(rules.transfer_flag(out["attack"], out["transfer"], conf))
-    if "eot-convergence" in ac.checks or "zero-gradients" in ac.checks:
-        x, y, uids = data.x[:n].to(device), data.y[:n].to(device), data.uids[:n].to(device)
-        ks = [1] if deterministic else ac.eot_ks
-        seed_of = (lambda k, part: eval_seed) if deterministic else (lambda k, part: ctx.seed("eot", k, part))
-        model = attacker_view(attacker_model(res, acfg, defended), acfg.gradient)
+    def variant_flags(self, out: dict) -> list[dict]:
+        """The flags of the checks that compare variants' outcomes with the attack's."""
+        acfg, ac, conf, flags = self.acfg, self.ac, self.conf, []
+        if "large-eps" in out:
+            flags.append(rules.large_eps_flag(out["large-eps"], acfg.eps, self.large, ac.large_eps_accuracy, conf))
+        if "more-iterations" in out:
+            flags.append(rules.paired_flag("more-iterations", f"{acfg.iterations} -> {2 * acfg.iterations} iterations",
+                                           out["attack"], out["more-iterations"], conf, iterations=acfg.iterations))
+        if "more-eot" in ac.checks:
+            if "more-eot" in out:
+                flags.append(rules.paired_flag("more-eot", f"EOT {acfg.eot} -> {2 * acfg.eot}", out["attack"],
+                                               out["more-eot"], conf, eot=acfg.eot))
+            else:
+                flags.append(rules.flag("more-eot", False, "the attacker's model is deterministic (replayed noise): "
+                                        "EOT does not apply", eot=acfg.eot))
+        if "gradient-approximations" in ac.checks:
+            by_gradient = {acfg.gradient: out["attack"], **{g: out[g] for g in ("exact", "bpda", "blind") if g in out}}
+            flags.append(rules.approximation_flag(by_gradient["exact"], {g: by_gradient[g] for g in ("bpda", "blind")},
+                                                  conf))
+        if "noise" in out:
+            flags.append(rules.random_noise_flag(out["attack"], out["noise"], ac.noise_samples, conf))
+        if "transfer" in out:
+            flags.append(rules.transfer_flag(out["attack"], out["transfer"], conf))
+        return flags
+
+    def gradient_flags(self) -> list[dict]:
+        """The flags of independent EOT-K gradient estimates at the clean input (eot-convergence, zero-gradients)."""
+        acfg, ac, flags = self.acfg, self.ac, []
+        if "eot-convergence" not in ac.checks and "zero-gradients" not in ac.checks:
+            return flags
+        x, y, uids = self.examples(0, self.n)
+        ks = [1] if self.deterministic else ac.eot_ks
+        seed_of = (lambda k, part: self.eval_seed) if self.deterministic else \
+            (lambda k, part: self.ctx.seed("eot", k, part))
+        model = attacker_view(attacker_model(self.res, acfg, self.defended), acfg.gradient)
         conv = rules.eot_convergence(model, x, y, uids, ks, acfg.loss or "ce", seed_of, acfg.eot_chunk)
         if "eot-convergence" in ac.checks:
-            flags.append(rules.eot_convergence_flag(conv, ac.cosine, acfg.eot, ac.eot_limit, deterministic))
+            flags.append(rules.eot_convergence_flag(conv, ac.cosine, acfg.eot, ac.eot_limit, self.deterministic))
         if "zero-gradients" in ac.checks:
-            flags.append(rules.zero_gradient_flag(conv["zero_share"], n))
+            flags.append(rules.zero_gradient_flag(conv["zero_share"], self.n))
+        return flags
+
+
+def run(ctx: StageContext) -> dict:
+    if not ctx.cfg.attacks:
+        raise ValueError("stage 'audit' audits an attack: add an [[attacks]] entry")
+    audit = Audit(ctx)
+    state = audit.load_state()
+    audit.run_variants(state)
+    out = state["outcomes"]
+    flags = audit.variant_flags(out) + audit.gradient_flags()
     raised = [f["name"] for f in flags if f["raised"]]
-    ctx.log(f"audit of {acfg.name}: " + (f"raised {', '.join(raised)}" if raised else "no flag raised"))
-    return {"audit": {"attack": acfg.name, "examples": n, "raised": raised, "flags": flags},
+    ctx.log(f"audit of {audit.acfg.name}: " + (f"raised {', '.join(raised)}" if raised else "no flag raised"))
+    return {"audit": {"attack": audit.acfg.name, "examples": audit.n, "raised": raised, "flags": flags},
             "per_example": out}

@@ -5,6 +5,19 @@ from .. import dist
 from ..purifier import noise
 from ..stats import accuracy_row
 from .context import StageContext
+from .registry import CLEAN, PURIFIED
+
+
+def outcomes(classifier, purifier, protocols: list[str], x, y, uids) -> dict[str, list[int]]:
+    """Per example of one batch: correct without purification (``clean``) and after one (``purified``)."""
+    import torch
+    out = {}
+    with torch.no_grad():
+        if CLEAN in protocols:
+            out[CLEAN] = (classifier(x).argmax(1) == y).int().tolist()
+        if purifier is not None:
+            out[PURIFIED] = (classifier(purifier(x, uids)).argmax(1) == y).int().tolist()
+    return out
 
 
 @dist.all_ranks  # under torchrun every rank evaluates its shard of each batch
@@ -15,16 +28,15 @@ def run(ctx: StageContext) -> dict:
     numbers do not depend on batching, on the number of processes (each rank takes a strided
     shard of every batch, merged back in uid order) or on an interruption and resume.
     Checkpoint: ``{"next_batch", "clean": [0/1 per example so far], "purified": [...]}``."""
-    import torch
     cfg, res = ctx.cfg, ctx.resources
     data = res.data()
     classifier = res.classifier()
-    protocols = [p for p in ("clean", "purified") if p in cfg.evaluation.protocols]
+    protocols = [p for p in (CLEAN, PURIFIED) if p in cfg.evaluation.protocols]
     purifier = None
-    if "purified" in protocols:
+    if PURIFIED in protocols:
         if res.eps_model() is None:
-            protocols.remove("purified")
-        else:
+            protocols.remove(PURIFIED)
+        else:  # "purified": the seed's purpose (a constant of the run's numbers), not the protocol's name
             purifier = res.purifier(noise.replay(ctx.seed("purified")))
     batches = data.batches(cfg.data.batch_size)
     state = ctx.load_checkpoint() or {"next_batch": 0, **{p: [] for p in protocols}}
@@ -35,16 +47,8 @@ def run(ctx: StageContext) -> dict:
         lo, hi = batches[b]
         sel = dist.shard_indices(lo, hi)  # slice(lo, hi) single-process; this rank's share under torchrun
         x, y, uids = data.x[sel].to(device), data.y[sel].to(device), data.uids[sel].to(device)
-
-        def batch_outcomes():
-            out = {}
-            with torch.no_grad():
-                if "clean" in protocols:
-                    out["clean"] = (classifier(x).argmax(1) == y).int().tolist()
-                if purifier is not None:
-                    out["purified"] = (classifier(purifier(x, uids)).argmax(1) == y).int().tolist()
-            return out
-        out = dist.outcomes_by_uid(uids, batch_outcomes)  # every rank's share, in uid order
+        # every rank's share, in uid order
+        out = dist.outcomes_by_uid(uids, lambda: outcomes(classifier, purifier, protocols, x, y, uids))
         for p in protocols:
             state[p] += out.get(p, [])
         state["next_batch"] = b + 1

@@ -18,27 +18,38 @@ BUILTIN = {
 }
 _REGISTERED: dict[str, Callable] = {}
 
+# the defended models the attacks stage attacks (docs/results.md, "Accuracy rows": `model`): the
+# configured defence, and the diffusion models an ``addt`` stage fine-tunes (ADDT and its control run)
+ORIGINAL = "original"
+ADDT_MODEL, CONTROL_MODEL = "addt", "control"
+
 # [evaluation].protocols: what is reported for each example (docs/results.md)
-PROTOCOLS = ("clean", "purified", "undefended", "single", "repurify", "majority", "ensemble", "any-wrong",
-             "fresh-noise", "worst-case")
-DEFAULT_PROTOCOLS = ("clean", "purified", "undefended", "single", "repurify", "fresh-noise")
+CLEAN, PURIFIED, UNDEFENDED, SINGLE = "clean", "purified", "undefended", "single"
+REPURIFY, MAJORITY, ENSEMBLE, ANY_WRONG = "repurify", "majority", "ensemble", "any-wrong"
+FRESH_NOISE, WORST_CASE = "fresh-noise", "worst-case"
+PROTOCOLS = (CLEAN, PURIFIED, UNDEFENDED, SINGLE, REPURIFY, MAJORITY, ENSEMBLE, ANY_WRONG, FRESH_NOISE, WORST_CASE)
+DEFAULT_PROTOCOLS = (CLEAN, PURIFIED, UNDEFENDED, SINGLE, REPURIFY, FRESH_NOISE)
 # need a diffusion model
-PURIFYING_PROTOCOLS = ("purified", "repurify", "majority", "ensemble", "any-wrong", "fresh-noise")
+PURIFYING_PROTOCOLS = (PURIFIED, REPURIFY, MAJORITY, ENSEMBLE, ANY_WRONG, FRESH_NOISE)
+
+# the outcomes of n_repurify purifications: of the adversarial examples, of the unattacked ones
+# (in the order of stages.attacks.n_purification_outcomes: average, worst, majority, ensemble)
+N_PURIFICATION_OUTCOMES = ("repurify-avg", "repurify-worst", MAJORITY, ENSEMBLE)
+N_PURIFICATION_BASELINES = ("purified-avg", "purified-worst", "purified-majority", "purified-ensemble")
+REPURIFY_AVG, REPURIFY_WORST = N_PURIFICATION_OUTCOMES[:2]
+PURIFIED_AVG, PURIFIED_WORST = N_PURIFICATION_BASELINES[:2]
 
 # the attacks stage's rows per attack: (results protocol name, per-example outcome key, the config protocol
 # that enables it); several rows may read one outcome ("any-wrong" is the complement view of the worst case)
-ATTACK_ROWS = (("single", "single", "single"), ("fresh-noise", "fresh-noise", "fresh-noise"),
-               ("repurify-avg", "repurify-avg", "repurify"), ("repurify-worst", "repurify-worst", "repurify"),
-               ("majority", "majority", "majority"), ("ensemble", "ensemble", "ensemble"),
-               ("any-wrong", "repurify-worst", "any-wrong"), ("undefended", "undefended", "undefended"),
-               ("purified", "purified", "purified"), ("purified-avg", "purified-avg", "repurify"),
-               ("purified-worst", "purified-worst", "repurify"),
-               ("purified-majority", "purified-majority", "majority"),
-               ("purified-ensemble", "purified-ensemble", "ensemble"),
-               ("purified-any-wrong", "purified-worst", "any-wrong"), ("clean", "clean", "clean"))
-# the outcomes of n_repurify purifications: of the adversarial examples, of the unattacked ones
-N_PURIFICATION_OUTCOMES = ("repurify-avg", "repurify-worst", "majority", "ensemble")
-N_PURIFICATION_BASELINES = ("purified-avg", "purified-worst", "purified-majority", "purified-ensemble")
+ATTACK_ROWS = ((SINGLE, SINGLE, SINGLE), (FRESH_NOISE, FRESH_NOISE, FRESH_NOISE),
+               (REPURIFY_AVG, REPURIFY_AVG, REPURIFY), (REPURIFY_WORST, REPURIFY_WORST, REPURIFY),
+               (MAJORITY, MAJORITY, MAJORITY), (ENSEMBLE, ENSEMBLE, ENSEMBLE),
+               (ANY_WRONG, REPURIFY_WORST, ANY_WRONG), (UNDEFENDED, UNDEFENDED, UNDEFENDED),
+               (PURIFIED, PURIFIED, PURIFIED), (PURIFIED_AVG, PURIFIED_AVG, REPURIFY),
+               (PURIFIED_WORST, PURIFIED_WORST, REPURIFY),
+               ("purified-majority", "purified-majority", MAJORITY),
+               ("purified-ensemble", "purified-ensemble", ENSEMBLE),
+               ("purified-any-wrong", PURIFIED_WORST, ANY_WRONG), (CLEAN, CLEAN, CLEAN))
 
 
 def outcome_of(protocol: str) -> str:
