@@ -397,59 +397,25 @@ def _run_sweep(sweep, args) -> int:
     point is resumed, a done point is skipped. Stops at the first point that does not finish
     (``dbp resume <sweep>`` continues from there). A damaged sweep folder (results.read_sweep's
     problems) is refused before anything runs; a closed output pipe stops the sweep resumable."""
-    from .config import ConfigError, loads_config
-    from .preflight import preflight
     from .results import read_sweep
-    from .runs import RunNotFound
     store = _store(args)
     sweep.lock()  # RunLocked (exit 2) when another process runs this sweep
-    run = None
-    where = "its start"
+    run, where = None, "its start"
     try:
         view = read_sweep(sweep.path)  # the manifest, points.jsonl, each point's run against its values
         if view.problems:
             raise UserError(f"sweep {sweep.id} cannot be resumed: " + "; ".join(view.problems))
-        manifest = view.manifest
+        base_text = _sweep_base(sweep)
         points = [pv.point for pv in view.points]
-        try:
-            base_text = sweep.config_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"sweep {sweep.id} cannot be resumed: {sweep.config_path} cannot be read ({exc}); "
-                            "expected the base config dbp sweep froze") from None
         for p in points:
             where = f"point {p.index + 1}/{len(points)}: {p.label}"
             run = None
-            if p.run:
-                try:
-                    run = store.open(p.run)
-                except RunNotFound:
-                    print(f"dbp: {where}: its run {p.run} is gone (deleted?); running the point again",
-                          file=sys.stderr)
-            if run is not None:
-                prepared = _claim_for_resume(run, getattr(args, "allow_changed_code", False))
-                if isinstance(prepared, int):
-                    continue  # done
-                print(f"({where})", file=sys.stderr)
-            else:
-                try:
-                    with deferred():
-                        cfg = preflight(loads_config(base_text, file=str(sweep.config_path),
-                                                     base_dir=str(sweep.base_dir(manifest)), overrides=p.overrides),
-                                        str(sweep.config_path))
-                except ConfigError as exc:
-                    raise ConfigError(exc.file, [_grid_problem(e, where) for e in exc.errors]) from None
-                with deferred():  # the run and its record in points.jsonl together: no run of no point
-                    run = store.create(cfg, lock=True, source=manifest.get("source"), group=sweep.id)
-                    try:
-                        sweep.set_run(p.index, run.id)
-                    except BaseException:  # not recorded (a full disk): the new, untouched folder goes
-                        run.unlock()
-                        shutil.rmtree(run.path, ignore_errors=True)
-                        run = None
-                        raise
-                print(f"run {run.id} in {run.path} ({where})", file=sys.stderr)
-                prepared = (run, cfg)
-            rc = _execute(*prepared, args)
+            prepared = _prepare_point(store, sweep, view.manifest, base_text, p, where, args)
+            if isinstance(prepared, int):
+                continue  # done
+            run, cfg, claimed = prepared
+            print(f"({where})" if claimed else f"run {run.id} in {run.path} ({where})", file=sys.stderr)
+            rc = _execute(run, cfg, args)
             sys.stdout.flush()  # a reader that went away (`| head`) is seen here, between two points
             if rc != EXIT_OK:
                 print(f"dbp: sweep {sweep.id} stopped at {where}; continue with: dbp resume {sweep.id}",
@@ -465,6 +431,45 @@ def _run_sweep(sweep, args) -> int:
     finally:
         sweep.unlock()
     return EXIT_OK
+
+
+def _sweep_base(sweep) -> str:
+    """The base config text the sweep froze (UserError naming the file if it cannot be read)."""
+    try:
+        return sweep.config_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"sweep {sweep.id} cannot be resumed: {sweep.config_path} cannot be read ({exc}); "
+                        "expected the base config dbp sweep froze") from None
+
+
+def _prepare_point(store, sweep, manifest: dict, base_text: str, p, where: str, args):
+    """A point ready to run, ``(run, cfg, claimed)`` — its run claimed for resume (claimed True), or a
+    new run created and recorded in points.jsonl — or EXIT_OK when its run is done."""
+    from .config import ConfigError, loads_config
+    from .preflight import preflight
+    from .runs import RunNotFound
+    if p.run:
+        try:
+            prepared = _claim_for_resume(store.open(p.run), getattr(args, "allow_changed_code", False))
+            return prepared if isinstance(prepared, int) else (*prepared, True)
+        except RunNotFound:
+            print(f"dbp: {where}: its run {p.run} is gone (deleted?); running the point again", file=sys.stderr)
+    try:
+        with deferred():
+            cfg = preflight(loads_config(base_text, file=str(sweep.config_path),
+                                         base_dir=str(sweep.base_dir(manifest)), overrides=p.overrides),
+                            str(sweep.config_path))
+    except ConfigError as exc:
+        raise ConfigError(exc.file, [_grid_problem(e, where) for e in exc.errors]) from None
+    with deferred():  # the run and its record in points.jsonl together: no run of no point
+        run = store.create(cfg, lock=True, source=manifest.get("source"), group=sweep.id)
+        try:
+            sweep.set_run(p.index, run.id)
+        except BaseException:  # not recorded (a full disk): the new, untouched folder goes
+            run.unlock()
+            shutil.rmtree(run.path, ignore_errors=True)
+            raise
+    return run, cfg, False
 
 
 def _output_closed(sweep, run, where: str) -> int:
