@@ -19,6 +19,8 @@ a fresh process (``run_json``): the peak RSS is a high-water mark of the whole p
 """
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import os
 import statistics
@@ -26,7 +28,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -169,6 +171,37 @@ def memory_sweep(methods, steps_list, run_one: Callable[[str, int], dict], mem_k
             if log:
                 log(f"{m} {s} steps: {describe(r)}")
     return out
+
+
+def sweep_points(res: dict[tuple[str, int], dict], methods) -> Iterator[tuple[str, int, dict]]:
+    """(method, steps, result) of each point of a ``memory_sweep``: the methods in the order given,
+    each one's chain lengths shortest first."""
+    steps_all = sorted({s for _, s in res})
+    for m in methods:
+        for s in steps_all:
+            if (m, s) in res:
+                yield m, s, res[(m, s)]
+
+
+def skipped_row(area: str, what: str, unit: str, r: dict, why: str) -> Row:
+    """The row of a point that ``memory_sweep`` did not run (``r["skipped"]``)."""
+    return Row(area, what, None, unit=unit, note=f"{why}: ~{r['est_mb'] / 1024:.1f} GB extrapolated")
+
+
+def timing_cli(doc: str, measure: Callable[..., Timings], rows: Callable[..., list], argv=None) -> None:
+    """The command line of a one-table timing benchmark: an integer option ``--NAME`` for each
+    parameter of ``measure`` (its default the option's, ``repeats`` among them) and ``--threads``;
+    prints the header and the table of ``rows(timings, **the options but repeats)``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, param in inspect.signature(measure).parameters.items():
+        ap.add_argument(f"--{name}", type=int, default=param.default)
+    ap.add_argument("--threads", type=int, default=1)
+    a = vars(ap.parse_args(argv))
+    set_threads(a.pop("threads"))
+    timings = measure(**a)
+    repeats = a.pop("repeats")
+    print(header(repeats))
+    print(render(rows(timings, **a)))
 
 
 def emit(obj: dict) -> None:

@@ -18,7 +18,6 @@ times the best.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 from types import SimpleNamespace
 
@@ -115,17 +114,7 @@ def rows(T: H.Timings, batch: int, iterations: int) -> list[H.Row]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--iterations", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args(argv)
-    H.set_threads(a.threads)
-    t = measure(a.batch, a.iterations, a.repeats)
-    print(H.header(a.repeats))
-    print(H.render(rows(t, a.batch, a.iterations)))
-
+    H.timing_cli(__doc__, measure, rows, argv)
 
 if __name__ == "__main__":
     main()

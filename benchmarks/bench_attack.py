@@ -16,7 +16,6 @@ ratios over ``--repeats`` rounds, times the best.
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torch.nn.functional as F
@@ -92,18 +91,7 @@ def rows(T: H.Timings, batch: int, eot: int, steps: int) -> list[H.Row]:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--eot", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args(argv)
-    H.set_threads(a.threads)
-    t = measure(a.batch, a.eot, a.steps, a.repeats)
-    print(H.header(a.repeats))
-    print(H.render(rows(t, a.batch, a.eot, a.steps)))
-
+    H.timing_cli(__doc__, measure, rows, argv)
 
 if __name__ == "__main__":
     main()

@@ -76,7 +76,6 @@ def measure(steps_list, methods, mem_limit_gb: float, second_run_max: int, log=N
 def rows(res: dict) -> list[H.Row]:
     area = "purify CIFAR-10 DDPM, batch 4"
     out = []
-    steps_all = sorted({s for _, s in res})
     params = next((r["params"] for r in res.values() if "params" in r), None)
     if params:
         out.append(H.Row(area, "UNet2DModel (google/ddpm-cifar10-32 config) parameters", params / 1e6, unit="M",
@@ -86,22 +85,17 @@ def rows(res: dict) -> list[H.Row]:
         r = res.get((m, s), {})
         return r.get("seconds", r.get("est_seconds"))
 
-    for m in METHODS:
-        for s in steps_all:
-            r = res.get((m, s))
-            if r is None:
-                continue
-            if r.get("skipped"):
-                out.append(H.Row(area, f"{m} peak RSS, {s} steps", None, unit="GB",
-                                 note=f"not run: ~{r['est_mb'] / 1024:.1f} GB extrapolated"))
-                continue
-            p = sec("plain", s)
-            est = res.get(("plain", s), {}).get("skipped")
-            detail = f"gradient {r['seconds']:.1f} s in its process" + (
-                f" ({r['seconds'] / p:.2f}x plain{', extrapolated' if est else ''})" if p and m != "plain" else "")
-            target = "<= 1.0" if m in BOUNDED and s == 20 else ""
-            out.append(H.Row(area, f"{m} peak RSS, {s} steps", r["peak_mb"] / 1024, unit="GB", target=target,
-                             detail=detail + f"; base {r['base_mb'] / 1024:.2f} GB"))
+    for m, s, r in H.sweep_points(res, METHODS):
+        if r.get("skipped"):
+            out.append(H.skipped_row(area, f"{m} peak RSS, {s} steps", "GB", r, "not run"))
+            continue
+        p = sec("plain", s)
+        est = res.get(("plain", s), {}).get("skipped")
+        detail = f"gradient {r['seconds']:.1f} s in its process" + (
+            f" ({r['seconds'] / p:.2f}x plain{', extrapolated' if est else ''})" if p and m != "plain" else "")
+        target = "<= 1.0" if m in BOUNDED and s == 20 else ""
+        out.append(H.Row(area, f"{m} peak RSS, {s} steps", r["peak_mb"] / 1024, unit="GB", target=target,
+                         detail=detail + f"; base {r['base_mb'] / 1024:.2f} GB"))
     for m in ("ours-full", "ours-checkpoint", "ours-segments", "peer-ckpt"):
         a, b = res.get((m, 100), {}), res.get((m, 20), {})
         if "peak_mb" in a and "peak_mb" in b:

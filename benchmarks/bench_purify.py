@@ -287,13 +287,17 @@ def sampler_time_rows(arch: str, steps: int, T: H.Timings) -> list[H.Row]:
     return rows
 
 
+def _alloc_row(area: str, m: str, s: int, r: dict) -> H.Row:
+    """The allocator peak of method m at s steps (a point of ``H.memory_sweep``)."""
+    what = f"{m} allocator peak, {s} steps"
+    if r.get("skipped"):
+        return H.skipped_row(area, what, "MB", r, "skipped")
+    return H.Row(area, what, r["alloc_mb"], unit="MB", detail=f"peak RSS growth {r['rss_growth_mb']:.0f} MB")
+
+
 def sampler_memory_rows(arch: str, mem: dict[tuple[str, int], dict]) -> list[H.Row]:
     area = f"samplers memory {arch}"
-    rows = []
-    for (m, s), r in mem.items():  # memory_sweep's order: sampler by sampler, shortest chain first
-        rows.append(H.Row(area, f"{m} allocator peak, {s} steps", r.get("alloc_mb"), unit="MB",
-                          note=f"skipped: ~{r['est_mb'] / 1024:.1f} GB extrapolated" if r.get("skipped") else "",
-                          detail="" if r.get("skipped") else f"peak RSS growth {r['rss_growth_mb']:.0f} MB"))
+    rows = [_alloc_row(area, m, s, r) for (m, s), r in mem.items()]  # memory_sweep's order
     steps_all = sorted({s for _, s in mem})
     if len(steps_all) >= 2:
         lo, hi = steps_all[0], steps_all[-1]
@@ -336,19 +340,7 @@ def time_rows(arch: str, steps: int, T: H.Timings, wrt: str = "x") -> list[H.Row
 
 def memory_rows(arch: str, mem: dict[tuple[str, int], dict]) -> list[H.Row]:
     area = f"memory {arch}"
-    rows = []
-    steps_all = sorted({s for _, s in mem})
-    for m in MEM_METHODS:
-        for s in steps_all:
-            r = mem.get((m, s))
-            if r is None:
-                continue
-            if r.get("skipped"):
-                rows.append(H.Row(area, f"{m} allocator peak, {s} steps", None, unit="MB",
-                                  note=f"skipped: ~{r['est_mb'] / 1024:.1f} GB extrapolated"))
-            else:
-                rows.append(H.Row(area, f"{m} allocator peak, {s} steps", r["alloc_mb"], unit="MB",
-                                  detail=f"peak RSS growth {r['rss_growth_mb']:.0f} MB"))
+    rows = [_alloc_row(area, m, s, r) for m, s, r in H.sweep_points(mem, MEM_METHODS)]
     a = lambda m, s: mem.get((m, s), {}).get("alloc_mb")  # noqa: E731
     if a("ours-segments", 1000) and a("ours-segments", 100):
         rows.append(H.Row(area, "ours-segments memory 1000 vs 100 steps",

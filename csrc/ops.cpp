@@ -1,6 +1,6 @@
 // Schemas of the dbp custom ops. Kernels: cpu/*.cpp (CPU), cuda/*.cu (CUDA).
-// The Python fallback in dbp_core/ops.py defines the same schemas; a test
-// checks they agree.
+// The Python fallback defines the same schemas (SCHEMAS in dbp_core/ops/__init__.py);
+// tests/test_ops.py checks they agree.
 #include <Python.h>
 #include <torch/library.h>
 

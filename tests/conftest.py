@@ -88,6 +88,19 @@ def addt_toml(stages=("addt", "attacks"), classifier="tiny_classifier", diffusio
         "evaluation": {"protocols": ["purified", "single"]}}, sections))
 
 
+DIGITS = {"seed": 0, "device": "cpu", "threads": 1, "data": {"dataset": "digits"},
+          "purifier": {"t_star": 0.2, "steps": 5, "grad_mode": "full"}}
+
+
+def digits_toml(name: str, n: int, attacks: list[dict], protocols: list[str], stages=("attacks",), **sections) -> str:
+    """A study of the shipped digits defence (its trained classifier and diffusion model, no
+    plugins) on the first ``n`` examples in one batch: the end-to-end claims of the paper."""
+    data = _merged(DIGITS, {"name": name, "stages": list(stages), "data": {"n_examples": n, "batch_size": n},
+                            "attacks": attacks, "evaluation": {"protocols": protocols}, **sections})
+    head = {k: data.pop(k) for k in ("name", "seed", "device", "threads", "stages")}
+    return tomli_w.dumps({**head, **data})
+
+
 @pytest.fixture
 def write_toml(tmp_path):
     """``write_toml(text, name="experiment")`` writes ``<tmp_path>/<name>.toml`` and returns its path."""

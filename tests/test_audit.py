@@ -13,34 +13,12 @@ from dbp_core.purifier.purifier import Purifier
 from dbp_core.results import check_results, read_run
 from dbp_core.runs import RunFileError, RunStore
 from dbp_core.study import run_study
+from tests.conftest import attack_study_toml, digits_toml
 
-DIGITS_AUDIT = """
-name = "audit-digits"
-seed = 0
-device = "cpu"
-threads = 1
-stages = ["attacks", "audit"]
-[data]
-dataset = "digits"
-n_examples = 24
-batch_size = 24
-[purifier]
-t_star = 0.2
-steps = 5
-grad_mode = "full"
-[[attacks]]
-kind = "pgd-eot"
-eps = 0.2
-step = 0.05
-iterations = 10
-eot = 4
-[evaluation]
-protocols = ["purified", "single"]
-[audit]
-examples = 24
-noise_samples = 5
-eot_ks = [1, 4, 16, 64]
-"""
+DIGITS_AUDIT = digits_toml(
+    "audit-digits", n=24, stages=("attacks", "audit"), protocols=["purified", "single"],
+    attacks=[{"kind": "pgd-eot", "eps": 0.2, "step": 0.05, "iterations": 10, "eot": 4}],
+    audit={"examples": 24, "noise_samples": 5, "eot_ks": [1, 4, 16, 64]})
 
 
 def audited(tmp_path, monkeypatch=None, quantise=False):
@@ -92,7 +70,6 @@ def test_audit_is_quiet_on_the_honest_digits_defence(tmp_path, capsys, monkeypat
 def test_audit_alone_computes_the_attack_with_the_attacks_stage_seeds(tmp_path):
     """Without the attacks stage before it, the audit runs the audited attack itself — with the
     attacks stage's seeds, so its outcomes are the same."""
-    from tests.conftest import attack_study_toml
     audit = {"attack": "dwbox-linf", "examples": 8, "checks": ["more-iterations", "more-eot", "eot-convergence"]}
     text = attack_study_toml(n=8, batch=8, stages=("attacks", "audit"), audit=audit)
     cfg = loads_config(text, base_dir=str(tmp_path))

@@ -19,7 +19,7 @@ from console.app import ConsoleApp
 from console.launcher import Job, Launcher, run_command
 from console.messages import ChangeParallel, WatchRun
 from console.state.experiments import (ConfigForm, attack_kinds, default_save_name, experiment_name_for,
-                                      field_help, grid_key, list_experiments, parse_value, toml_literal)
+                                      field_help, grid_key, list_experiments, parse_value, set_path, toml_literal)
 from console.state.format import fmt_diff, fmt_eta, fmt_pct, fmt_time
 from console.state.monitor import RunMonitor, results_summary
 from console.state.runs import (audit_of, compare_results, compare_runs, export_csv, filter_rows, run_rows,
@@ -28,18 +28,9 @@ from console.state.sweeps import sweep_snapshot
 from dbp_core.results import EXPORT_COLUMNS, read_run, running_runs
 from dbp_core.runs import Run, RunLocked, RunStatus, read_metrics
 from tests.conftest import console_toml
+from tests.helpers.console import A1, B2, C3, D4, DATA, F6, REPO, SWEEP, screen_is, until
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "tests" / "data" / "console_runs"
 SIZE = (100, 30)
-
-async def until(pilot, cond, timeout=30.0, what="condition"):
-    """Let the app run until ``cond()`` is true."""
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.1)
 
 
 def copy_runs(tmp_path) -> Path:
@@ -141,10 +132,6 @@ def test_monitor_draws_the_addt_training_loss_per_variant(tmp_path):
 
 
 STATES = ["done", "interrupted", "interrupted", "failed", "done", "done", "done"]  # the no-status dir is skipped
-A1, B2, C3, D4, F6 = ("20250101-120000-attack-tiny-a1a1a1", "20250102-093000-attack-tiny-b2b2b2",
-                      "20250103-080000-attack-tiny-c3c3c3", "20250104-070000-quickstart-d4d4d4",
-                      "20250106-090000-attack-tiny-f6f6f6")
-SWEEP = "sweep-20250107-100000-attack-tiny-7a7a7a"
 
 
 def test_run_rows_sort_compare_and_export(tmp_path):
@@ -337,6 +324,18 @@ def test_console_state_imports_neither_textual_nor_torch():
     assert out.stdout.strip() == "[]"
 
 
+def test_set_path_creates_tables_indexes_lists_and_removes():
+    data = {"attacks": [{"kind": "pgd-eot", "eps": 0.1}], "data": 3}
+    set_path(data, ("purifier", "t_star"), 0.3)  # a table created on the way
+    set_path(data, ("attacks", 0, "eps"), 0.2)  # an integer indexes the list
+    set_path(data, ("data", "n_examples"), 8)  # a value in the way is replaced by a table
+    assert data == {"attacks": [{"kind": "pgd-eot", "eps": 0.2}], "data": {"n_examples": 8},
+                    "purifier": {"t_star": 0.3}}
+    set_path(data, ("attacks", 0, "eps"), None)
+    set_path(data, ("audit", "examples"), None)  # removing what is not there creates nothing
+    assert data == {"attacks": [{"kind": "pgd-eot"}], "data": {"n_examples": 8}, "purifier": {"t_star": 0.3}}
+
+
 def test_form_values_roundtrip_and_validation(tmp_path):
     assert parse_value("pgd", "str") == "pgd" and parse_value('"x"', "str") == "x"
     assert parse_value("0.5", "float") == 0.5 and parse_value("[1, 2]", "list") == [1, 2]
@@ -455,10 +454,6 @@ def make_app(tmp_path, runs_dir, exp_dir=None, **kw):
     return ConsoleApp(exp_dir or DATA / "experiments", runs_dir, cwd=REPO, poll_interval=0.3, **kw)
 
 
-def screen_is(app, name: str) -> bool:
-    return app.screen.__class__.__name__ == name
-
-
 def text_of(widget, width: int = 160) -> str:
     """What a Static shows, as plain text (markup, Rich tables and groups rendered)."""
     import io
@@ -518,38 +513,46 @@ def _exp_dir(tmp_path, *names: str) -> Path:
     return exp
 
 
-def test_edit_field_to_invalid_value_shows_error_at_the_field(tmp_path):
-    exp = _exp_dir(tmp_path, "attack-tiny.toml")
-
+def on_form(tmp_path, exp: Path, script, ready=lambda scr: scr.valid, what="valid form"):
+    """Run ``await script(app, pilot, scr)`` on an app over the experiments folder ``exp`` (and an
+    empty run store) once its experiments screen ``scr`` has loaded a form and ``ready(scr)``."""
     async def go():
         app = make_app(tmp_path, tmp_path / "runs", exp)
         async with app.run_test(size=SIZE) as pilot:
             scr = app.screen
-            await until(pilot, lambda: scr.form is not None and scr.valid, what="valid form")
-            inp = scr.query_one("#f-purifier-t_star")
-            inp.focus()
-            inp.value = ""
-            await pilot.press(*"5")
-            row = scr.query_one("#f-purifier-t_star-row")
-            await until(pilot, lambda: "invalid" in row.classes, what="error shown")
-            assert "less than or equal to 1" in text_of(scr.query_one("#f-purifier-t_star-error"))
-            assert not scr.valid
-            await pilot.press("ctrl+l")  # launching an invalid experiment is refused, and says why
-            await until(pilot, lambda: any("has errors" in n.message for n in app._notifications), what="refusal")
-            assert app.launcher.jobs == []
-            await pilot.press("backspace", *"0.3")
-            await until(pilot, lambda: scr.valid and "invalid" not in row.classes, what="error cleared")
-            await pilot.press("ctrl+s")
-            await until(pilot, lambda: screen_is(app, "SaveAsDialog"), what="save-as dialog")
-            assert app.screen.query_one("#save-as-name").value == "attack-tiny-2.toml"  # from the file's name
-            app.screen.query_one("#save-as-name").value = "edited.toml"
-            await pilot.press("enter")
-            await until(pilot, lambda: (exp / "edited.toml").exists(), what="saved")
-            text = (exp / "edited.toml").read_text()
-            assert "t_star = 0.3" in text and 'name = "edited"' in text
-            await until(pilot, lambda: [f.path.name for f in scr.files] == ["attack-tiny.toml", "edited.toml"],
-                        what="list refreshed")
+            await until(pilot, lambda: scr.form is not None and ready(scr), what=what)
+            await script(app, pilot, scr)
     asyncio.run(go())
+
+
+def test_edit_field_to_invalid_value_shows_error_at_the_field(tmp_path):
+    exp = _exp_dir(tmp_path, "attack-tiny.toml")
+
+    async def script(app, pilot, scr):
+        inp = scr.query_one("#f-purifier-t_star")
+        inp.focus()
+        inp.value = ""
+        await pilot.press(*"5")
+        row = scr.query_one("#f-purifier-t_star-row")
+        await until(pilot, lambda: "invalid" in row.classes, what="error shown")
+        assert "less than or equal to 1" in text_of(scr.query_one("#f-purifier-t_star-error"))
+        assert not scr.valid
+        await pilot.press("ctrl+l")  # launching an invalid experiment is refused, and says why
+        await until(pilot, lambda: any("has errors" in n.message for n in app._notifications), what="refusal")
+        assert app.launcher.jobs == []
+        await pilot.press("backspace", *"0.3")
+        await until(pilot, lambda: scr.valid and "invalid" not in row.classes, what="error cleared")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: screen_is(app, "SaveAsDialog"), what="save-as dialog")
+        assert app.screen.query_one("#save-as-name").value == "attack-tiny-2.toml"  # from the file's name
+        app.screen.query_one("#save-as-name").value = "edited.toml"
+        await pilot.press("enter")
+        await until(pilot, lambda: (exp / "edited.toml").exists(), what="saved")
+        text = (exp / "edited.toml").read_text()
+        assert "t_star = 0.3" in text and 'name = "edited"' in text
+        await until(pilot, lambda: [f.path.name for f in scr.files] == ["attack-tiny.toml", "edited.toml"],
+                    what="list refreshed")
+    on_form(tmp_path, exp, script)
 
 
 def test_save_as_then_launch_runs_the_saved_file(tmp_path):
@@ -559,38 +562,33 @@ def test_save_as_then_launch_runs_the_saved_file(tmp_path):
     own name."""
     exp = _exp_dir(tmp_path, "a.toml", "z.toml")
 
-    async def go():
-        app = make_app(tmp_path, tmp_path / "runs", exp)
-        async with app.run_test(size=SIZE) as pilot:
-            scr = app.screen
-            await until(pilot, lambda: scr.form is not None and scr.valid and scr.form.path.name == "a.toml",
-                        what="a.toml")
-            scr.query_one("#f-purifier-t_star").value = "0.25"
-            await until(pilot, lambda: scr.dirty and scr.valid, what="edited and valid")
-            await pilot.press("ctrl+s")
-            await until(pilot, lambda: screen_is(app, "SaveAsDialog"), what="dialog")
-            app.screen.query_one("#save-as-name").value = "m.toml"
-            await pilot.press("enter")
-            lv = scr.query_one("#exp-list")
-            saved = exp / "m.toml"
-            await until(pilot, lambda: screen_is(app, "ExperimentsScreen") and saved.exists()
-                        and [f.path.name for f in scr.files] == ["a.toml", "m.toml", "z.toml"]
-                        and lv.highlighted_child is not None and lv.highlighted_child.name == str(saved),
-                        what="saved file listed and highlighted")
-            for _ in range(5):  # events of the refilled list are handled: the form stays on the saved file
-                await pilot.pause()
-            assert scr.form.path == saved and not scr.dirty and scr.form.data["name"] == "m"
-            await until(pilot, lambda: scr._checked, what="validation")
-            await pilot.press("ctrl+l")
-            await until(pilot, lambda: len(app.launcher.jobs) == 1, what="launch")
-            job = app.launcher.jobs[0]
-            assert Path(job.cmd[job.cmd.index("run") + 1]) == saved.resolve() and job.label == "m"
-            await until(pilot, lambda: job.run_id is not None, what="run id", timeout=60)
-            app.launcher.cancel_job(job)
-            await until(pilot, lambda: job.state == "exited", what="cancelled", timeout=60)
-            status = json.loads((tmp_path / "runs" / job.run_id / "status.json").read_text())
-            assert status["source"] == str(saved.resolve()) and status["experiment"] == "m"
-    asyncio.run(go())
+    async def script(app, pilot, scr):
+        scr.query_one("#f-purifier-t_star").value = "0.25"
+        await until(pilot, lambda: scr.dirty and scr.valid, what="edited and valid")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: screen_is(app, "SaveAsDialog"), what="dialog")
+        app.screen.query_one("#save-as-name").value = "m.toml"
+        await pilot.press("enter")
+        lv = scr.query_one("#exp-list")
+        saved = exp / "m.toml"
+        await until(pilot, lambda: screen_is(app, "ExperimentsScreen") and saved.exists()
+                    and [f.path.name for f in scr.files] == ["a.toml", "m.toml", "z.toml"]
+                    and lv.highlighted_child is not None and lv.highlighted_child.name == str(saved),
+                    what="saved file listed and highlighted")
+        for _ in range(5):  # events of the refilled list are handled: the form stays on the saved file
+            await pilot.pause()
+        assert scr.form.path == saved and not scr.dirty and scr.form.data["name"] == "m"
+        await until(pilot, lambda: scr._checked, what="validation")
+        await pilot.press("ctrl+l")
+        await until(pilot, lambda: len(app.launcher.jobs) == 1, what="launch")
+        job = app.launcher.jobs[0]
+        assert Path(job.cmd[job.cmd.index("run") + 1]) == saved.resolve() and job.label == "m"
+        await until(pilot, lambda: job.run_id is not None, what="run id", timeout=60)
+        app.launcher.cancel_job(job)
+        await until(pilot, lambda: job.state == "exited", what="cancelled", timeout=60)
+        status = json.loads((tmp_path / "runs" / job.run_id / "status.json").read_text())
+        assert status["source"] == str(saved.resolve()) and status["experiment"] == "m"
+    on_form(tmp_path, exp, script, ready=lambda scr: scr.valid and scr.form.path.name == "a.toml", what="a.toml")
 
 
 def test_error_summary_names_fields_f8_jumps_and_help_panel(tmp_path):
@@ -598,50 +596,71 @@ def test_error_summary_names_fields_f8_jumps_and_help_panel(tmp_path):
     exp.mkdir()
     shutil.copy(DATA / "experiments" / "broken.toml", exp)
 
-    async def go():
-        app = make_app(tmp_path, tmp_path / "runs", exp)
-        async with app.run_test(size=SIZE) as pilot:
-            scr = app.screen
-            await until(pilot, lambda: scr.form is not None and scr._checked, what="validated")
-            summary = text_of(scr.query_one("#exp-errors"))
-            assert "1 error" in summary and "purifier.t_star" in summary and "F8" in summary
-            await pilot.press("f8")
-            await until(pilot, lambda: app.focused is not None and app.focused.id == "f-purifier-t_star",
-                        what="F8 focuses the field")
-            from dbp_core.config import PurifierConfig
-            await until(pilot, lambda: PurifierConfig.model_fields["t_star"].description.split()[0]
-                        in text_of(scr.query_one("#field-help")), what="help of the focused field")
-            assert "purifier.t_star" in text_of(scr.query_one("#field-help"))
-            scr.query_one("#f-data-batch_size").focus()
-            await until(pilot, lambda: "data.batch_size" in text_of(scr.query_one("#field-help")), what="help follows")
-    asyncio.run(go())
+    async def script(app, pilot, scr):
+        summary = text_of(scr.query_one("#exp-errors"))
+        assert "1 error" in summary and "purifier.t_star" in summary and "F8" in summary
+        await pilot.press("f8")
+        await until(pilot, lambda: app.focused is not None and app.focused.id == "f-purifier-t_star",
+                    what="F8 focuses the field")
+        from dbp_core.config import PurifierConfig
+        await until(pilot, lambda: PurifierConfig.model_fields["t_star"].description.split()[0]
+                    in text_of(scr.query_one("#field-help")), what="help of the focused field")
+        assert "purifier.t_star" in text_of(scr.query_one("#field-help"))
+        scr.query_one("#f-data-batch_size").focus()
+        await until(pilot, lambda: "data.batch_size" in text_of(scr.query_one("#field-help")), what="help follows")
+    on_form(tmp_path, exp, script, ready=lambda scr: scr._checked, what="validated")
 
 
 def test_attacks_added_from_the_registry_and_removed_in_the_form(tmp_path):
     exp = _exp_dir(tmp_path, "attack-tiny.toml")
 
+    async def script(app, pilot, scr):
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: screen_is(app, "PickKindDialog"), what="kinds")
+        kinds = app.screen.query_one("#kind-list")
+        kinds.highlighted = [o.id for o in kinds.options].index("bpda")
+        await pilot.press("enter")
+        await until(pilot, lambda: scr.form.attack_count() == 3 and scr.query("#f-attacks-2-kind"), what="added")
+        assert scr.query_one("#f-attacks-2-kind").value == '"bpda"'
+        await until(pilot, lambda: scr._checked and scr.valid, what="still valid")
+        scr.query_one("#remove-attack-0").press()
+        await until(pilot, lambda: scr.form.attack_count() == 2 and not scr.query("#f-attacks-2-kind"),
+                    what="removed")
+        assert [a["kind"] for a in scr.form.data["attacks"]] == ["dwbox", "bpda"]
+        scr.query_one("#f-attacks-1-eps").focus()
+        await until(pilot, lambda: scr.focused_field == "attacks[1].eps", what="focused")
+        await pilot.press("ctrl+d")
+        await until(pilot, lambda: scr.form.attack_count() == 1, what="removed by key")
+        assert [a["kind"] for a in scr.form.data["attacks"]] == ["dwbox"]
+    on_form(tmp_path, exp, script)
+
+
+def test_dialog_cancel_buttons_answer_as_escape_does(tmp_path):
+    """Each dialog's cancel button (Cancel, or No) dismisses it with the dialog's cancel answer."""
+    from console.screens.dialogs import ConfirmDialog, SaveAsDialog, SweepDialog
+
     async def go():
-        app = make_app(tmp_path, tmp_path / "runs", exp)
+        app = make_app(tmp_path, tmp_path / "runs", _exp_dir(tmp_path, "attack-tiny.toml"))
         async with app.run_test(size=SIZE) as pilot:
-            scr = app.screen
-            await until(pilot, lambda: scr.form is not None and scr.valid, what="valid form")
-            await pilot.press("ctrl+n")
-            await until(pilot, lambda: screen_is(app, "PickKindDialog"), what="kinds")
-            kinds = app.screen.query_one("#kind-list")
-            kinds.highlighted = [o.id for o in kinds.options].index("bpda")
-            await pilot.press("enter")
-            await until(pilot, lambda: scr.form.attack_count() == 3 and scr.query("#f-attacks-2-kind"), what="added")
-            assert scr.query_one("#f-attacks-2-kind").value == '"bpda"'
-            await until(pilot, lambda: scr._checked and scr.valid, what="still valid")
-            scr.query_one("#remove-attack-0").press()
-            await until(pilot, lambda: scr.form.attack_count() == 2 and not scr.query("#f-attacks-2-kind"),
-                        what="removed")
-            assert [a["kind"] for a in scr.form.data["attacks"]] == ["dwbox", "bpda"]
-            scr.query_one("#f-attacks-1-eps").focus()
-            await until(pilot, lambda: scr.focused_field == "attacks[1].eps", what="focused")
-            await pilot.press("ctrl+d")
-            await until(pilot, lambda: scr.form.attack_count() == 1, what="removed by key")
-            assert [a["kind"] for a in scr.form.data["attacks"]] == ["dwbox"]
+            await until(pilot, lambda: screen_is(app, "ExperimentsScreen"), what="experiments")
+            answers = []
+            for dialog, cancel in ((SaveAsDialog("a.toml", "exp"), "#save-cancel"),
+                                   (SweepDialog("purifier.t_star", "0.2"), "#sweep-cancel"),
+                                   (ConfirmDialog("Delete?"), "#confirm-no")):
+                app.push_screen(dialog, answers.append)
+                # mounted: its on_mount has focused one of its widgets
+                await until(pilot, lambda: app.screen is dialog and app.focused is not None
+                            and app.focused.screen is dialog, what=type(dialog).__name__)
+                dialog.query_one(cancel).press()
+                await until(pilot, lambda: app.screen is not dialog, what="dismissed")
+            assert answers == [None, None, False]
+            confirm = ConfirmDialog("Delete?")
+            app.push_screen(confirm, answers.append)
+            await until(pilot, lambda: app.screen is confirm and app.focused is not None
+                        and app.focused.screen is confirm, what="confirm")
+            confirm.query_one("#confirm-yes").press()
+            await until(pilot, lambda: len(answers) == 4, what="confirmed")
+            assert answers[-1] is True
     asyncio.run(go())
 
 

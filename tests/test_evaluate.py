@@ -8,7 +8,7 @@ from dbp_core.config import loads_config
 from dbp_core.runs import RunStore, read_metrics
 from dbp_core.stats import paired_difference
 from dbp_core.study import run_study
-from tests.conftest import attack_study_toml
+from tests.conftest import attack_study_toml, digits_toml
 
 
 
@@ -144,34 +144,9 @@ def test_dwbox_is_judged_on_exactly_the_noise_it_attacked(tmp_path):
 def test_digits_default_dwbox_below_pgd_eot_below_clean(tmp_path):
     """The paper's first claim on the shipped digits models (a small slice, in the test budget):
     knowing the noise makes the attack stronger than averaging over it, and both hurt."""
-    text = """
-name = "digits-claim"
-seed = 0
-device = "cpu"
-threads = 1
-stages = ["attacks"]
-[data]
-dataset = "digits"
-n_examples = 48
-batch_size = 48
-[purifier]
-t_star = 0.2
-steps = 5
-grad_mode = "full"
-[[attacks]]
-kind = "pgd-eot"
-eps = 0.2
-step = 0.05
-iterations = 8
-eot = 2
-[[attacks]]
-kind = "dwbox"
-eps = 0.2
-step = 0.05
-iterations = 8
-[evaluation]
-protocols = ["clean", "purified", "single"]
-"""
+    text = digits_toml("digits-claim", n=48, protocols=["clean", "purified", "single"], attacks=[
+        {"kind": "pgd-eot", "eps": 0.2, "step": 0.05, "iterations": 8, "eot": 2},
+        {"kind": "dwbox", "eps": 0.2, "step": 0.05, "iterations": 8}])
     cfg = loads_config(text, base_dir=str(tmp_path))
     r = RunStore(tmp_path / "runs").create(cfg)
     assert run_study(r, cfg) == "done", r.read_log_tail(40)

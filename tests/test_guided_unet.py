@@ -104,6 +104,10 @@ def test_presets_and_config_errors():
     assert set(PRESETS) == {"256x256_diffusion_uncond", "lsun_256"}
     with pytest.raises(ValueError, match="unknown guided-diffusion flag.*num_chanels"):
         guided_config(None, {"num_chanels": 3})
+    with pytest.raises(ValueError, match="unknown guided-diffusion preset 'lsun_128'"):
+        guided_config("lsun_128")
+    assert guided_config("lsun_256", {"num_res_blocks": 1}).dropout == 0.1  # the preset, then the override
+    assert guided_config("lsun_256", {"num_res_blocks": 1}).num_res_blocks == 1
     with pytest.raises(ValueError, match="class-conditional"):
         guided_config("256x256_diffusion_uncond", {"class_cond": True})
     with pytest.raises(ValueError, match="image_size"):

@@ -132,3 +132,13 @@ def test_ema_pairing_is_verified(tmp_path):
                tmp_path / "wide.pth")
     with pytest.raises(CheckpointError, match=r"wide.pth: does not fit score_sde's NCSNpp .*wrong shape.*all_modules.0.weight"):
         check_model(model_spec(tmp_path / "wide.pth", "diffusion", "score-sde", config=tiny_config()))
+
+
+def test_config_from_a_preset_with_overrides_and_its_errors():
+    cfg = ncsnpp_config("cifar10_ddpmpp_continuous", {"dropout": 0.0})
+    assert cfg.num_res_blocks == PRESETS["cifar10_ddpmpp_continuous"]["num_res_blocks"] == 4  # the preset's
+    assert cfg.dropout == 0.0 and ncsnpp_config().dropout == 0.1  # the override over the default
+    with pytest.raises(ValueError, match="unknown score-sde preset 'cifar10_ncsnpp'; expected one of"):
+        ncsnpp_config("cifar10_ncsnpp")
+    with pytest.raises(ValueError, match=r"unknown score-sde field\(s\) \['n_f'\]"):
+        ncsnpp_config(None, {"n_f": 64})

@@ -13,10 +13,27 @@ from textual.widgets.option_list import Option
 
 
 class Dialog(ModalScreen):
+    """Esc, or the button that :meth:`buttons` marks as the cancel one, runs ``action_cancel``."""
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+    @staticmethod
+    def buttons(ok: str, ok_id: str, variant: str, cancel_id: str, cancel: str = "Cancel") -> Horizontal:
+        """The button row: the one that answers, then the one that cancels."""
+        return Horizontal(Button(ok, id=ok_id, variant=variant, compact=True),
+                          Button(cancel, id=cancel_id, classes="cancel", compact=True), classes="dialog-buttons")
+
+    @on(Button.Pressed, ".cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+    def focus_at_end(self, selector: str) -> None:
+        """Focus a text field with the cursor after its proposed value (to extend it)."""
+        field = self.query_one(selector, Input)
+        field.focus()
+        field.cursor_position = len(field.value)
 
 
 class SaveAsDialog(Dialog):
@@ -33,14 +50,10 @@ class SaveAsDialog(Dialog):
             yield Label("Save as a new file", classes="dialog-title")
             yield Static(f"in {escape(self.folder)} — the experiment's `name` becomes the file name", classes="dim")
             yield Input(self.default, id="save-as-name")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Save", id="save-ok", variant="primary", compact=True)
-                yield Button("Cancel", id="save-cancel", compact=True)
+            yield self.buttons("Save", "save-ok", "primary", "save-cancel")
 
     def on_mount(self) -> None:
-        inp = self.query_one("#save-as-name", Input)
-        inp.focus()
-        inp.cursor_position = len(inp.value)
+        self.focus_at_end("#save-as-name")
 
     @on(Input.Submitted, "#save-as-name")
     @on(Button.Pressed, "#save-ok")
@@ -48,10 +61,6 @@ class SaveAsDialog(Dialog):
         name = self.query_one("#save-as-name", Input).value.strip()
         if name:
             self.dismiss(name)
-
-    @on(Button.Pressed, "#save-cancel")
-    def _cancel(self) -> None:
-        self.dismiss(None)
 
 
 class PickKindDialog(Dialog):
@@ -93,14 +102,10 @@ class SweepDialog(Dialog):
                 yield Label("values", classes="dialog-label")
                 yield Input(self.values, id="sweep-values", placeholder="comma separated, e.g. 0.05, 0.1, 0.2")
             yield Static(f"[red]{escape(self.error)}[/red]" if self.error else "", id="sweep-error")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Launch sweep", id="sweep-ok", variant="success", compact=True)
-                yield Button("Cancel", id="sweep-cancel", compact=True)
+            yield self.buttons("Launch sweep", "sweep-ok", "success", "sweep-cancel")
 
     def on_mount(self) -> None:
-        inp = self.query_one("#sweep-values", Input)
-        inp.focus()
-        inp.cursor_position = len(inp.value)
+        self.focus_at_end("#sweep-values")
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#sweep-ok")
@@ -109,10 +114,6 @@ class SweepDialog(Dialog):
         values = self.query_one("#sweep-values", Input).value.strip()
         if key and values:
             self.dismiss((key, values))
-
-    @on(Button.Pressed, "#sweep-cancel")
-    def _cancel(self) -> None:
-        self.dismiss(None)
 
 
 class ConfirmDialog(Dialog):
@@ -127,9 +128,7 @@ class ConfirmDialog(Dialog):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="confirm-dialog"):
             yield Static(self.question, id="confirm-question")
-            with Horizontal(classes="dialog-buttons"):
-                yield Button(f"{self.yes} (y)", id="confirm-yes", variant="error", compact=True)
-                yield Button("No (n)", id="confirm-no", compact=True)
+            yield self.buttons(f"{self.yes} (y)", "confirm-yes", "error", "confirm-no", cancel="No (n)")
 
     def on_mount(self) -> None:
         self.query_one("#confirm-no", Button).focus()
@@ -143,7 +142,3 @@ class ConfirmDialog(Dialog):
     @on(Button.Pressed, "#confirm-yes")
     def _yes(self) -> None:
         self.dismiss(True)
-
-    @on(Button.Pressed, "#confirm-no")
-    def _no(self) -> None:
-        self.dismiss(False)

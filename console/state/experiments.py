@@ -18,7 +18,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Callable, Literal, Union, get_args, get_origin
 
 import tomlkit
 from pydantic import BaseModel
@@ -234,8 +234,10 @@ def get_path(data: dict, key: tuple) -> Any:
     return node
 
 
-def set_path(data: dict, key: tuple, value: Any) -> None:
-    """Set (or with ``value=None`` remove) ``data[key...]``, creating tables on the way."""
+def set_path(data: dict, key: tuple, value: Any, *, table: Callable[[], dict] = dict,
+             item: Callable[[Any], Any] = lambda v: v) -> None:
+    """Set (or with ``value=None`` remove) ``data[key...]``, creating tables (``table()``) on the way;
+    the value stored is ``item(value)``. Integers in ``key`` index lists (``attacks.0.eps``)."""
     node: Any = data
     for part in key[:-1]:
         if isinstance(node, list):
@@ -244,14 +246,14 @@ def set_path(data: dict, key: tuple, value: Any) -> None:
         if part not in node or not isinstance(node[part], (dict, list)):
             if value is None:
                 return
-            node[part] = {}
+            node[part] = table()
         node = node[part]
     last = key[-1]
     if value is None:
-        if isinstance(node, dict):
-            node.pop(last, None)
+        if isinstance(node, dict) and last in node:
+            del node[last]
     else:
-        node[last] = value
+        node[last] = item(value)
 
 
 def _toml_item(value: Any) -> Any:
@@ -315,22 +317,7 @@ class ConfigForm:
     def set_value(self, key: tuple, value: Any) -> None:
         """Set (``value=None``: remove) ``doc[key...]`` in place, creating tables on the way; the rest
         of the document — comments, layout — is left as it was."""
-        node: Any = self.doc
-        for part in key[:-1]:
-            if isinstance(part, int):
-                node = node[part]
-                continue
-            if part not in node or not isinstance(node[part], (dict, list)):
-                if value is None:
-                    return
-                node[part] = tomlkit.table()
-            node = node[part]
-        last = key[-1]
-        if value is None:
-            if isinstance(last, str) and last in node:
-                del node[last]
-        else:
-            node[last] = _toml_item(value)
+        set_path(self.doc, key, value, table=tomlkit.table, item=_toml_item)
 
     def attack_count(self) -> int:
         attacks = self.data.get("attacks")

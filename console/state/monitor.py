@@ -27,6 +27,23 @@ __all__ = ["RunMonitor", "MonitorSnapshot", "Curve", "ResultsSummary", "results_
 Curve = tuple[list[int], list[float], list[int], list[float]]
 
 
+class _FromStatus:
+    """A read-only attribute of a snapshot taken from its run's status (``default()`` while the
+    run has none: no ``status.json`` yet, or a damaged one)."""
+
+    def __init__(self, default=lambda: None):
+        self.default = default
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, snapshot, owner=None):
+        if snapshot is None:
+            return self
+        status = snapshot.status
+        return getattr(status, self.name) if status is not None else self.default()
+
+
 @dataclass
 class MonitorSnapshot:
     """What the monitor shows of one run at one poll.
@@ -54,17 +71,10 @@ class MonitorSnapshot:
     def source(self) -> str | None:
         return self.view.source if self.view is not None else None
 
-    @property
-    def progress(self) -> Progress:
-        return self.status.progress if self.status is not None else Progress()
-
-    @property
-    def eta(self) -> float | None:
-        return self.status.eta if self.status is not None else None
-
-    @property
-    def pid(self) -> int | None:
-        return self.status.pid if self.status is not None else None
+    # not annotated: dataclass fields they are not
+    progress = _FromStatus(Progress)  # Progress
+    eta = _FromStatus()  # float | None, seconds
+    pid = _FromStatus()  # int | None
 
     @property
     def message(self) -> str:

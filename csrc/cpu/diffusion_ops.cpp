@@ -1,9 +1,10 @@
-// CPU kernels of dbp::normal, dbp::q_sample, dbp::ddpm_step and dbp::clipped_step.
+// CPU kernels of dbp::normal, dbp::q_sample, dbp::ddpm_step and dbp::clipped_step. The
+// arguments are checked by op_args.h, and the ops registered by diffusion_ops.h, as for CUDA.
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
-#include "../include/checks.h"
-#include "../include/diffusion_math.h"
+#include "../include/diffusion_ops.h"
+#include "../include/op_args.h"
 #include "noise_fill.h"
 
 namespace dbp {
@@ -11,136 +12,83 @@ namespace {
 
 constexpr auto kAlways = [](int64_t) { return true; };
 
-at::Tensor normal_cpu(at::IntArrayRef shape, int64_t seed, int64_t stream, const at::Tensor& uids,
-                      int64_t step, std::optional<at::ScalarType> dtype) {
-  check_normal_shape(shape, uids);
-  auto out = at::empty(shape, uids.options().dtype(dtype.value_or(at::kFloat)));
-  check_images(out, "normal", "shape/dtype");
-  check_uids(uids, shape[0], uids.device(), "normal");
-  check_address(stream, step, "normal");
-  const auto ids = uids.contiguous();
-  const int64_t B = shape[0], N = out.numel() / B;
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "dbp_normal", [&] {
-    scalar_t* o = out.data_ptr<scalar_t>();
-    for_each_noise_chunk(B, N, ids.data_ptr<int64_t>(), seed, stream, step, kAlways,
-                         [&](int64_t b, int64_t e0, int64_t n, const float* z) {
-                           scalar_t* ob = o + b * N + e0;
-                           for (int64_t i = 0; i < n; ++i) ob[i] = static_cast<scalar_t>(z[i]);
-                         });
-  });
-  return out;
-}
+// The kernels DiffusionOps<Cpu> registers (diffusion_ops.h).
+struct Cpu {
+  static at::Tensor normal(at::IntArrayRef shape, int64_t seed, int64_t stream, const at::Tensor& uids, int64_t step,
+                           std::optional<at::ScalarType> dtype) {
+    const auto in = normal_args(shape, uids, stream, step, dtype);
+    const int64_t N = in.N;
+    AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "dbp_normal", [&] {
+      scalar_t* o = in.x.data_ptr<scalar_t>();
+      for_each_noise_chunk(in.B, N, in.ids.data_ptr<int64_t>(), seed, stream, step, kAlways,
+                           [&](int64_t b, int64_t e0, int64_t n, const float* z) {
+                             scalar_t* ob = o + b * N + e0;
+                             for (int64_t i = 0; i < n; ++i) ob[i] = static_cast<scalar_t>(z[i]);
+                           });
+    });
+    return in.x;
+  }
 
-at::Tensor q_sample_cpu(const at::Tensor& x0, const at::Tensor& sqrt_ab, const at::Tensor& sqrt_1mab,
-                        int64_t seed, int64_t stream, const at::Tensor& uids, int64_t step) {
-  check_images(x0, "q_sample", "x0");
-  check_uids(uids, x0.size(0), x0.device(), "q_sample");
-  check_address(stream, step, "q_sample");
-  const auto x = x0.contiguous(), ids = uids.contiguous();
-  const auto a = coefficient(sqrt_ab, x, "q_sample", "sqrt_ab");
-  const auto s = coefficient(sqrt_1mab, x, "q_sample", "sqrt_1mab");
-  auto out = at::empty_like(x);
-  const int64_t B = x.size(0), N = x.numel() / B;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dbp_q_sample", [&] {
-    const scalar_t *xp = x.data_ptr<scalar_t>(), *ap = a.data_ptr<scalar_t>(), *sp = s.data_ptr<scalar_t>();
-    const bool ab = a.numel() > 1, sb = s.numel() > 1;
-    scalar_t* o = out.data_ptr<scalar_t>();
-    for_each_noise_chunk(B, N, ids.data_ptr<int64_t>(), seed, stream, step, kAlways,
-                         [&](int64_t b, int64_t e0, int64_t n, const float* z) {
-                           const scalar_t A = ap[ab ? b : 0], S = sp[sb ? b : 0];
-                           const scalar_t* xb = xp + b * N + e0;
-                           scalar_t* ob = o + b * N + e0;
-                           for (int64_t i = 0; i < n; ++i) ob[i] = q_sample_elem(xb[i], A, S, z[i]);
-                         });
-  });
-  return out;
-}
+  static at::Tensor q_sample(const at::Tensor& x0, const at::Tensor& sqrt_ab, const at::Tensor& sqrt_1mab,
+                             int64_t seed, int64_t stream, const at::Tensor& uids, int64_t step) {
+    const auto in = q_sample_args(x0, sqrt_ab, sqrt_1mab, uids, stream, step);
+    auto out = at::empty_like(in.x);
+    const int64_t N = in.N;
+    AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "dbp_q_sample", [&] {
+      const scalar_t* xp = in.x.data_ptr<scalar_t>();
+      const auto coefs = in.coefs<scalar_t>();
+      scalar_t* o = out.data_ptr<scalar_t>();
+      for_each_noise_chunk(in.B, N, in.ids.data_ptr<int64_t>(), seed, stream, step, kAlways,
+                           [&](int64_t b, int64_t e0, int64_t n, const float* z) {
+                             const scalar_t A = coefs.at(0, b), S = coefs.at(1, b);
+                             const scalar_t* xb = xp + b * N + e0;
+                             scalar_t* ob = o + b * N + e0;
+                             for (int64_t i = 0; i < n; ++i) ob[i] = q_sample_elem(xb[i], A, S, z[i]);
+                           });
+    });
+    return out;
+  }
 
-at::Tensor ddpm_step_cpu(const at::Tensor& x_t, const at::Tensor& eps, const at::Tensor& c_x,
-                         const at::Tensor& c_eps, const at::Tensor& sigma, int64_t seed, int64_t stream,
-                         const at::Tensor& uids, int64_t step) {
-  check_images(x_t, "ddpm_step", "x_t");
-  check_like(eps, x_t, "ddpm_step", "eps", "x_t");
-  check_uids(uids, x_t.size(0), x_t.device(), "ddpm_step");
-  check_address(stream, step, "ddpm_step");
-  const auto x = x_t.contiguous(), e = eps.contiguous(), ids = uids.contiguous();
-  const auto cx = coefficient(c_x, x, "ddpm_step", "c_x");
-  const auto ce = coefficient(c_eps, x, "ddpm_step", "c_eps");
-  const auto [sg, sgl] = noise_scale(sigma, x, "ddpm_step", "sigma");
-  auto out = at::empty_like(x);
-  const int64_t B = x.size(0), N = x.numel() / B;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dbp_ddpm_step", [&] {
-    const scalar_t *xp = x.data_ptr<scalar_t>(), *ep = e.data_ptr<scalar_t>();
-    const scalar_t *cxp = cx.data_ptr<scalar_t>(), *cep = ce.data_ptr<scalar_t>(), *sgp = sg.data_ptr<scalar_t>();
-    const bool cxb = cx.numel() > 1, ceb = ce.numel() > 1;
-    scalar_t* o = out.data_ptr<scalar_t>();
-    for_each_noise_chunk(
-        B, N, ids.data_ptr<int64_t>(), seed, stream, step,
-        [&](int64_t b) { return sgl == Layout::kPerElement || sgp[layout_index(sgl, b, 0, N)] != scalar_t(0); },
-        [&](int64_t b, int64_t e0, int64_t n, const float* z) {
-          const scalar_t CX = cxp[cxb ? b : 0], CE = cep[ceb ? b : 0];
-          const scalar_t *xb = xp + b * N + e0, *eb = ep + b * N + e0;
-          scalar_t* ob = o + b * N + e0;
-          if (sgl == Layout::kPerElement) {
-            const scalar_t* sb = sgp + b * N + e0;
-            for (int64_t i = 0; i < n; ++i) ob[i] = ddpm_step_elem(xb[i], eb[i], CX, CE, sb[i], z[i]);
-          } else {
-            const scalar_t SG = sgp[layout_index(sgl, b, 0, N)];
-            for (int64_t i = 0; i < n; ++i) ob[i] = ddpm_step_elem(xb[i], eb[i], CX, CE, SG, z[i]);
-          }
-        });
-  });
-  return out;
-}
-
-at::Tensor clipped_step_cpu(const at::Tensor& x_t, const at::Tensor& eps, const at::Tensor& a,
-                            const at::Tensor& b, const at::Tensor& c0, const at::Tensor& c1,
-                            const at::Tensor& sigma, int64_t seed, int64_t stream, const at::Tensor& uids,
-                            int64_t step) {
-  check_images(x_t, "clipped_step", "x_t");
-  check_like(eps, x_t, "clipped_step", "eps", "x_t");
-  check_uids(uids, x_t.size(0), x_t.device(), "clipped_step");
-  check_address(stream, step, "clipped_step");
-  const auto x = x_t.contiguous(), e = eps.contiguous(), ids = uids.contiguous();
-  const auto ca = coefficient(a, x, "clipped_step", "a");
-  const auto cb = coefficient(b, x, "clipped_step", "b");
-  const auto k0 = coefficient(c0, x, "clipped_step", "c0");
-  const auto k1 = coefficient(c1, x, "clipped_step", "c1");
-  const auto [sg, sgl] = noise_scale(sigma, x, "clipped_step", "sigma");
-  auto out = at::empty_like(x);
-  const int64_t B = x.size(0), N = x.numel() / B;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dbp_clipped_step", [&] {
-    const scalar_t *xp = x.data_ptr<scalar_t>(), *ep = e.data_ptr<scalar_t>();
-    const scalar_t *ap = ca.data_ptr<scalar_t>(), *bp = cb.data_ptr<scalar_t>();
-    const scalar_t *k0p = k0.data_ptr<scalar_t>(), *k1p = k1.data_ptr<scalar_t>(), *sgp = sg.data_ptr<scalar_t>();
-    const bool ab = ca.numel() > 1, bb = cb.numel() > 1, k0b = k0.numel() > 1, k1b = k1.numel() > 1;
-    scalar_t* o = out.data_ptr<scalar_t>();
-    for_each_noise_chunk(
-        B, N, ids.data_ptr<int64_t>(), seed, stream, step,
-        [&](int64_t s) { return sgl == Layout::kPerElement || sgp[layout_index(sgl, s, 0, N)] != scalar_t(0); },
-        [&](int64_t s, int64_t e0, int64_t n, const float* z) {
-          const scalar_t A = ap[ab ? s : 0], Bc = bp[bb ? s : 0], K0 = k0p[k0b ? s : 0], K1 = k1p[k1b ? s : 0];
-          const scalar_t *xb = xp + s * N + e0, *eb = ep + s * N + e0;
-          scalar_t* ob = o + s * N + e0;
-          if (sgl == Layout::kPerElement) {
-            const scalar_t* sb = sgp + s * N + e0;
-            for (int64_t i = 0; i < n; ++i) ob[i] = clipped_step_elem(xb[i], eb[i], A, Bc, K0, K1, sb[i], z[i]);
-          } else {
-            const scalar_t SG = sgp[layout_index(sgl, s, 0, N)];
-            for (int64_t i = 0; i < n; ++i) ob[i] = clipped_step_elem(xb[i], eb[i], A, Bc, K0, K1, SG, z[i]);
-          }
-        });
-  });
-  return out;
-}
+  // ddpm_step and clipped_step: out = Step(x_t, eps, the sample's coefficients, sigma, z) per
+  // element, over chunks of one sample (noise_fill.h). The two sigma layouts get their own loops so
+  // that a shared or per-sample sigma is read once per chunk.
+  template <typename Step>
+  static at::Tensor reverse_step(const at::Tensor& x_t, const at::Tensor& eps,
+                                 const std::array<at::Tensor, kCoefsOf<Step>>& c, const at::Tensor& sigma,
+                                 int64_t seed, int64_t stream, const at::Tensor& uids, int64_t step) {
+    constexpr int K = kCoefsOf<Step>;
+    const auto in = step_args<Step>(x_t, eps, c, sigma, uids, stream, step);
+    auto out = at::empty_like(in.x);
+    const int64_t N = in.N;
+    AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), Step::kOp, [&] {
+      const scalar_t *xp = in.x.template data_ptr<scalar_t>(), *ep = in.eps.template data_ptr<scalar_t>();
+      const auto coefs = in.template coefs<scalar_t>();
+      const auto sg = in.template noise_scale<scalar_t>();
+      scalar_t* o = out.template data_ptr<scalar_t>();
+      const int64_t* ids = in.ids.template data_ptr<int64_t>();
+      for_each_noise_chunk(
+          in.B, N, ids, seed, stream, step, [&](int64_t b) { return sg.needs_noise(b); },
+          [&](int64_t b, int64_t e0, int64_t n, const float* z) {
+            scalar_t cb[K];
+            coefs.of_sample(b, cb);
+            const int64_t off = b * N + e0;  // flat index of the chunk's first element
+            const scalar_t *xb = xp + off, *eb = ep + off;
+            scalar_t* ob = o + off;
+            if (sg.layout == Layout::kPerElement) {
+              const scalar_t* sb = sg.p + off;
+              for (int64_t i = 0; i < n; ++i) ob[i] = Step{}(xb[i], eb[i], cb, sb[i], z[i]);
+            } else {
+              const scalar_t s = sg.at(b, off);
+              for (int64_t i = 0; i < n; ++i) ob[i] = Step{}(xb[i], eb[i], cb, s, z[i]);
+            }
+          });
+    });
+    return out;
+  }
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(dbp, CPU, m) {
-  m.impl("normal", &normal_cpu);
-  m.impl("q_sample", &q_sample_cpu);
-  m.impl("ddpm_step", &ddpm_step_cpu);
-  m.impl("clipped_step", &clipped_step_cpu);
-}
+TORCH_LIBRARY_IMPL(dbp, CPU, m) { DiffusionOps<Cpu>::register_kernels(m); }
 
 }  // namespace dbp

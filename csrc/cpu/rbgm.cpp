@@ -8,7 +8,7 @@
 #include <numeric>
 #include <vector>
 
-#include "../include/checks.h"
+#include "../include/op_args.h"
 #include "../include/rbgm_layout.h"
 #include "noise_fill.h"
 
@@ -16,10 +16,7 @@ namespace dbp {
 namespace {
 
 at::Tensor rbgm_cpu(const at::Tensor& g, int64_t seed, int64_t stream, const at::Tensor& uids, int64_t step) {
-  check_images(g, "rbgm", "g");
-  check_uids(uids, g.size(0), g.device(), "rbgm");
-  check_address(stream, step, "rbgm");
-  TORCH_CHECK_VALUE(at::isfinite(g).all().item<bool>(), "dbp.rbgm: argument 'g' must be finite (it is ranked)");
+  check_rbgm_args(g, uids, stream, step);
   const auto gc = g.contiguous(), ids = uids.contiguous();
   auto out = at::empty_like(gc);
   const int64_t B = gc.size(0), N = gc.numel() / B, L = rbgm_row_length(gc), rows_per = N / L;

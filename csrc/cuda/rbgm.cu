@@ -5,17 +5,14 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../include/checks.h"
+#include "../include/op_args.h"
 #include "../include/rbgm_layout.h"
 
 namespace dbp {
 namespace {
 
 at::Tensor rbgm_cuda(const at::Tensor& g, int64_t seed, int64_t stream, const at::Tensor& uids, int64_t step) {
-  check_images(g, "rbgm", "g");
-  check_uids(uids, g.size(0), g.device(), "rbgm");
-  check_address(stream, step, "rbgm");
-  TORCH_CHECK_VALUE(at::isfinite(g).all().item<bool>(), "dbp.rbgm: argument 'g' must be finite (it is ranked)");
+  check_rbgm_args(g, uids, stream, step);
   const c10::cuda::CUDAGuard guard(g.device());
   static const auto normal = c10::Dispatcher::singleton().findSchemaOrThrow("dbp::normal", "").typed<
       at::Tensor(at::IntArrayRef, int64_t, int64_t, const at::Tensor&, int64_t, std::optional<at::ScalarType>)>();

@@ -8,8 +8,6 @@
 #include <string>
 #include <utility>
 
-#include "philox.h"  // DBP_HD
-
 namespace dbp {
 
 inline void check_images(const at::Tensor& x, const char* op, const char* name) {
@@ -104,11 +102,6 @@ inline std::pair<at::Tensor, Layout> noise_scale(const at::Tensor& c, const at::
   }
   auto v = coefficient(c, x, op, name);
   return {v, v.numel() > 1 ? Layout::kPerSample : Layout::kShared};
-}
-
-// Index of sample b, element e (flat, within the sample; N elements per sample) in a coefficient of layout l.
-DBP_HD int64_t layout_index(Layout l, int64_t b, int64_t e, int64_t N) {
-  return l == Layout::kPerElement ? b * N + e : (l == Layout::kPerSample ? b : 0);
 }
 
 }  // namespace dbp

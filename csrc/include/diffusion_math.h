@@ -37,4 +37,25 @@ DBP_HD T clipped_step_elem(T x_t, T eps, T a, T b, T c0, T c1, T sigma, float z)
   return c0 * x0 + c1 * x_t + sigma * static_cast<T>(z);
 }
 
+// The two reverse steps as the kernels' generic step loop calls them: one element from x_t, eps,
+// the sample's coefficients c (in the order of kCoefNames, the op's schema in csrc/ops.cpp),
+// sigma and z. kOp and kCoefNames name the op and its arguments in error messages.
+struct DdpmStep {
+  static constexpr const char* kOp = "ddpm_step";
+  static constexpr const char* kCoefNames[] = {"c_x", "c_eps"};
+  template <typename T>
+  DBP_HD T operator()(T x_t, T eps, const T* c, T sigma, float z) const {
+    return ddpm_step_elem(x_t, eps, c[0], c[1], sigma, z);
+  }
+};
+
+struct ClippedStep {
+  static constexpr const char* kOp = "clipped_step";
+  static constexpr const char* kCoefNames[] = {"a", "b", "c0", "c1"};
+  template <typename T>
+  DBP_HD T operator()(T x_t, T eps, const T* c, T sigma, float z) const {
+    return clipped_step_elem(x_t, eps, c[0], c[1], c[2], c[3], sigma, z);
+  }
+};
+
 }  // namespace dbp

@@ -8,10 +8,12 @@
 // Constants are float32 values written as hex literals (no decimal rounding
 // ambiguity). Only IEEE-exact operations (+, -, *, /, sqrt, floor, integer ops) are used,
 // and the build disables FMA contraction, so the CPU, CUDA and pure-PyTorch
-// reference (dbp_core/ops.py) produce bit-identical float32 values.
+// reference (dbp_core/ops/reference.py) produce bit-identical float32 values.
 #pragma once
 #include <cstdint>
 #include <math.h>
+
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define DBP_HD __host__ __device__ __forceinline__
@@ -52,23 +54,21 @@ DBP_HD U4 philox4x32_10(U4 c, uint32_t k0, uint32_t k1) {
   return c;
 }
 
-DBP_HD float bits_to_float(uint32_t b) {
+// The bits of a float as a 32-bit word, or a word's bits as a float (std::bit_cast, with the
+// CUDA intrinsics in device code).
+template <typename To, typename From>
+DBP_HD To bit_cast(From v) {
+  static_assert(sizeof(To) == 4 && sizeof(From) == 4, "bit_cast: 32-bit float <-> uint32_t only");
 #if defined(__CUDA_ARCH__)
-  return __uint_as_float(b);
+  if constexpr (std::is_same_v<To, float>) {
+    return __uint_as_float(v);
+  } else {
+    return __float_as_uint(v);
+  }
 #else
-  float f;
-  __builtin_memcpy(&f, &b, sizeof f);
-  return f;
-#endif
-}
-
-DBP_HD uint32_t float_to_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  uint32_t b;
-  __builtin_memcpy(&b, &f, sizeof b);
-  return b;
+  To out;
+  __builtin_memcpy(&out, &v, sizeof out);
+  return out;
 #endif
 }
 
@@ -76,12 +76,12 @@ DBP_HD uint32_t float_to_bits(float f) {
 // m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m - 1) / (m + 1).
 // |s| <= 0.172, so the odd series to s^9 is accurate to float rounding.
 DBP_HD float log_unit(float u) {
-  const uint32_t b = float_to_bits(u);
+  const uint32_t b = bit_cast<uint32_t>(u);
   const uint32_t mb = (b & 0x007fffffu) | 0x3f800000u;  // mantissa as a float in [1, 2)
   // m > sqrt(2): halve m (exponent field - 1) and add one to e. Integer
   // selects keep the loop branch-free, so the compiler vectorises it.
-  const uint32_t big = mb > float_to_bits(0x1.6a09e6p+0f) ? 1u : 0u;
-  const float m = bits_to_float(mb - (big << 23));
+  const uint32_t big = mb > bit_cast<uint32_t>(0x1.6a09e6p+0f) ? 1u : 0u;
+  const float m = bit_cast<float>(mb - (big << 23));
   const float e = static_cast<float>(static_cast<int32_t>((b >> 23) & 0xffu) - 127 + static_cast<int32_t>(big));
   const float s = (m - 1.0f) / (m + 1.0f);
   const float s2 = s * s;
@@ -103,9 +103,9 @@ DBP_HD void sincos_2pi(float v, float& s_out, float& c_out) {
   // q3 (-c, s); done on the bits (swap by mask, negate by the sign bit).
   const uint32_t qi = static_cast<uint32_t>(static_cast<int32_t>(q)) & 3u;
   const uint32_t swap = 0u - (qi & 1u);
-  const uint32_t sb = float_to_bits(s), cb = float_to_bits(c);
-  const float sv = bits_to_float(((sb & ~swap) | (cb & swap)) ^ ((qi & 2u) << 30));
-  const float cv = bits_to_float(((cb & ~swap) | (sb & swap)) ^ (((qi + 1u) & 2u) << 30));
+  const uint32_t sb = bit_cast<uint32_t>(s), cb = bit_cast<uint32_t>(c);
+  const float sv = bit_cast<float>(((sb & ~swap) | (cb & swap)) ^ ((qi & 2u) << 30));
+  const float cv = bit_cast<float>(((cb & ~swap) | (sb & swap)) ^ (((qi + 1u) & 2u) << 30));
   s_out = sv;
   c_out = cv;
 }

@@ -5,13 +5,31 @@ A field that cannot build a working network — a negative width, zero groups, a
 levels, a string where a number belongs — is a ``ValueError`` that starts with the field's name
 and says what was expected, raised before any layer is built, so that ``dbp check`` names it
 (docs/config.md, "Checkpoints") instead of a layer failing deep inside the constructor or the
-first forward pass.
+first forward pass. :func:`from_preset` is the one way a config is made from a released
+checkpoint's preset and the experiment's overrides (``models.diffusion_config``).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from dataclasses import fields, replace
+from typing import Any, Iterable, Mapping, TypeVar
 
-__all__ = ["integer", "integers", "fraction", "flag", "positive", "groups_divide"]
+__all__ = ["from_preset", "integer", "integers", "fraction", "flag", "positive", "groups_divide"]
+
+Config = TypeVar("Config")
+
+
+def from_preset(cls: type[Config], presets: Mapping[str, dict], preset: str | None, overrides: dict | None,
+                *, family: str, key: str) -> Config:
+    """``cls()`` with the fields of ``presets[preset]`` (when a preset is named), then ``overrides``
+    on top; ValueError naming an unknown preset or an unknown key (``family`` and ``key`` word the
+    message: "unknown score-sde field(s) ...")."""
+    if preset is not None and preset not in presets:
+        raise ValueError(f"unknown {family} preset {preset!r}; expected one of {sorted(presets)}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(overrides or {}) - known)
+    if unknown:
+        raise ValueError(f"unknown {family} {key}(s) {unknown}; expected some of {sorted(known)}")
+    return replace(cls(), **{**presets.get(preset, {}), **(overrides or {})})
 
 
 def _is_int(value: Any) -> bool:

@@ -23,14 +23,14 @@ when ``learn_sigma`` (``learned_variance = True``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arch_checks import flag, fraction, groups_divide, integer, integers, positive
+from .arch_checks import flag, fraction, from_preset, groups_divide, integer, integers, positive
 
 __all__ = ["GuidedUNetConfig", "GuidedUNet", "GuidedDiffusionEps", "PRESETS", "guided_config"]
 
@@ -109,13 +109,7 @@ PRESETS: dict[str, dict] = {
 def guided_config(preset: str | None = None, overrides: dict | None = None) -> GuidedUNetConfig:
     """A config from a preset name (or the defaults) with ``overrides`` (guided-diffusion flag names);
     ValueError naming the unknown key or value."""
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown guided-diffusion preset {preset!r}; expected one of {sorted(PRESETS)}")
-    known = {f.name for f in fields(GuidedUNetConfig)}
-    unknown = sorted(set(overrides or {}) - known)
-    if unknown:
-        raise ValueError(f"unknown guided-diffusion flag(s) {unknown}; expected some of {sorted(known)}")
-    cfg = replace(GuidedUNetConfig(), **{**PRESETS.get(preset, {}), **(overrides or {})})
+    cfg = from_preset(GuidedUNetConfig, PRESETS, preset, overrides, family="guided-diffusion", key="flag")
     if cfg.class_cond:
         raise ValueError("class_cond = true: class-conditional checkpoints need a label, which the eps-model "
                          "interface does not carry; use an unconditional checkpoint")

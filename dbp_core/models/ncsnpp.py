@@ -17,7 +17,7 @@ submodule sits in one ``all_modules`` list, in the authors' order, so the keys m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arch_checks import flag, fraction, integer, integers, positive
+from .arch_checks import flag, fraction, from_preset, integer, integers, positive
 
 __all__ = ["NCSNppConfig", "NCSNpp", "ScoreSDEEps", "PRESETS", "ncsnpp_config"]
 
@@ -56,13 +56,7 @@ PRESETS: dict[str, dict] = {
 
 def ncsnpp_config(preset: str | None = None, overrides: dict | None = None) -> NCSNppConfig:
     """A config from a preset name (or the defaults) with ``overrides`` (score_sde's field names)."""
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown score-sde preset {preset!r}; expected one of {sorted(PRESETS)}")
-    known = {f.name for f in fields(NCSNppConfig)}
-    unknown = sorted(set(overrides or {}) - known)
-    if unknown:
-        raise ValueError(f"unknown score-sde field(s) {unknown}; expected some of {sorted(known)}")
-    cfg = replace(NCSNppConfig(), **{**PRESETS.get(preset, {}), **(overrides or {})})
+    cfg = from_preset(NCSNppConfig, PRESETS, preset, overrides, family="score-sde", key="field")
     cfg = replace(cfg, ch_mult=integers("ch_mult", cfg.ch_mult),
                   attn_resolutions=integers("attn_resolutions", cfg.attn_resolutions, empty=True))
     for name in ("image_size", "num_channels", "nf", "num_res_blocks", "num_scales"):
