@@ -39,7 +39,7 @@ def run_fn(overrides: list[str]):
     """A function running the quickstart with ``overrides`` to the end in a fresh temporary store."""
     from dbp_core.config import load_config
     from dbp_core.runner import run_study
-    from dbp_core.runs import RunStore
+    from dbp_core.store import RunStore
 
     cfg = load_config(QUICKSTART, overrides=overrides)
 

@@ -39,7 +39,7 @@ class ConsoleApp(App):
                  poll_interval: float | None = None, inline_images: str | None = None):
         super().__init__()
         self.inline_images = inline_images  # 'sixel' / 'tgp' when report figures show inline
-        from dbp_core.runs import default_runs_dir
+        from dbp_core.store import default_runs_dir
         self.experiments_dir = Path(experiments_dir)
         self.runs_dir = default_runs_dir(runs_dir)
         self.poll_interval = poll_interval or MonitorScreen.POLL_S  # the monitor's file polls

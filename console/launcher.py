@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbp_core.results import running_runs
-from dbp_core.runs import RunStatus, pid_alive
+from dbp_core.store import RunStatus, pid_alive
 
 __all__ = ["Job", "Launcher", "run_command", "resume_command", "sweep_command", "cancel_pid"]
 

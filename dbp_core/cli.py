@@ -1,4 +1,6 @@
-"""The ``dbp`` command (also ``python -m dbp_core``).
+"""The ``dbp`` command (also ``python -m dbp_core``): it parses the arguments, prints, and maps
+how a command ended to its exit code. What a run or a sweep does around the runner (a resume's
+claim, the sweep's points) is ``dbp_core/driver.py`` and ``dbp_core/sweep_driver.py``.
 
 Exit codes: 0 ok, 1 the run failed, 2 bad input (invalid config, missing file, unknown run, a
 plugin that broke its contract — docs/plugins.md — even mid-run), 130 interrupted (SIGINT/SIGTERM, or a
@@ -8,23 +10,16 @@ never a traceback; a failed run's traceback is in its ``log.txt``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
-from .interrupts import deferred
+from .driver import Claim, UserError, claim_for_resume, create_run, execute, leave_interrupted
+from .interrupts import deferred, ignored
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UserError(Exception):
-    """Bad input: printed as 'dbp: error: ...' with exit code 2."""
 
 
 class OutputClosed(KeyboardInterrupt):
@@ -95,7 +90,7 @@ def _seconds(s: float) -> str:
 # --------------------------------------------------------------------------- helpers
 
 def _store(args):
-    from .runs import RunStore, default_runs_dir
+    from .store import RunStore, default_runs_dir
     store = RunStore(default_runs_dir(getattr(args, "runs_dir", None), getattr(args, "_config_runs_dir", None)))
     existing = store.root  # the store, or its nearest existing parent, must be a folder
     while not existing.exists() and existing.parent != existing:
@@ -108,7 +103,7 @@ def _store(args):
 
 def _open_run(args):
     """The run ``args.run`` names (its callers, resume/show/export, look for a sweep first)."""
-    from .runs import RunNotFound
+    from .store import RunNotFound
     try:
         return _store(args).open(args.run)
     except RunNotFound as exc:
@@ -129,33 +124,15 @@ def _load(args, weights_up_to: int | None = None):
 
 
 def _execute(run, cfg, args) -> int:
+    """Run a new or claimed run to its end (``driver.execute``) with a progress display, and print
+    how it ended."""
     display = ProgressDisplay(enabled=False if args.no_progress else None)
     try:
-        with deferred():  # importing the runner: an interrupt is delivered after, not lost in an import
-            from .runner import run_study
-        state = run_study(run, cfg, on_progress=display)
-    except KeyboardInterrupt:  # before run_study took over the signals: the run is left as it was
-        _leave_interrupted(run)
-        raise
+        state = execute(run, cfg, on_progress=display)
     finally:
         display.close()
-        run.unlock()  # taken by _prepare_run / _prepare_resume (run_study keeps a lock it did not take)
-    with _signals_ignored():  # the run's state is recorded: a late signal cannot cut the report short
+    with ignored():  # the run's state is recorded: a late signal cannot cut the report short
         return _report_end(run, state)
-
-
-@contextlib.contextmanager
-def _signals_ignored():
-    """Ignore SIGINT/SIGTERM for the block (main thread only), then restore the handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in before.items():
-            signal.signal(s, h)
 
 
 def _report_end(run, state: str) -> int:
@@ -173,19 +150,6 @@ def _report_end(run, state: str) -> int:
     message = view.status.message if view.status and view.status.state == "failed" else ""
     print(f"dbp: run failed: {message}{note}\n(traceback in {run.log_path})\n{run.path}", file=sys.stderr)
     return EXIT_BAD_INPUT if getattr(run, "bad_input", False) else EXIT_FAILED  # a plugin broke its contract
-
-
-def _leave_interrupted(run) -> None:
-    """A signal between the creation (or claim) of a run and its start: record it interrupted
-    (unless the run already recorded how it ended: the signal came after)."""
-    try:
-        status = run.read_status(check_alive=False)
-        if status is not None and status.final:
-            return
-        run.release_space()
-        run.write_status(state="interrupted", message="interrupted before it started")
-    except (OSError, ValueError):
-        pass
 
 
 # --------------------------------------------------------------------------- commands
@@ -206,18 +170,13 @@ def cmd_check(args) -> int:
 
 
 def _prepare_run(args):
-    from .runs import RunStoreError
     cfg = _load(args)
     args._config_runs_dir = cfg.output.runs_dir
-    try:
-        # locked: no `dbp resume` can start it before we do
-        run = _store(args).create(cfg, lock=True, source=str(Path(args.file).resolve()))
-    except RunStoreError as exc:
-        raise UserError(str(exc)) from None
+    run = create_run(_store(args), cfg, source=str(Path(args.file).resolve()))
     try:
         print(f"run {run.id} in {run.path}", file=sys.stderr)
     except KeyboardInterrupt:
-        _leave_interrupted(run)
+        leave_interrupted(run)
         run.unlock()
         raise
     return run, cfg
@@ -232,78 +191,20 @@ def cmd_run(args) -> int:
 
 
 def _prepare_resume(args):
-    """Take the run's lock (a second `dbp resume`, or the run's own process, holds it → exit 2),
-    check its state, mark it running at once, then read its frozen config."""
-    return _claim_for_resume(_open_run(args), getattr(args, "allow_changed_code", False))
+    """Claim the run for resume (``driver.claim_for_resume``): (run, cfg), or EXIT_OK for a run
+    already done."""
+    return _announced(claim_for_resume(_open_run(args), getattr(args, "allow_changed_code", False)))
 
 
-def _changed_code(run, allow: bool) -> None:
-    """Refuse (UserError) to resume a run whose plugin code is not what it started with — its result
-    would mix two versions of the code — unless ``allow`` (``--allow-changed-code``): then the change
-    is logged and recorded in plugins.json."""
-    changes = run.plugin_changes()
-    if not changes:
-        return
-    what = "; ".join(f"{c['field']} = '{c['import']}' in {c['now_file'] or c['file']} (sha256 "
-                     f"{(c['recorded'] or 'none')[:12]} when the run started, {(c['now'] or 'unreadable')[:12]} now)"
-                     for c in changes)
-    if not allow:
-        raise UserError(f"run {run.id} cannot be resumed: its plugin code changed since it started: {what}; "
-                        "resuming would mix two versions of the code in one result. Restore the file, start a "
-                        "new run, or resume with --allow-changed-code (recorded in the run's log)")
-    run.accept_plugin_changes(changes)
-    run.log(f"resumed with changed plugin code (--allow-changed-code): {what}")
-    print(f"dbp: warning: resuming with changed plugin code: {what}", file=sys.stderr)
-
-
-def _claim_for_resume(run, allow_changed_code: bool = False):
-    """:func:`_prepare_resume` of an opened run: (run, cfg), or EXIT_OK for a run already done."""
-    from .config import ConfigError
-    from .runs import RunFileError, RunLocked
-    problems = run.file_problems()  # a link in place of .lock or log.txt: refused before either is opened
-    if problems:
-        raise UserError(f"run {run.id} cannot be resumed: {problems[0]}")
-    try:
-        run.lock()
-    except RunLocked as exc:
-        raise UserError(str(exc)) from None
-    except RunFileError as exc:
-        raise UserError(f"run {run.id} cannot be resumed: {exc}") from None
-    try:
-        try:
-            status = run.read_status(persist=True)
-            if status is None or status.state != "done":
-                run.verify_integrity()  # the frozen config, checkpoints, saved models: as dbp wrote them
-        except RunFileError as exc:
-            raise UserError(f"run {run.id} cannot be resumed: {exc}") from None
-        state = status.state if status else None
-        if state == "done":
-            run.unlock()
-            print(f"run {run.id} is already done\n{run.path}")
-            return EXIT_OK
-        if state == "running":  # alive, yet it did not hold the lock: a dbp without run locks
-            raise UserError(f"run {run.id} is already running (pid {status.pid} on {status.host})")
-        try:
-            run.reserve_space()
-        except OSError as exc:
-            raise UserError(f"run {run.id} cannot be resumed: no room for its files ({exc}); free some space") from None
-        run.mark_running()
-        try:
-            from .preflight import preflight
-            with deferred():
-                frozen = run.read_config()
-            cfg = preflight(frozen, str(run.config_path))
-            _changed_code(run, allow_changed_code)
-        except BaseException:
-            if run.claimed_from is not None:  # put the status back as it was
-                run.write_status(**{k: v for k, v in run.claimed_from.to_dict().items() if k != "updated"})
-            raise
-    except BaseException:
-        run.release_space()
-        run.unlock()
-        raise
-    print(f"resuming run {run.id} ({state})", file=sys.stderr)
-    return run, cfg
+def _announced(claim: Claim):
+    """Print what a resume's claim found: (run, cfg) to run, or EXIT_OK for a run already done."""
+    if claim.done:
+        print(f"run {claim.run.id} is already done\n{claim.run.path}")
+        return EXIT_OK
+    if claim.changed_code:
+        print(f"dbp: warning: resuming with changed plugin code: {claim.changed_code}", file=sys.stderr)
+    print(f"resuming run {claim.run.id} ({claim.state})", file=sys.stderr)
+    return claim.run, claim.cfg
 
 
 def cmd_resume(args) -> int:
@@ -322,7 +223,7 @@ def cmd_resume(args) -> int:
 # --------------------------------------------------------------------------- sweeps
 
 def _find_sweep(args, ref):
-    from .runs import RunNotFound
+    from .store import RunNotFound
     try:
         return _store(args).find_sweep(ref)
     except RunNotFound as exc:
@@ -331,15 +232,11 @@ def _find_sweep(args, ref):
 
 def cmd_sweep(args) -> int:
     """``dbp sweep FILE --grid key=v1,v2 [--grid ...]``: one run per grid point, in a sweep group
-    (dbp_core/runs.py: the sweep folder); every point is checked as ``dbp run`` checks it (the
-    schema, then preflight) before the first one runs."""
-    import itertools
-    import math
-
+    (dbp_core/store/sweeps.py: the sweep folder); every point is checked as ``dbp run`` checks it
+    before the first one runs (``sweep_driver.SweepPlan``)."""
     from . import dist
-    from .config import ConfigError, dumps_config, load_config, loads_config, parse_grid
-    from .preflight import preflight
-    from .runs import RunStoreError, SweepPoint
+    from .config import parse_grid
+    from .sweep_driver import SweepPlan
     if dist.env_world_size() > 1:
         raise UserError("dbp sweep runs its points one after another in one process; under torchrun, run "
                         "`dbp run FILE --set key=value` per point instead")
@@ -349,136 +246,68 @@ def cmd_sweep(args) -> int:
         raise UserError("dbp sweep needs at least one --grid key=value1,value2,...")
     for note in notes:
         print(f"dbp: note: {note}", file=sys.stderr)
-    with deferred():  # the base's schema only: the points are what runs, each preflighted below
-        cfg = load_config(args.file, overrides=args.set or [])
-    args._config_runs_dir = cfg.output.runs_dir
-    base = dumps_config(cfg, absolute_paths=True)  # the points' base: frozen, paths absolute
-    base_dir = str(Path(args.file).resolve().parent)  # a point's relative paths resolve as `dbp run` resolves them
-    keys = [k for k, _ in grid]
-    total = math.prod(len(v) for _, v in grid)
+    plan = SweepPlan.load(args.file, grid, args.set or [])
+    args._config_runs_dir = plan.cfg.output.runs_dir
     display = ProgressDisplay(enabled=False if args.no_progress else None)
-    cache: dict = {}  # preflight's slow checks, once per distinct value of what they read
     try:
-        for i, combo in enumerate(itertools.product(*[v for _, v in grid])):
-            point = SweepPoint(i, dict(zip(keys, combo)), None)
-            try:
-                with deferred():
-                    preflight(loads_config(base, file=args.file, base_dir=base_dir, overrides=point.overrides),
-                              args.file, cache=cache)
-            except ConfigError as exc:
-                where = f"point {i + 1}/{total}: {point.label}"
-                raise ConfigError(exc.file, [_grid_problem(e, where) for e in exc.errors]) from None
-            display("checking points", i + 1, total)
+        plan.check_points(on_progress=display)
     finally:
         display.close()
-    try:
-        sweep = _store(args).create_sweep(cfg.name, base, grid, source=str(Path(args.file).resolve()),
-                                          overrides=list(args.set or []), base_dir=base_dir)
-    except RunStoreError as exc:
-        raise UserError(str(exc)) from None
-    print(f"sweep {sweep.id} in {sweep.path}: {total} points over "
+    sweep = plan.create(_store(args))
+    print(f"sweep {sweep.id} in {sweep.path}: {plan.total} points over "
           + " x ".join(f"{k} ({len(v)})" for k, v in grid), file=sys.stderr)
     return _run_sweep(sweep, args)
 
 
-def _grid_problem(problem: dict, where: str) -> dict:
-    """A point's config problem as the grid gave it: '(from --grid key=value)' where an override of
-    the point set the field, else the point named."""
-    message = problem["message"]
-    if "(from --set" in message:
-        message = message.replace("(from --set", "(from --grid")
-    else:
-        message += f" (at sweep {where})"
-    return {**problem, "message": message}
+class _SweepPrinter:
+    """What ``dbp sweep`` / ``dbp resume <sweep>`` print as the points run (``sweep_driver.SweepOutput``)."""
+
+    def __init__(self, sweep):
+        self.sweep = sweep
+
+    def run_gone(self, where: str, run_id: str) -> None:
+        print(f"dbp: {where}: its run {run_id} is gone (deleted?); running the point again", file=sys.stderr)
+
+    def claimed(self, claim: Claim) -> None:
+        _announced(claim)
+
+    def starting(self, prepared) -> None:
+        run = prepared.run
+        print(f"({prepared.where})" if prepared.claim else f"run {run.id} in {run.path} ({prepared.where})",
+              file=sys.stderr)
+
+    def stopped(self, where: str) -> None:
+        print(f"dbp: sweep {self.sweep.id} stopped at {where}; continue with: dbp resume {self.sweep.id}",
+              file=sys.stderr)
+
+    def finished(self) -> None:
+        from .results import read_sweep
+        view = read_sweep(self.sweep.path)
+        print(f"\nsweep {view.id}: {view.progress_text}")
+        print("\n".join(sweep_lines(view)))
+        print(self.sweep.path, flush=True)
 
 
 def _run_sweep(sweep, args) -> int:
-    """Run the sweep's points in order: a point without a run gets one, an interrupted or failed
-    point is resumed, a done point is skipped. Stops at the first point that does not finish
-    (``dbp resume <sweep>`` continues from there). A damaged sweep folder (results.read_sweep's
-    problems) is refused before anything runs; a closed output pipe stops the sweep resumable."""
-    from .results import read_sweep
-    store = _store(args)
-    sweep.lock()  # RunLocked (exit 2) when another process runs this sweep
-    run, where = None, "its start"
-    try:
-        view = read_sweep(sweep.path)  # the manifest, points.jsonl, each point's run against its values
-        if view.problems:
-            raise UserError(f"sweep {sweep.id} cannot be resumed: " + "; ".join(view.problems))
-        base_text = _sweep_base(sweep)
-        points = [pv.point for pv in view.points]
-        for p in points:
-            where = f"point {p.index + 1}/{len(points)}: {p.label}"
-            run = None
-            prepared = _prepare_point(store, sweep, view.manifest, base_text, p, where, args)
-            if isinstance(prepared, int):
-                continue  # done
-            run, cfg, claimed = prepared
-            print(f"({where})" if claimed else f"run {run.id} in {run.path} ({where})", file=sys.stderr)
-            rc = _execute(run, cfg, args)
-            sys.stdout.flush()  # a reader that went away (`| head`) is seen here, between two points
-            if rc != EXIT_OK:
-                print(f"dbp: sweep {sweep.id} stopped at {where}; continue with: dbp resume {sweep.id}",
-                      file=sys.stderr)
-                return rc
-        run = None
-        view = read_sweep(sweep.path)
-        print(f"\nsweep {view.id}: {view.progress_text}")
-        print("\n".join(sweep_lines(view)))
-        print(sweep.path, flush=True)
-    except BrokenPipeError:
-        return _output_closed(sweep, run, where)
-    finally:
-        sweep.unlock()
-    return EXIT_OK
+    """Run the sweep's points (``sweep_driver.SweepDriver``); the exit code of the point that did
+    not finish, or 130 when the output was closed."""
+    from .sweep_driver import SweepDriver
+
+    def execute_point(run, cfg) -> int:
+        code = _execute(run, cfg, args)
+        sys.stdout.flush()  # a reader that went away (`| head`) is seen here, between two points
+        return code
+    end = SweepDriver(_store(args), sweep, execute_point, _SweepPrinter(sweep),
+                      getattr(args, "allow_changed_code", False)).run()
+    if end.closed_at is not None:
+        return _output_closed(sweep, end.closed_at)
+    return end.code
 
 
-def _sweep_base(sweep) -> str:
-    """The base config text the sweep froze (UserError naming the file if it cannot be read)."""
-    try:
-        return sweep.config_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"sweep {sweep.id} cannot be resumed: {sweep.config_path} cannot be read ({exc}); "
-                        "expected the base config dbp sweep froze") from None
-
-
-def _prepare_point(store, sweep, manifest: dict, base_text: str, p, where: str, args):
-    """A point ready to run, ``(run, cfg, claimed)`` — its run claimed for resume (claimed True), or a
-    new run created and recorded in points.jsonl — or EXIT_OK when its run is done."""
-    from .config import ConfigError, loads_config
-    from .preflight import preflight
-    from .runs import RunNotFound
-    if p.run:
-        try:
-            prepared = _claim_for_resume(store.open(p.run), getattr(args, "allow_changed_code", False))
-            return prepared if isinstance(prepared, int) else (*prepared, True)
-        except RunNotFound:
-            print(f"dbp: {where}: its run {p.run} is gone (deleted?); running the point again", file=sys.stderr)
-    try:
-        with deferred():
-            cfg = preflight(loads_config(base_text, file=str(sweep.config_path),
-                                         base_dir=str(sweep.base_dir(manifest)), overrides=p.overrides),
-                            str(sweep.config_path))
-    except ConfigError as exc:
-        raise ConfigError(exc.file, [_grid_problem(e, where) for e in exc.errors]) from None
-    with deferred():  # the run and its record in points.jsonl together: no run of no point
-        run = store.create(cfg, lock=True, source=manifest.get("source"), group=sweep.id)
-        try:
-            sweep.set_run(p.index, run.id)
-        except BaseException:  # not recorded (a full disk): the new, untouched folder goes
-            run.unlock()
-            shutil.rmtree(run.path, ignore_errors=True)
-            raise
-    return run, cfg, False
-
-
-def _output_closed(sweep, run, where: str) -> int:
-    """``dbp sweep ... | head``: the reader of the output went away. The point's run, if it had not
-    ended, is recorded interrupted (resumable, never left 'queued'); what is left to print goes
-    nowhere; the exit code says the sweep did not finish."""
-    if run is not None:
-        _leave_interrupted(run)
-        run.unlock()
+def _output_closed(sweep, where: str) -> int:
+    """``dbp sweep ... | head``: the reader of the output went away (the point's run is recorded
+    interrupted by the driver). What is left to print goes nowhere; the exit code says the sweep
+    did not finish."""
     message = f"dbp: sweep {sweep.id} stopped at {where}: its output was closed; continue with: dbp resume {sweep.id}"
     for stream in (sys.stderr, sys.stdout):
         try:
@@ -505,7 +334,7 @@ def sweep_lines(view) -> list[str]:
 def _distributed(args, prepare) -> int:
     """``dbp run`` / ``dbp resume`` under torchrun (docs/scale-out.md): rank 0 alone creates or
     opens the run and writes its store; it hands the run id and the resolved config to the other
-    ranks in one exchange, then every rank runs the study (dbp_core.study / dbp_core.dist)."""
+    ranks in one exchange, then every rank runs the study (runner.run_study / dbp_core.dist)."""
     from . import dist
     dist.init_from_env()
     rank, world = dist.world()
@@ -538,7 +367,7 @@ def _distributed(args, prepare) -> int:
             print(f"distributed run over {world} ranks", file=sys.stderr)
             return _execute(prepared[0], prepared[1], args)
         from .runner import run_study
-        from .runs import FollowerRun
+        from .store import FollowerRun
         run = FollowerRun(shared[2], shared[1], rank=rank)
         state = run_study(run, shared[3])
         if state == "done":
@@ -717,8 +546,8 @@ def _write_csv(args, rows: list[dict], lead: list[str] = ()) -> int:
 
 
 def cmd_report(args) -> int:
-    """PNG figures + report.md per run (dbp_core/report.py, docs/reports.md)."""
-    from .runs import RunNotFound
+    """PNG figures + report.md per run (dbp_core/report/, docs/reports.md)."""
+    from .store import RunNotFound
     store = _store(args)
     paths = []
     sweeps = [s for s in (_find_sweep(args, ref) for ref in args.runs) if s is not None]
@@ -888,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         _printable_streams()
         with deferred():  # pydantic builds the schema's validators in Rust: not interruptible
             from .config import ConfigError
-        from .runs import RunFileError, RunLocked, RunStoreError
+        from .store import RunFileError, RunLocked, RunStoreError
         parser = build_parser()
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or bad usage (2, its message printed); returned, not raised

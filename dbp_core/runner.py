@@ -1,6 +1,6 @@
 """``run_study``: run (or resume) the stages of a run in order (docs/design.md, "Stages and the runner").
 
-It owns what surrounds the stages: the run's lock and state, SIGINT/SIGTERM (the run stops
+It owns what surrounds the stages: the run's lock and state, SIGINT/SIGTERM (``interrupts.Gate``: the run stops
 and stays resumable), torch's thread count, the record of finished stages
 (``checkpoints/stages.json``: skipped on resume), and ``results.json`` — written once,
 atomically, at the end, together with the state ``done``. The stages run user code (plugin
@@ -15,7 +15,6 @@ import contextlib
 import faulthandler
 import logging
 import re
-import signal
 import socket
 import sys
 import threading
@@ -27,65 +26,15 @@ from typing import Callable
 
 from . import dist
 from .config import ExperimentConfig
+from .interrupts import Gate, Interrupted, restore
 from .plugins import PluginError, ProcessExit, exits_raise
 from .results import RESULTS_SCHEMA, headline
-from .runs import RunWriter
+from .store import RunWriter
+from .store.log import start_message
 from .stages.context import Resources, StageContext
 from .stages.registry import resolve_stage
 
 __all__ = ["run_study", "Interrupted"]
-
-
-class Interrupted(BaseException):
-    """SIGINT / SIGTERM arrived; the run stops at once and is left resumable (a BaseException,
-    so a stage's `except Exception` cannot swallow it)."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-class _SignalGate:
-    """SIGINT and SIGTERM during a run. The first raises :class:`Interrupted` where the run is;
-    later ones are ignored (the run is already stopping: a second SIGTERM 1 ms after the first
-    must not interrupt the recording of the first). Inside :meth:`held` a signal waits until the
-    block ends, so ``results.json`` and the state ``done`` are written together or not at all."""
-
-    def __init__(self):
-        self.raised = False
-        self.pending: int | None = None
-        self.depth = 0
-
-    def handler(self, signum, frame):  # noqa: ARG002
-        if self.raised:
-            return
-        if self.depth:
-            self.pending = self.pending or signum
-            return
-        self.raised = True
-        raise Interrupted(signum)
-
-    def install(self) -> dict:
-        previous = {}
-        if threading.current_thread() is not threading.main_thread():
-            return previous  # signals can only be handled in the main thread (e.g. a console worker)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, self.handler)
-        return previous
-
-    @contextlib.contextmanager
-    def held(self, deliver: bool = True):
-        """Hold signals for the block; afterwards (unless the block raised) deliver one that came,
-        or with ``deliver=False`` drop it (the run has finished: nothing is left to interrupt)."""
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-        if not self.depth and self.pending is not None and not self.raised and deliver:
-            signum, self.pending = self.pending, None
-            self.raised = True
-            raise Interrupted(signum)
 
 
 def _exits_recorded(run: RunWriter):
@@ -130,7 +79,7 @@ def run_study(run: RunWriter, cfg: ExperimentConfig | None = None,
     Whatever the run's code does — raise, call ``sys.exit()``, exhaust memory — ends as a failed
     run with its message; a signal ends it as interrupted (docs/design.md, "Stages and the runner")."""
     cfg = cfg or run.read_config()
-    # one process per run: the lock (dbp_core.runs.Run.lock) is taken before the state is read and
+    # one process per run: the lock (dbp_core.store.Run.lock) is taken before the state is read and
     # held until the end; a caller that already holds it (the CLI) keeps it. FollowerRun: no lock.
     own_lock = run.lock()  # RunLocked: another process runs it
     try:
@@ -155,7 +104,7 @@ def _set_threads(cfg: ExperimentConfig) -> int | None:
 def _crash_reports(run: RunWriter):
     """While the run runs, a fatal signal (``os.abort()``, a crash in native code) writes the
     Python traceback into ``log.txt`` (:mod:`faulthandler`); readers then report the run failed
-    with that error (``runs.Run.crash_report``) instead of leaving it 'running'."""
+    with that error (``store.Run.crash_report``) instead of leaving it 'running'."""
     open_log = getattr(run, "crash_log", None)
     fh = None
     was_enabled = faulthandler.is_enabled()
@@ -224,15 +173,15 @@ def _record_end(run: RunWriter, state: str, message: str, log: str, drop_results
 class _Attempt:
     """How far one run_study got, for its end: the signal gate, torch's thread count to restore, and
     whether results.json is written without the state 'done' (an unfinished run must not keep it)."""
-    gate: _SignalGate
-    distributed: bool  # under torchrun: rank 0 writes, other ranks get a runs.FollowerRun
+    gate: Gate
+    distributed: bool  # under torchrun: rank 0 writes, other ranks get a store.FollowerRun
     threads_before: int | None = None
     results_written: bool = False
 
 
 def _run_locked(run: RunWriter, cfg: ExperimentConfig,
                 on_progress: Callable[[str, int, int | None], None] | None) -> str:
-    attempt = _Attempt(_SignalGate(), dist.is_distributed())
+    attempt = _Attempt(Gate(), dist.is_distributed())
     previous = attempt.gate.install()
     run.bad_input = False
     try:
@@ -280,7 +229,7 @@ def _mark_running(run: RunWriter):
         status = claimed
         run.claimed_from = None  # consumed: a later run_study on this object reads the status again
     resumed = status is not None and status.state != "queued"
-    run.log(("resuming" if resumed else "starting") + f" on {socket.gethostname()}")
+    run.log(start_message(resumed))  # where readers look back to for a crash (store.log.crash_report)
     run.append_metric("resume" if resumed else "start", None)
     return status
 
@@ -341,8 +290,7 @@ def _settle(run: RunWriter, threads_before: int | None, previous_handlers: dict)
     if threads_before is not None:
         import torch
         torch.set_num_threads(threads_before)
-    for sig, h in previous_handlers.items():
-        signal.signal(sig, h)
+    restore(previous_handlers)
 
 
 def _results(run: RunWriter, cfg: ExperimentConfig, stages: dict, created: float) -> dict:

@@ -120,7 +120,7 @@ def test_linf_pgd_mapping_respects_its_clip():
 def test_addt_stage_trains_saves_and_compares_variants(tmp_path):
     from dbp_core.config import loads_config
     from dbp_core.models.loaders import load_checkpoint
-    from dbp_core.runs import RunStore
+    from dbp_core.store import RunStore
     from dbp_core.study import run_study
 
     cfg = loads_config(addt_toml(), base_dir=str(tmp_path))
@@ -195,7 +195,7 @@ def test_addt_lowers_the_denoising_loss_under_cgpo_on_the_embedded_default():
 
 def _stage_run(tmp_path, text, name="r"):
     from dbp_core.config import loads_config
-    from dbp_core.runs import RunStore
+    from dbp_core.store import RunStore
     cfg = loads_config(text, base_dir=str(tmp_path))
     return cfg, RunStore(tmp_path / name).create(cfg)
 

@@ -27,7 +27,7 @@ def test_every_name_of_docs_api_imports():
     from dbp_core.purifier.guidance import Guidance  # noqa: F401
     from dbp_core.results import MetricsView, export_rows, list_runs, read_run  # noqa: F401
     from dbp_core.runner import run_study  # noqa: F401
-    from dbp_core.runs import RunStore  # noqa: F401
+    from dbp_core.store import RunStore  # noqa: F401
     from dbp_core.stages.context import Resources, StageContext  # noqa: F401
     from dbp_core.stages.registry import register_stage  # noqa: F401
     assert callable(noise.derive_seed) and callable(ops.backend)

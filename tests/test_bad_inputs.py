@@ -26,7 +26,7 @@ import pytest
 
 from dbp_core import cli
 from dbp_core.config import loads_config
-from dbp_core.runs import Run, RunStore
+from dbp_core.store import Run, RunStore
 from dbp_core.study import run_study
 from tests.conftest import addt_toml, attack_study_toml, run_toml
 
@@ -527,7 +527,7 @@ def test_sigint_in_the_first_50ms_of_start_up_ends_cleanly(tmp_path):
 def test_sigterm_around_results_json_gives_done_with_results_or_interrupted_without(tmp_path, monkeypatch, moment):
     """A SIGTERM right before, between or after the final writes: the run is 'done' with its
     results.json, or 'interrupted' without one — never both."""
-    from dbp_core import runner, runs as runs_mod
+    from dbp_core import runner
     monkeypatch.chdir(ROOT)
     cfg = loads_config(run_toml(n=4, batch=2), base_dir=str(ROOT))
     run = RunStore(tmp_path / "runs").create(cfg)
@@ -541,7 +541,7 @@ def test_sigterm_around_results_json_gives_done_with_results_or_interrupted_with
             return out
         monkeypatch.setattr(runner, "_results", results_then_signal)
     else:
-        real_write = runs_mod.Run.write_results if moment == "after results.json" else runs_mod.Run.write_status
+        real_write = Run.write_results if moment == "after results.json" else Run.write_status
 
         def write_then_signal(self, *a, **kw):
             out = real_write(self, *a, **kw)
@@ -549,7 +549,7 @@ def test_sigterm_around_results_json_gives_done_with_results_or_interrupted_with
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.05)
             return out
-        monkeypatch.setattr(runs_mod.Run, "write_results" if moment == "after results.json" else "write_status",
+        monkeypatch.setattr(Run, "write_results" if moment == "after results.json" else "write_status",
                             write_then_signal)
     state = run_study(run, cfg)
     status = run.read_status()

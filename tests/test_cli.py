@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dbp_core import cli
-from dbp_core.runs import Run, RunStore, read_metrics
+from dbp_core.store import Run, RunStore, read_metrics
 from tests.conftest import attack_study_toml, run_toml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -443,7 +443,7 @@ def test_resume_with_an_invalid_frozen_config_restores_the_state(tmp_path, capsy
     assert cli.main(["--runs-dir", str(tmp_path), "resume", run.id]) == 2
     err = capsys.readouterr().err  # an edited config is refused by its checksum first
     assert "checksum" in err and str(run.config_path) in err
-    from dbp_core.runs import file_digest
+    from dbp_core.store import file_digest
     run.record_checksum("config.toml", file_digest(run.config_path))  # as if dbp had written it so
     assert cli.main(["--runs-dir", str(tmp_path), "resume", run.id]) == 2
     err = capsys.readouterr().err

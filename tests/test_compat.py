@@ -11,7 +11,7 @@ from pathlib import Path
 from dbp_core import cli
 from dbp_core.config import load_config
 from dbp_core.runner import run_study
-from dbp_core.runs import Run, RunStore
+from dbp_core.store import Run, RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = ROOT / "tests" / "data" / "old_runs"

@@ -26,7 +26,7 @@ from console.state.runs import (audit_of, compare_results, compare_runs, export_
                                 sort_rows, trash_run)
 from console.state.sweeps import sweep_snapshot
 from dbp_core.results import EXPORT_COLUMNS, read_run, running_runs
-from dbp_core.runs import Run, RunLocked, RunStatus, read_metrics
+from dbp_core.store import Run, RunLocked, RunStatus, read_metrics
 from tests.conftest import console_toml
 from tests.helpers.console import A1, B2, C3, D4, DATA, F6, REPO, SWEEP, screen_is, until
 
@@ -296,7 +296,7 @@ def live_process():
 def fake_running(run: Path, pid: int) -> None:
     """status.json of ``run`` says it is running in process ``pid`` of this host."""
     import socket
-    from dbp_core.runs import _proc_start
+    from dbp_core.store.lock import proc_start as _proc_start
     status = json.loads((run / "status.json").read_text())
     status.update(state="running", pid=pid, host=socket.gethostname(), proc_start=_proc_start(pid))
     (run / "status.json").write_text(json.dumps(status))
@@ -425,7 +425,7 @@ def test_field_help_comes_from_the_schema():
 
 
 def test_experiment_name_from_run_ids_of_any_token_length(tmp_path):
-    """A run without a status names its experiment after its id (dbp_core.runs.parse_run_id)."""
+    """A run without a status names its experiment after its id (dbp_core.store.parse_run_id)."""
     for run_id, experiment in (("20250101-120000-attack-tiny-a1a1a1", "attack-tiny"),
                                ("20261126-123139-dwbox_digits-1c83091f2e", "dwbox_digits"),
                                ("not-a-run-id", "?")):

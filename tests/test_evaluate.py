@@ -5,7 +5,7 @@ import json
 import pytest
 
 from dbp_core.config import loads_config
-from dbp_core.runs import RunStore, read_metrics
+from dbp_core.store import RunStore, read_metrics
 from dbp_core.stats import paired_difference
 from dbp_core.study import run_study
 from tests.conftest import attack_study_toml, digits_toml

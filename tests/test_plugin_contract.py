@@ -22,7 +22,7 @@ from dbp_core.attacks.plugin import PluginAttack, check_adversarial
 from dbp_core.attacks.registry import build_attack
 from dbp_core.config import AttackConfig, load_config, loads_config
 from dbp_core.plugins import PluginError
-from dbp_core.runs import Run, RunStore
+from dbp_core.store import Run, RunStore
 from tests.conftest import DWBOX, attack_study_toml, run_toml
 
 ROOT = Path(__file__).resolve().parents[1]

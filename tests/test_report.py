@@ -1,4 +1,4 @@
-"""`dbp report` (dbp_core/report.py) on fixture run dirs (tests/data/report_runs/): every expected
+"""`dbp report` (dbp_core/report/) on fixture run dirs (tests/data/report_runs/): every expected
 PNG is a valid image with non-trivial content, and report.md embeds them with the results."""
 from __future__ import annotations
 
@@ -103,7 +103,8 @@ def test_report_of_unknown_run_is_a_user_error(tmp_path, capsys):
 def test_rows_of_fine_tuned_models_stay_apart_in_table_and_bars():
     """An ADDT run evaluates original, addt and control with the same attack: three rows that
     must not collapse into one label (the bars of the last model would hide the others)."""
-    from dbp_core.report import _row_label, results_table
+    from dbp_core.report import results_table
+    from dbp_core.report.compare import row_label as _row_label
     rows = [{"stage": "attacks", "attack": "pgd-eot-linf", "protocol": "single", "model": m, "accuracy": acc,
              "ci_low": acc - 0.05, "ci_high": acc + 0.05, "n": 100} for m, acc in
             (("original", 0.4), ("addt", 0.45), ("control", 0.41))]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from dbp_core.config import loads_config
-from dbp_core.runs import MetricsReader, Run, RunNotFound, RunStore, atomic_write, read_metrics
+from dbp_core.store import MetricsReader, Run, RunNotFound, RunStore, atomic_write, read_metrics
 
 
 def test_atomic_write_keeps_old_content_on_failure(tmp_path):
@@ -91,6 +91,22 @@ def test_remote_host_judged_by_heartbeat(tmp_path):
     status["updated"] = time.time() - 3600
     run.status_path.write_text(json.dumps(status))
     assert Run(run.path).read_status().state == "interrupted"
+
+
+def test_a_crash_before_the_last_start_is_not_the_runs(tmp_path):
+    """log.txt keeps the fatal error of an earlier start; readers look back only as far as the line
+    the runner logs when the run starts or resumes (dbp_core/store/log.py writes and finds it)."""
+    from dbp_core.runner import _mark_running
+    run = RunStore(tmp_path).create(experiment="e")
+    with open(run.log_path, "a") as fh:  # faulthandler writes its report without a time
+        fh.write("Fatal Python error: Aborted\n\nCurrent thread 0x1 (most recent call first):\n")
+    assert run.crash_report() == "Fatal Python error: Aborted"
+    _mark_running(run)  # what run_study logs when the run (re)starts
+    assert run.crash_report() is None
+    with open(run.log_path, "a") as fh:
+        fh.write("Fatal Python error: Segmentation fault\n")
+    assert run.crash_report() == "Fatal Python error: Segmentation fault"
+    run.close()
 
 
 def test_metrics_reader_waits_for_partial_last_line(tmp_path):
@@ -205,15 +221,15 @@ def test_run_id_token_has_at_least_32_random_bits(tmp_path):
 
 
 def test_create_retries_on_an_id_clash(tmp_path, monkeypatch):
-    from dbp_core import runs as runs_mod
+    from dbp_core.store import ids  # where run ids are drawn
     tokens = iter(["aaaaaaaaaa", "aaaaaaaaaa", "bbbbbbbbbb"])
     calls = []
 
     def token():
         calls.append(1)
         return next(tokens)
-    monkeypatch.setattr(runs_mod, "_id_stamp", lambda: "20000101-000000")
-    monkeypatch.setattr(runs_mod, "_id_token", token)
+    monkeypatch.setattr(ids, "_id_stamp", lambda: "20000101-000000")
+    monkeypatch.setattr(ids, "_id_token", token)
     store = RunStore(tmp_path)
     first = store.create(experiment="e")
     second = store.create(experiment="e")  # draws the same token once, then a fresh one
@@ -221,8 +237,8 @@ def test_create_retries_on_an_id_clash(tmp_path, monkeypatch):
     assert len(calls) == 3
     assert first.read_status().state == second.read_status().state == "queued"
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.id, second.id]
-    monkeypatch.setattr(runs_mod, "_id_token", lambda: "aaaaaaaaaa")  # every draw clashes: a clear error
-    from dbp_core.runs import RunStoreError
+    monkeypatch.setattr(ids, "_id_token", lambda: "aaaaaaaaaa")  # every draw clashes: a clear error
+    from dbp_core.store import RunStoreError
     with pytest.raises(RunStoreError, match="unique run folder"):
         store.create(experiment="e")
 
@@ -231,7 +247,7 @@ def test_create_retries_on_an_id_clash(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("content", ["", "{\"state\": \"runn", "[1, 2]", "\xff\xfe"])
 def test_damaged_status_and_results_raise_a_named_error(tmp_path, content):
-    from dbp_core.runs import RunFileError
+    from dbp_core.store import RunFileError
     run = RunStore(tmp_path).create(experiment="e")
     run.status_path.write_bytes(content.encode("latin-1"))
     run.results_path.write_bytes(content.encode("latin-1"))
@@ -243,7 +259,7 @@ def test_damaged_status_and_results_raise_a_named_error(tmp_path, content):
 
 
 def test_status_with_non_numeric_pid_is_refused_and_reads_as_damaged(tmp_path):
-    from dbp_core.runs import RunFileError
+    from dbp_core.store import RunFileError
     run = RunStore(tmp_path).create(experiment="e")
     with pytest.raises(ValueError, match="field 'pid'"):
         run.write_status(state="running", pid="x", host=socket.gethostname())
@@ -254,7 +270,7 @@ def test_status_with_non_numeric_pid_is_refused_and_reads_as_damaged(tmp_path):
 
 
 def test_store_root_that_is_a_file(tmp_path):
-    from dbp_core.runs import RunStoreError
+    from dbp_core.store import RunStoreError
     (tmp_path / "f").write_text("x")
     for root in (tmp_path / "f", tmp_path / "f" / "sub"):
         with pytest.raises(RunStoreError) as info:
@@ -266,7 +282,7 @@ def test_store_root_that_is_a_file(tmp_path):
 
 HOLD_LOCK = """
 import sys, time
-from dbp_core.runs import Run
+from dbp_core.store import Run
 run = Run(sys.argv[1])
 run.lock()
 run.mark_running()
@@ -276,7 +292,7 @@ time.sleep(60)
 
 
 def test_run_lock_excludes_a_second_process_and_dies_with_its_holder(tmp_path):
-    from dbp_core.runs import RunLocked
+    from dbp_core.store import RunLocked
     run = RunStore(tmp_path).create(experiment="e")
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run.path)], stdout=subprocess.PIPE, text=True,
                               env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__))))

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from dbp_core import cli
 from dbp_core.config import dumps_config, load_config
 from dbp_core.results import read_sweep
-from dbp_core.runs import RunStore, toml_value
+from dbp_core.store import RunStore, toml_value
 from tests.conftest import console_toml
 from tests.test_bad_inputs import env, folders, main
 

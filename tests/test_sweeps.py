@@ -21,7 +21,7 @@ import tomli_w
 
 from dbp_core import cli
 from dbp_core.results import SweepView, headline_text, read_run, read_sweep
-from dbp_core.runs import RunStore
+from dbp_core.store import RunStore
 from tests.conftest import console_toml
 
 

@@ -337,7 +337,7 @@ class ExperimentsScreen(ConsoleScreen):
     def _check_sweep(self, form: ConfigForm, data: dict, key: str, values: str) -> None:
         """Every point must validate before the sweep is launched (as `dbp sweep` checks)."""
         from dbp_core.config import ConfigError, parse_grid
-        from dbp_core.runs import toml_value
+        from dbp_core.store import toml_value
         item = f"{key}={values}"
         try:
             (key, grid_values), = parse_grid([item], str(form.path))

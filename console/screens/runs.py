@@ -19,7 +19,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from dbp_core.runs import RunLocked, RunNotFound
+from dbp_core.store import RunLocked, RunNotFound
 
 from ..messages import ResumeRun, WatchRun, WatchSweep
 from ..state.format import fmt_time, state_glyph

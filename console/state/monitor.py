@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbp_core.results import MetricsView, RunStatus, RunView, headline_text, read_run, row_meaning
-from dbp_core.runs import Progress
+from dbp_core.store import Progress
 from dbp_core.stages.registry import ORIGINAL, SINGLE
 
 from .format import fmt_diff, fmt_pct, progress_text

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dbp_core.results import (RunView, export_rows, headline_text, list_runs, list_sweeps, paired_between,
                               setting_differences, write_csv)
-from dbp_core.runs import RunStore, toml_value
+from dbp_core.store import RunStore, toml_value
 from dbp_core.stages.registry import ORIGINAL
 
 from .format import fmt_diff, fmt_pct
@@ -196,8 +196,8 @@ def export_csv(rows: list[dict], target: str | os.PathLike) -> Path:
 
 
 def trash_run(root: str | os.PathLike, run_id: str) -> Path:
-    """Move a run to ``<root>/.trash/`` (:meth:`dbp_core.runs.RunStore.trash`); a running run
-    raises :class:`dbp_core.runs.RunLocked`."""
+    """Move a run to ``<root>/.trash/`` (:meth:`dbp_core.store.RunStore.trash`); a running run
+    raises :class:`dbp_core.store.RunLocked`."""
     return RunStore(root).trash(run_id)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbp_core.results import SweepView, read_sweep
-from dbp_core.runs import toml_value
+from dbp_core.store import toml_value
 from dbp_core.stages.registry import SINGLE
 
 from .format import fmt_pct

@@ -15,7 +15,7 @@ from .. import dist
 from ..config import ExperimentConfig
 from ..plugins import is_import_path, resolve_import_path
 from ..purifier.noise import derive_seed
-from ..runs import RunWriter
+from ..store import RunWriter
 
 __all__ = ["StageContext", "Resources", "Subset", "derive_seed", "purifier_options"]
 

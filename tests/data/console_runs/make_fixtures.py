@@ -1,6 +1,6 @@
 """Regenerate the console fixtures: ``python tests/data/console_runs/make_fixtures.py``.
 
-Fake run folders in the run-store format (dbp_core/runs.py) for tests/test_console.py and the
+Fake run folders in the run-store format (dbp_core/store/) for tests/test_console.py and the
 snapshot tests (tests/test_console_snapshots.py). Deterministic: fixed timestamps, a fake host,
 relative paths — so the snapshots do not depend on the machine or the day. Not real runs: the
 numbers are synthetic closed forms (``success``, ``loss`` below), chosen to make readable curves;

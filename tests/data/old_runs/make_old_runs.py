@@ -22,7 +22,7 @@ STOP_AT = 3  # the interrupted run stops after its 3rd progress update of the at
 def interrupted_run(store: Path) -> str:
     from dbp_core.config import load_config
     from dbp_core.runner import run_study
-    from dbp_core.runs import RunStore
+    from dbp_core.store import RunStore
 
     cfg = load_config(QUICKSTART, overrides=SMALL)
     run = RunStore(store).create(cfg, source="experiments/quickstart.toml")
@@ -42,7 +42,7 @@ def quickstart_numbers() -> dict:
 
     from dbp_core.config import load_config
     from dbp_core.runner import run_study
-    from dbp_core.runs import RunStore
+    from dbp_core.store import RunStore
 
     cfg = load_config(QUICKSTART)
     with tempfile.TemporaryDirectory() as tmp:
