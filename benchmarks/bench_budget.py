@@ -1,5 +1,5 @@
 """Memory and time against ``purifier.memory_budget``, and ``purifier.compile`` against eager, on the CPU,
-side by side in one run (README, "Memory budget"; docs/science.md, "Memory budget").
+side by side in one run (docs/performance.md, "Memory budget"; docs/science.md, "Memory budget").
 
 * ``memory``: the CIFAR-10 DDPM UNet (35.7 M parameters, random weights; bench_purify.cifar_unet)
   purification gradient d/dx <w, purify(x)> at each ``--rows`` (batch x EOT: 32 = 4 x 8, 128 = 16 x 8)

@@ -19,7 +19,7 @@ A method whose memory, extrapolated linearly from its shorter chains, exceeds ``
 is not run (a plain loop needs ~20 GB at 100 steps); its time at that length is extrapolated from
 its per-step time and marked so.
 
-Targets (README, Performance): ours <= 1.0 GB at 20 steps, <= 1.1x that at 100 steps (and, from the round-robin
+Targets (docs/performance.md): ours <= 1.0 GB at 20 steps, <= 1.1x that at 100 steps (and, from the round-robin
 timing, <= 1.4x the plain loop's time).
 
     python benchmarks/bench_cifar.py                       # 5/20/100 steps, ~40 min on one core

@@ -1,5 +1,5 @@
 """What bf16 costs and saves: the noise network under bfloat16 autocast (``[purifier] precision``)
-against float32, side by side in one run (README, "Performance"; docs/science.md, "Network precision").
+against float32, side by side in one run (docs/performance.md, "Performance"; docs/science.md, "Network precision").
 
 Two settings, each one purification gradient computed in both precisions (replayed noise, so the
 only difference is the network's arithmetic; ``checkpoint`` gradient mode, t* as below):

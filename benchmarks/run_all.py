@@ -2,7 +2,7 @@
 
 Usage (from the repository root, in the project's virtual environment):
 
-    python benchmarks/run_all.py --quick                 # ~45 min: every row, shorter chains/fewer repeats
+    python benchmarks/run_all.py --quick                 # every row, shorter chains/fewer repeats: ~25 min idle, ~90 loaded
     python benchmarks/run_all.py                         # complete: ~2 h on one core (the published table)
     python benchmarks/run_all.py --only ops attack addt  # some sections (ops purify samplers cifar-time cifar attack addt)
     python benchmarks/run_all.py --markdown --json results.json   # markdown table + machine-readable rows
@@ -93,7 +93,7 @@ def plan(quick: bool) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="shorter chains and fewer repeats (~25 min)")
+    ap.add_argument("--quick", action="store_true", help="shorter chains and fewer repeats (1,349 s on an idle core; about 90 min on a loaded 2-core machine)")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads of the in-process timings")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")

@@ -11,7 +11,7 @@ the chain's dtype. The backward's recomputation of a step runs under the same co
 ``checkpoint`` and ``segments`` give the gradient of the same function as ``full``.
 
 ``compiled_network`` is ``[purifier] compile``: the network through ``torch.compile`` (same
-arithmetic, fused kernels; README, "Performance", for what it buys on the CPU).
+arithmetic, fused kernels; docs/performance.md, "Performance", for what it buys on the CPU).
 """
 from __future__ import annotations
 
