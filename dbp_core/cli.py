@@ -505,7 +505,7 @@ def sweep_lines(view) -> list[str]:
 def _distributed(args, prepare) -> int:
     """``dbp run`` / ``dbp resume`` under torchrun (docs/scale-out.md): rank 0 alone creates or
     opens the run and writes its store; it hands the run id and the resolved config to the other
-    ranks in one exchange, then every rank runs the study (dbp_core.study / dbp_core.dist)."""
+    ranks in one exchange, then every rank runs the study (dbp_core.runner / dbp_core.dist)."""
     from . import dist
     dist.init_from_env()
     rank, world = dist.world()
