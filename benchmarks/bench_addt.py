@@ -32,10 +32,10 @@ except ImportError:  # run as a script
 
 def setup(batch: int, iterations: int):
     from dbp_core.addt import ADDTTrainer, CGPOSettings, TrainSettings
-    from dbp_core.data import load_dataset
-    from dbp_core.diffusion import linear_schedule
     from dbp_core.models import zoo
-    from dbp_core.study import Normalized
+    from dbp_core.models.datasets import load_dataset
+    from dbp_core.models.normalized import Normalized
+    from dbp_core.purifier.diffusion import linear_schedule
     d = load_dataset("digits", "train")
     data = SimpleNamespace(x=d.x, y=d.y, uids=d.uids)
     clf = Normalized(zoo.default_classifier("digits"), *zoo.default_normalisation("digits")).eval()

@@ -29,10 +29,10 @@ METHODS = ("ours-batched", "ours-batched-ckpt", "ours-chunk1", "loop")
 
 
 def setup(batch: int, steps: int):
-    from dbp_core.data import load_dataset
     from dbp_core.models import zoo
+    from dbp_core.models.datasets import load_dataset
     from dbp_core.models.defended import DefendedClassifier
-    from dbp_core.purify import Purifier
+    from dbp_core.purifier import Purifier
     eps_model = zoo.default_diffusion("digits")  # weights not frozen, as the study loads them
     clf = zoo.default_classifier("digits").requires_grad_(False)
     mean, std = zoo.default_normalisation("digits")

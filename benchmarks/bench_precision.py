@@ -39,11 +39,10 @@ SETTINGS = ("attack", "cifar")
 def attack_gradient_fn(precision: str, n: int = 32, eot: int = 4):
     """A function computing d/dx sum CE(defended(x)) over ``eot`` replicas on the first ``n`` digits
     test images (models loaded once, outside the timed calls)."""
-    from dbp_core import noise
     from dbp_core.models.datasets import load_dataset
     from dbp_core.models.defended import DefendedClassifier
     from dbp_core.models.zoo import default_classifier, default_diffusion
-    from dbp_core.purify import Purifier
+    from dbp_core.purifier import Purifier, noise
 
     data = load_dataset("digits", "test")
     x, y, uids = data.x[:n], data.y[:n], data.uids[:n]
@@ -60,8 +59,7 @@ def attack_gradient_fn(precision: str, n: int = 32, eot: int = 4):
 
 def _cifar_fn(precision: str):
     import bench_purify as BP
-    from dbp_core import noise
-    from dbp_core.purify import Purifier
+    from dbp_core.purifier import Purifier, noise
 
     net, x, w, uids = BP.setup("cifar")  # the UNet wrapped as an eps model (DiffusersEps)
     pur = Purifier(net, t_star=0.1, steps=5, noise=noise.replay(3), grad_mode="checkpoint", precision=precision)

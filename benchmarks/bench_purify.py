@@ -4,7 +4,7 @@ Methods, same network and batch (``--arch digits``: the shipped digits UNet on 1
 ``--arch cifar``: a diffusers UNet2DModel with the google/ddpm-cifar10-32 configuration, random
 weights, on 3x32x32, batch 4):
 
-* ``ours-full`` / ``ours-checkpoint`` / ``ours-segments``: ``dbp_core.purify.Purifier`` per grad mode;
+* ``ours-full`` / ``ours-checkpoint`` / ``ours-segments``: ``dbp_core.purifier.Purifier`` per grad mode;
 * ``plain``: the loop peers write — torch.randn noise, eager posterior-mean arithmetic, plain autograd;
 * ``peer-ckpt``: the same loop with each step under ``torch.utils.checkpoint(use_reentrant=False)``;
 * ``diffusers``: a ``diffusers.DDPMScheduler`` loop (fixed_large, no clipping, custom timesteps);
@@ -91,9 +91,8 @@ class LearnedHead(torch.nn.Module):
 
 
 def sampler_purifier(name: str, net, steps: int, mode: str):
-    from dbp_core import noise
+    from dbp_core.purifier import Purifier, noise
     from dbp_core.purifier.guidance import Guidance
-    from dbp_core.purify import Purifier
     kw = dict(SAMPLER_SETTINGS[name])
     if "guidance" in kw:
         target, scale, eps = kw["guidance"]
@@ -146,9 +145,8 @@ def make_method(method: str, steps: int, net, x, w, uids, segments: int | None =
     weights' gradients too, accumulated into ``.grad``, which is cleared before each call)."""
     from torch.utils.checkpoint import checkpoint
 
-    from dbp_core import noise
-    from dbp_core.diffusion import linear_schedule, reverse_chain
-    from dbp_core.purify import Purifier
+    from dbp_core.purifier import Purifier, noise
+    from dbp_core.purifier.diffusion import linear_schedule, reverse_chain
 
     t_star = t_star_for(steps)
     schedule = linear_schedule()

@@ -111,7 +111,7 @@ def addt_trainer_steps(steps: int = 2):
     from torch import nn
 
     from dbp_core.addt import ADDTTrainer, CGPOSettings, TrainSettings
-    from dbp_core.diffusion import linear_schedule
+    from dbp_core.purifier.diffusion import linear_schedule
     from tests._tiny import TinyEps
     torch.manual_seed(0)
     eps_model = TinyEps(channels=1, hidden=4)

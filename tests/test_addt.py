@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from dbp_core import noise, ops
+from dbp_core import ops
 from dbp_core.addt import ADDTTrainer, CGPOSettings, TrainSettings, cgpo, lambda_t
 from dbp_core.addt.cgpo import guidance_loss
-from dbp_core.diffusion import linear_schedule
+from dbp_core.purifier import noise
+from dbp_core.purifier.diffusion import linear_schedule
 
 from ._tiny import TinyEps
 from .conftest import addt_toml
@@ -120,8 +121,8 @@ def test_linf_pgd_mapping_respects_its_clip():
 def test_addt_stage_trains_saves_and_compares_variants(tmp_path):
     from dbp_core.config import loads_config
     from dbp_core.models.loaders import load_checkpoint
+    from dbp_core.runner import run_study
     from dbp_core.store import RunStore
-    from dbp_core.study import run_study
 
     cfg = loads_config(addt_toml(), base_dir=str(tmp_path))
     run = RunStore(tmp_path / "runs").create(cfg)
@@ -172,9 +173,9 @@ def test_addt_lowers_the_denoising_loss_under_cgpo_on_the_embedded_default():
     import copy
 
     from dbp_core.addt.trainer import denoising_loss_under_cgpo
-    from dbp_core.data import load_dataset
     from dbp_core.models import zoo
-    from dbp_core.study import Normalized
+    from dbp_core.models.datasets import load_dataset
+    from dbp_core.models.normalized import Normalized
     d = load_dataset("digits", "train")
     data = SimpleNamespace(x=d.x.float(), y=d.y.long(), uids=d.uids.long())
     clf = Normalized(zoo.default_classifier("digits"), *zoo.default_normalisation("digits")).eval()
@@ -203,9 +204,9 @@ def _stage_run(tmp_path, text, name="r"):
 def test_addt_stage_resumes_bit_identically_through_the_run_store(tmp_path, monkeypatch):
     import signal
 
-    from dbp_core.stages import addt as stage
     from dbp_core.models.loaders import load_checkpoint
-    from dbp_core.study import Interrupted, run_study
+    from dbp_core.runner import Interrupted, run_study
+    from dbp_core.stages import addt as stage
     text = addt_toml(stages=["addt"], addt={"steps": 4})
     cfg, plain = _stage_run(tmp_path, text, "plain")
     assert run_study(plain, cfg) == "done"
@@ -235,7 +236,7 @@ def test_addt_on_a_diffusers_unet_saves_a_diffusers_folder(tmp_path):
     from diffusers import UNet2DModel
 
     from dbp_core.models.loaders import load_diffusers_unet
-    from dbp_core.study import run_study
+    from dbp_core.runner import run_study
     from tests.test_models import _tiny_diffusers
     _tiny_diffusers().save_pretrained(tmp_path / "ddpm")
     text = addt_toml(stages=["addt"], models={"diffusion": "ddpm", "diffusion_format": "diffusers"},

@@ -17,7 +17,7 @@ from dbp_core.models import zoo
 from dbp_core.models.datasets import load_dataset
 from dbp_core.models.defended import DefendedClassifier
 from dbp_core.models.normalized import Normalized
-from dbp_core.purify import Purifier
+from dbp_core.purifier import Purifier
 
 from ._tiny import TinyEps
 

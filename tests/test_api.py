@@ -1,7 +1,8 @@
-"""The public Python API of docs/api.md keeps working: every name imports, old import paths
-are the same objects as the new ones."""
+"""The public Python API of docs/api.md keeps working: every name imports, a name exported by two
+modules is one object."""
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 from pathlib import Path
@@ -33,20 +34,66 @@ def test_every_name_of_docs_api_imports():
     assert callable(noise.derive_seed) and callable(ops.backend)
 
 
-def test_old_import_paths_are_the_same_objects():
+def test_a_name_exported_twice_is_one_object():
     same = {
-        ("dbp_core.noise", None): ("dbp_core.purifier.noise", None),
-        ("dbp_core.diffusion", None): ("dbp_core.purifier.diffusion", None),
-        ("dbp_core.purify", "Purifier"): ("dbp_core.purifier.purifier", "Purifier"),
-        ("dbp_core.data", "load_dataset"): ("dbp_core.models.datasets", "load_dataset"),
-        ("dbp_core.study", "run_study"): ("dbp_core.runner", "run_study"),
-        ("dbp_core.study", "Normalized"): ("dbp_core.models.normalized", "Normalized"),
-        ("dbp_core.study", "derive_seed"): ("dbp_core.purifier.noise", "derive_seed"),
+        ("dbp_core.purifier", "Purifier"): ("dbp_core.purifier.purifier", "Purifier"),
         ("dbp_core.attacks", "derive_seed"): ("dbp_core.purifier.noise", "derive_seed"),
+        ("dbp_core.stages.context", "derive_seed"): ("dbp_core.purifier.noise", "derive_seed"),
     }
-    for (old, old_name), (new, new_name) in same.items():
-        a, b = importlib.import_module(old), importlib.import_module(new)
-        assert (getattr(a, old_name) if old_name else a) is (getattr(b, new_name) if new_name else b), old
+    for (a, a_name), (b, b_name) in same.items():
+        assert getattr(importlib.import_module(a), a_name) is getattr(importlib.import_module(b), b_name), a
+
+
+def missing_imports(root: Path, folders=("dbp_core", "console", "tests", "benchmarks")) -> list[str]:
+    """Imports of ``dbp_core`` modules that the tree at ``root`` does not have (``file: module``): a
+    module file or package that is not there, or ``from package import name`` where ``name`` is
+    neither a submodule nor a name of the package's ``__init__``. Read from the files, not imported:
+    an installed copy of another tree would answer an import that this tree cannot."""
+    def module_file(module: str) -> Path | None:
+        base = root.joinpath(*module.split("."))
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def exists(module: str, name: str | None) -> bool:
+        where = module_file(module)
+        if where is None or name is None or where.name != "__init__.py" or module_file(f"{module}.{name}"):
+            return where is not None
+        return re.search(rf"\b{name}\b", where.read_text(encoding="utf-8")) is not None
+
+    found = []
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                if isinstance(node, ast.Import):
+                    wanted = [(a.name, None) for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    wanted = [(node.module, a.name) for a in node.names]
+                else:
+                    continue
+                for module, name in wanted:
+                    if module.split(".")[0] == "dbp_core" and module != "dbp_core._C" and not exists(module, name):
+                        missing = f"{module}.{name}" if module_file(module) else module
+                        found.append(f"{path.relative_to(root)}: {missing}")
+    return found
+
+
+def test_code_imports_only_modules_of_this_tree():
+    """The old aliases (dbp_core.noise, .diffusion, .purify, .data, .study) are gone; nothing imports them."""
+    assert not missing_imports(ROOT)
+
+
+def test_the_import_check_finds_a_removed_module(tmp_path):
+    (tmp_path / "dbp_core" / "purifier").mkdir(parents=True)
+    (tmp_path / "dbp_core" / "__init__.py").write_text("")
+    (tmp_path / "dbp_core" / "purifier" / "__init__.py").write_text("from .noise import derive_seed\n")
+    (tmp_path / "dbp_core" / "purifier" / "noise.py").write_text("")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_x.py").write_text(
+        "from dbp_core.purifier import derive_seed, noise\nfrom dbp_core import noise\nimport dbp_core.study\n")
+    assert missing_imports(tmp_path, ("tests",)) == ["tests/test_x.py: dbp_core.noise",
+                                                     "tests/test_x.py: dbp_core.study"]
 
 
 def index_imports() -> list[str]:

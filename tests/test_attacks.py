@@ -7,10 +7,9 @@ import torch.nn.functional as F
 import torchattacks  # the README's test command installs it (pip install --no-deps torchattacks==3.5.1)
 from torch import nn
 
-from dbp_core import noise
 from dbp_core.attacks import APGD, BPDA, PGD, DWBox, NoisePlan, PlainModel, StraightThrough
 from dbp_core.models.defended import DefendedClassifier
-from dbp_core.purify import Purifier
+from dbp_core.purifier import Purifier, noise
 
 from ._tiny import TinyEps
 

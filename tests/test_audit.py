@@ -11,8 +11,8 @@ from dbp_core.analysis import audit as rules
 from dbp_core.config import loads_config
 from dbp_core.purifier.purifier import Purifier
 from dbp_core.results import check_results, read_run
+from dbp_core.runner import run_study
 from dbp_core.store import RunFileError, RunStore
-from dbp_core.study import run_study
 from tests.conftest import attack_study_toml, digits_toml
 
 DIGITS_AUDIT = digits_toml(

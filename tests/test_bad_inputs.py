@@ -26,8 +26,8 @@ import pytest
 
 from dbp_core import cli
 from dbp_core.config import loads_config
+from dbp_core.runner import run_study
 from dbp_core.store import Run, RunStore
-from dbp_core.study import run_study
 from tests.conftest import addt_toml, attack_study_toml, run_toml
 
 ROOT = Path(__file__).resolve().parents[1]

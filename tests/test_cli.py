@@ -1,7 +1,7 @@
 """The dbp CLI end to end: run / resume / runs / show / export, crash safety, exit codes.
 
 Models and data come from tests/plugins.py through import paths, so these tests need no
-trained weights; the purifier is the real one (dbp_core.purify) on a tiny eps model."""
+trained weights; the purifier is the real one (dbp_core.purifier) on a tiny eps model."""
 from __future__ import annotations
 
 import csv

@@ -355,7 +355,7 @@ def test_console_form_values_validate_under_strict_types(monkeypatch):
 # --------------------------------------------------------------------------- checks made at validation time
 
 def test_examples_must_fit_the_builtin_split():
-    from dbp_core.data import digits_split
+    from dbp_core.models.datasets import digits_split
     for split in ("test", "train"):
         size = len(digits_split(split))  # the sizes come from dbp_core/data.py, not from here
         ok = loads_config(f'name = "x"\n[data]\nsplit = "{split}"\nn_examples = {size}\n')

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dbp_core.data import DatasetError, ImageSet, digits_split, load_dataset
+from dbp_core.models.datasets import DatasetError, ImageSet, digits_split, load_dataset
 
 
 def test_digits_split_and_uids():

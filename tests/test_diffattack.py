@@ -9,15 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from dbp_core import noise
 from dbp_core.attacks import APGD, AutoAttackRand, DiffAttack, NoisePlan
 from dbp_core.attacks.base import ModelOutput
 from dbp_core.attacks.diffattack import DeviationObjective, deviated_reconstruction, deviation_states
 from dbp_core.attacks.losses import objective
 from dbp_core.config import ConfigError, loads_config
 from dbp_core.models.defended import DefendedClassifier
+from dbp_core.purifier import Purifier, noise
 from dbp_core.purifier.guidance import Guidance
-from dbp_core.purify import Purifier
 from tests._tiny import ContinuousEps, LearnedEps, TinyEps
 
 F64 = torch.float64

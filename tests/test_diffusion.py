@@ -4,9 +4,8 @@ import math
 import pytest
 import torch
 
-from dbp_core import diffusion as D
-from dbp_core import noise, ops
-from dbp_core.purify import Purifier
+from dbp_core import ops
+from dbp_core.purifier import Purifier, diffusion as D, noise
 
 from tests._tiny import OracleEps, TinyEps
 

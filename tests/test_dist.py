@@ -12,8 +12,8 @@ import pytest
 
 from dbp_core import dist
 from dbp_core.config import loads_config
+from dbp_core.runner import run_study
 from dbp_core.store import RunStore
-from dbp_core.study import run_study
 from tests.conftest import addt_toml, attack_study_toml
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from dbp_core.config import loads_config
-from dbp_core.store import RunStore, read_metrics
+from dbp_core.runner import run_study
 from dbp_core.stats import paired_difference
-from dbp_core.study import run_study
+from dbp_core.store import RunStore, read_metrics
 from tests.conftest import attack_study_toml, digits_toml
 
 
@@ -121,10 +121,11 @@ def test_dwbox_is_judged_on_exactly_the_noise_it_attacked(tmp_path):
     wired to the wrong seed, which the attack-level tests cannot see."""
     import torch
 
-    from dbp_core import noise
     from dbp_core.attacks import DWBox
     from dbp_core.models.defended import DefendedClassifier
-    from dbp_core.study import Resources, derive_seed
+    from dbp_core.purifier import noise
+    from dbp_core.purifier.noise import derive_seed
+    from dbp_core.stages.context import Resources
     r, res = run(tmp_path, n=16, batch=8)
     cfg = r.read_config()
     resources = Resources(cfg)

@@ -15,7 +15,7 @@ from dbp_core.attacks.gradients import attacker_view
 from dbp_core.attacks.losses import (LOSSES, best_other_class, check_classes, dlr_loss, dlr_targeted_loss,
                                      margin_loss, ranked_class)
 from dbp_core.models.defended import DefendedClassifier
-from dbp_core.purify import Purifier
+from dbp_core.purifier import Purifier
 
 from ._tiny import TinyEps
 

@@ -109,8 +109,8 @@ def test_a_budget_below_one_rows_step_says_what_it_needs(digits_unet):
 
 def test_a_budgeted_attack_study_logs_its_plan_and_peak_and_keeps_the_outcomes(tmp_path):
     from dbp_core.config import loads_config
+    from dbp_core.runner import run_study
     from dbp_core.store import RunStore
-    from dbp_core.study import run_study
     from tests.conftest import attack_study_toml
     per_example = {}
     for budget in (None, 0.002):  # 2 MB: micro-batched recomputation of the tiny network

@@ -5,11 +5,10 @@ import json
 import pytest
 import torch
 
-from dbp_core import noise
 from dbp_core.models import DefendedClassifier, DigitsCNN, UNet, UNetConfig, WideResNet, wrn_28_10
 from dbp_core.models.loaders import (CheckpointError, load_checkpoint, load_diffusers_unet,
                                      load_robustbench_wrn, load_tensor_file, save_checkpoint)
-from dbp_core.purify import Purifier
+from dbp_core.purifier import Purifier, noise
 
 
 def test_unet_shape_params_and_time_conditioning():
@@ -138,7 +137,7 @@ def test_defended_classifier_normalises_purified_input():
 
 
 def test_shipped_default_models():
-    from dbp_core.data import load_digits
+    from dbp_core.models.datasets import load_digits
     from dbp_core.models.zoo import default_classifier, default_diffusion, default_normalisation
     clf, ddpm = default_classifier("digits"), default_diffusion("digits")
     assert not clf.training and not ddpm.training
@@ -153,7 +152,7 @@ def test_shipped_default_models():
 
 
 def test_normalised_classifier_is_the_shipped_cnn_on_01_images():
-    from dbp_core.data import load_digits
+    from dbp_core.models.datasets import load_digits
     from dbp_core.models.normalized import Normalized
     from dbp_core.models.zoo import default_classifier, default_normalisation, normalised_classifier
     te = load_digits("test").subset(100)
@@ -170,7 +169,7 @@ def test_normalised_classifier_is_the_shipped_cnn_on_01_images():
 
 
 def test_training_is_deterministic_given_seed():
-    from dbp_core.data import load_digits
+    from dbp_core.models.datasets import load_digits
     from dbp_core.train import train_classifier, train_ddpm
     tr = load_digits("train").subset(128)
     cfg = UNetConfig(base_channels=8)

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dbp_core import noise
 from dbp_core.config import ConfigError, loads_config
+from dbp_core.purifier import Purifier, noise
 from dbp_core.purifier.precision import network_precision
-from dbp_core.purify import Purifier
 from dbp_core.stages.context import purifier_options
 from tests._tiny import TinyEps
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from dbp_core.config import loads_config
+from dbp_core.runner import run_study
 from dbp_core.store import RunStore
 from dbp_core.stages.attacks import n_purification_outcomes, summarize, vote
 from dbp_core.stats import paired_difference, wilson_interval
-from dbp_core.study import run_study
 from tests.conftest import DWBOX, PGD_EOT, attack_study_toml, tiny_toml
 
 

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from dbp_core import noise
-from dbp_core.purify import Purifier
+from dbp_core.purifier import Purifier, noise
 
 from tests._tiny import TinyEps
 
@@ -152,7 +151,7 @@ def test_checkpointing_really_recomputes(mode, segments, expected):
 
 def test_segments_count_and_variance_reach_the_purifier():
     from dbp_core.config import loads_config
-    from dbp_core.study import Resources
+    from dbp_core.stages.context import Resources
     cfg = loads_config('name = "p"\n[models]\ndiffusion = "tests.plugins:tiny_eps"\n'
                        '[purifier]\nsteps = 10\ngrad_mode = "segments"\nsegments = 3\nvariance = "fixed_small"\n')
     pur = Resources(cfg).purifier(noise.replay(1))

@@ -302,7 +302,7 @@ def test_run_lock_excludes_a_second_process_and_dies_with_its_holder(tmp_path):
             Run(run.path).lock()
         assert info.value.pid == holder.pid
         assert f"run {run.id} is already running (pid {holder.pid})" in str(info.value)
-        from dbp_core.study import run_study  # the runner takes the lock too: it refuses, writing nothing
+        from dbp_core.runner import run_study  # the runner takes the lock too: it refuses, writing nothing
         before = run.status_path.read_bytes()
         with pytest.raises(RunLocked):
             run_study(Run(run.path), loads_config('name = "e"'))

@@ -12,7 +12,7 @@ CHAIN_GRADIENTS = ("exact",)  # those that differentiate the reverse chain (puri
 SELECTIONS = ("autoattack", "lowest-correct")
 
 # ---------------------------------------------------------------- defaults
-# The one home of the attacks' defaults. registry.py's kinds hold theirs from here (config.py fills
+# The one home of the attacks' defaults. registry.py's kinds hold theirs from here (config/attacks.py fills
 # an [[attacks]] entry from them, registry.defaults), and so do the attack classes (pgd.py,
 # apgd.py, ...: each fills the arguments left None with its own kind's, ``with_defaults``), which
 # cannot read registry.py: it builds them. The paper's budgets and PGD steps (docs/science.md,

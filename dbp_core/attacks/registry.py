@@ -11,8 +11,8 @@ contract of ``attacks/plugin.py`` (docs/plugins.md).
 The built-in kinds' defaults are written once, in names.py (``KIND_DEFAULTS``, ``EPS``,
 ``STEP_DIVISOR``): each AttackKind here holds its kind's, and the attack classes read theirs there
 (they cannot import this module, which builds them). ``defaults(kind, norm, eps)`` resolves those
-of one kind and norm — ``AttackConfig`` (config.py) fills an ``[[attacks]]`` entry from it —
-and ``default_text`` words them for config.py's field descriptions and docs/config.md
+of one kind and norm — ``AttackConfig`` (config/attacks.py) fills an ``[[attacks]]`` entry from it —
+and ``default_text`` words them for config/attacks.py's field descriptions and docs/config.md
 (tests/test_attack_defaults.py checks that all of them agree).
 """
 from __future__ import annotations
@@ -196,7 +196,7 @@ def value_text(value) -> str:
 
 
 def default_text(field: str) -> str:
-    """The defaults of an ``[[attacks]]`` field over the kinds, in words — what config.py's field
+    """The defaults of an ``[[attacks]]`` field over the kinds, in words — what config/attacks.py's field
     descriptions and docs/config.md's ``[[attacks]]`` row quote: per norm for eps and step
     ("8/255 Linf, 0.5 L2"); else the value of each group of kinds (among those that read the field),
     the largest group last as "otherwise" ("10 for pgd-eot, apgd-eot; 1 otherwise")."""

@@ -7,7 +7,8 @@ A **stage** is a function ``run(ctx: StageContext) -> dict``:
 * it checkpoints with ``ctx.save_checkpoint(state)`` / ``ctx.load_checkpoint()`` and continues
   from the loaded state on resume;
 * it reports with ``ctx.metric(kind, step, **values)`` and ``ctx.progress(done, total)``;
-* it writes files only through ``ctx.write_json(relative_path, obj)`` / ``ctx.artifact_dir(name)``;
+* it writes files only through ``ctx.write_json(relative, obj)`` / ``ctx.artifact_path(relative)``
+  (and records a file it must find unchanged on resume, a saved model, with ``ctx.record_artifact``);
 * it returns a JSON-able dict; rows under ``"accuracies"`` (``dbp_core.stats.accuracy_row``)
   are gathered into ``results.json``.
 

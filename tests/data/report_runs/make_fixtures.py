@@ -17,8 +17,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
 from dbp_core.config import loads_config  # noqa: E402
+from dbp_core.runner import run_study  # noqa: E402
 from dbp_core.store import RunStore  # noqa: E402
-from dbp_core.study import run_study  # noqa: E402
 from tests.test_evaluate import CONFIG  # noqa: E402
 
 
