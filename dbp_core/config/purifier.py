@@ -45,8 +45,8 @@ class PurifierConfig(Section):
         "the input itself ('clean', ImageNet)")
     precision: Literal[PRECISIONS] = Field(
         "fp32", description="The noise network's arithmetic: 'fp32' (default: exact gradients), 'bf16' (autocast, "
-        "CPU and GPU) or 'tf32' (TF32 matmuls, CUDA only); the chain's steps stay in float32 (README, "
-        "'Performance': the measured cost of bf16)")
+        "CPU and GPU) or 'tf32' (TF32 matmuls, CUDA only); the chain's steps stay in float32 (docs/performance.md: "
+        "the measured cost of bf16)")
     respacing: Literal[RESPACINGS] = Field(
         "t_star", description="'ddpm'/'ddim' timesteps: `steps` spread over the t* range ('t_star'), or `steps` "
         "respaced over all 1000 as guided-diffusion's timestep_respacing, the chain starting at the last kept "
