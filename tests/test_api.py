@@ -80,7 +80,8 @@ def missing_imports(root: Path, folders=("dbp_core", "console", "tests", "benchm
 
 
 def test_code_imports_only_modules_of_this_tree():
-    """The old aliases (dbp_core.noise, .diffusion, .purify, .data, .study) are gone; nothing imports them."""
+    """The old aliases (the modules noise, diffusion, purify, data and study directly under dbp_core) are gone;
+    nothing imports them."""
     assert not missing_imports(ROOT)
 
 

@@ -357,7 +357,7 @@ def test_console_form_values_validate_under_strict_types(monkeypatch):
 def test_examples_must_fit_the_builtin_split():
     from dbp_core.models.datasets import digits_split
     for split in ("test", "train"):
-        size = len(digits_split(split))  # the sizes come from dbp_core/data.py, not from here
+        size = len(digits_split(split))  # the sizes come from dbp_core/models/datasets.py, not from here
         ok = loads_config(f'name = "x"\n[data]\nsplit = "{split}"\nn_examples = {size}\n')
         assert ok.data.n_examples == size
         loads_config(f'name = "x"\n[data]\nsplit = "{split}"\nfirst = {size - 5}\nn_examples = 5\n')

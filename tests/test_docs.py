@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# a doc of ours and its sections: ``docs/x.md, "A" and "B"``, ``README, "A"`` (not another project's README)
+# a doc of ours and its sections: ``docs/<page>.md, "A" and "B"``, ``README, "A"`` (not another project's README)
 CITE = re.compile(r"(docs/[\w-]+\.md|(?<![\w-] )(?<![\"'/])README(?:\.md)?(?![\"']))[,:]?\s*(?:\(?\s*)"
                   r"((?:\"[^\"\n]+\"(?:\s*(?:and|,)\s*)?)*)")
 
